@@ -1,0 +1,98 @@
+/**
+ * The error catalogue. Every fault a user can cause raises a subclass of `PeftError` with a
+ * stable `code` (`PEFT_ERR_*`), the context needed to find the problem (file, key, shape…)
+ * and a message that says how to fix it. `docs/errors.md` documents every code; a test keeps
+ * the two in step. Add a class here (one per fault) rather than throwing a bare `Error`.
+ */
+export abstract class PeftError extends Error {
+  abstract readonly code: string;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A safetensors file is malformed (truncated, bad header, overlapping offsets…). */
+export class SafetensorsFormatError extends PeftError {
+  readonly code = "PEFT_ERR_SAFETENSORS_FORMAT";
+  constructor(readonly file: string, readonly fault: string, options?: { cause?: unknown }) {
+    super(`${file}: invalid safetensors file: ${fault}`, options);
+  }
+}
+
+/** A tensor that must exist is missing from a file or state dict. */
+export class MissingTensorError extends PeftError {
+  readonly code = "PEFT_ERR_MISSING_TENSOR";
+  constructor(readonly file: string, readonly key: string, hint = "") {
+    super(`${file}: tensor '${key}' not found${hint ? `; ${hint}` : ""}`);
+  }
+}
+
+/** A tensor's shape differs from the one the model or graph expects. */
+export class ShapeMismatchError extends PeftError {
+  readonly code = "PEFT_ERR_SHAPE_MISMATCH";
+  constructor(
+    readonly key: string,
+    readonly expected: readonly (number | string | null)[],
+    readonly actual: readonly (number | string | null)[],
+    context = "",
+  ) {
+    super(
+      `shape mismatch for '${key}': expected [${expected.join(", ")}], got [${actual.join(", ")}]` +
+        (context ? ` (${context})` : ""),
+    );
+  }
+}
+
+/** A configuration file (config.json, adapter_config.json, a run or merge config) is invalid. */
+export class ConfigError extends PeftError {
+  readonly code = "PEFT_ERR_CONFIG";
+  constructor(readonly file: string, readonly path: string, readonly issue: string, options?: { cause?: unknown }) {
+    super(`${file}: ${path ? `'${path}': ` : ""}${issue}`, options);
+  }
+}
+
+/** A configuration option is valid for Python PEFT / transformers but not implemented here. */
+export class UnsupportedOptionError extends PeftError {
+  readonly code = "PEFT_ERR_UNSUPPORTED_OPTION";
+  constructor(readonly file: string, readonly option: string, readonly value: unknown, readonly why = "") {
+    super(
+      `${file}: option '${option}' = ${JSON.stringify(value)} is not supported by peft-ts` +
+        (why ? ` (${why})` : "") +
+        "; remove it or set it to its default",
+    );
+  }
+}
+
+/** A graph op has no backward rule (or an input was asked a gradient it cannot have). */
+export class NoGradientError extends PeftError {
+  readonly code = "PEFT_ERR_NO_GRADIENT";
+  constructor(readonly op: string, readonly detail = "") {
+    super(`no gradient rule for op '${op}'${detail ? `: ${detail}` : ""}`);
+  }
+}
+
+/** A graph was built wrongly (incompatible shapes or dtypes, unknown value). */
+export class GraphBuildError extends PeftError {
+  readonly code = "PEFT_ERR_GRAPH_BUILD";
+  constructor(readonly op: string, readonly detail: string) {
+    super(`cannot build '${op}': ${detail}`);
+  }
+}
+
+/** ONNX Runtime failed to create or run a session. */
+export class OrtSessionError extends PeftError {
+  readonly code = "PEFT_ERR_ORT_SESSION";
+  constructor(readonly what: string, options?: { cause?: unknown }) {
+    const c = options?.cause;
+    super(`onnxruntime: ${what}${c instanceof Error ? `: ${c.message}` : c !== undefined ? `: ${String(c)}` : ""}`, options);
+  }
+}
+
+/** An execution provider was asked for but is not available in this onnxruntime build or machine. */
+export class ExecutionProviderError extends PeftError {
+  readonly code = "PEFT_ERR_EXECUTION_PROVIDER";
+  constructor(readonly provider: string, readonly detail: string) {
+    super(`execution provider '${provider}' is not available: ${detail}`);
+  }
+}
