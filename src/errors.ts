@@ -96,3 +96,31 @@ export class ExecutionProviderError extends PeftError {
     super(`execution provider '${provider}' is not available: ${detail}`);
   }
 }
+
+/** A dataset file has a bad row (invalid JSON, missing text or label, wrong CSV column count…) or cannot be read. */
+export class DatasetError extends PeftError {
+  readonly code = "PEFT_ERR_DATASET";
+  /** `line` is 1-based; null when the fault concerns the whole file. */
+  constructor(readonly file: string, readonly line: number | null, readonly issue: string, options?: { cause?: unknown }) {
+    super(`${file}${line !== null ? `:${line}` : ""}: ${issue}`, options);
+  }
+}
+
+/** A dataset name is neither a built-in dataset nor a path with a supported extension. */
+export class UnknownDatasetError extends PeftError {
+  readonly code = "PEFT_ERR_UNKNOWN_DATASET";
+  constructor(readonly dataset: string, readonly known: readonly string[], readonly extensions: readonly string[]) {
+    super(
+      `unknown dataset '${dataset}': use one of the built-in datasets (${known.join(", ")}) ` +
+        `or a file path ending in ${extensions.join(", ")}`,
+    );
+  }
+}
+
+/** A training checkpoint directory is missing, incomplete or inconsistent. */
+export class CheckpointError extends PeftError {
+  readonly code = "PEFT_ERR_CHECKPOINT";
+  constructor(readonly dir: string, readonly issue: string, options?: { cause?: unknown }) {
+    super(`${dir}: invalid training checkpoint: ${issue}`, options);
+  }
+}

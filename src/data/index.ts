@@ -1,0 +1,18 @@
+export type { Dataset, DatasetMeta, Example, LoadDatasetOptions } from "./types.js";
+export {
+  BUILTIN_DATASETS,
+  UCI_LABEL_NAMES,
+  UCI_SOURCES,
+  isBuiltinDataset,
+  loadBuiltinDataset,
+  uciSourcePath,
+} from "./builtin.js";
+export type { BuiltinDatasetDef, BuiltinDatasetName, UciSource } from "./builtin.js";
+export { loadCsvDataset, loadJsonlDataset, parseCsvDataset, parseJsonlDataset } from "./files.js";
+export { parseCsv } from "./csv.js";
+export type { CsvRecord } from "./csv.js";
+export { buildLabelVocabulary } from "./labels.js";
+export type { LabelVocabulary, RawLabel } from "./labels.js";
+export { DATASET_FILE_FORMATS, listDatasets, loadDataset } from "./registry.js";
+export { SPLIT_NAMES, hashSplit, splitDataset } from "./split.js";
+export type { DatasetSplit, SplitInfo, SplitName, SplitOptions } from "./split.js";
