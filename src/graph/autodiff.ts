@@ -63,7 +63,7 @@ export function grad(loss: Value, wrt: readonly Value[], opts: GradOptions = {})
       const rule = OPS[n.op as OpName].vjp;
       if (rule === nonDifferentiable) continue;
       const gins = rule(g, n, gouts);
-      if (gins.length !== n.inputs.length) {
+      if (gins.length < n.inputs.length || gins.slice(n.inputs.length).some((x) => x !== null)) {
         throw new NoGradientError(n.op, `rule returned ${gins.length} gradients for ${n.inputs.length} inputs`);
       }
       n.inputs.forEach((inp, i) => {

@@ -1,5 +1,7 @@
 /** ONNX export: the graph as a ModelProto (protobuf bytes), pruned to what the outputs need. */
-import { onnx } from "onnx-proto";
+import onnxProto, { type onnx as OnnxTypes } from "onnx-proto";
+
+const { onnx } = onnxProto;
 import { GraphBuildError } from "../errors.js";
 import type { Tensor } from "../tensor.js";
 import { onnxDataType } from "./api.js";
@@ -15,7 +17,7 @@ export interface OnnxExportOptions {
   docString?: string;
 }
 
-function valueInfo(name: string, v: Value): onnx.IValueInfoProto {
+function valueInfo(name: string, v: Value): OnnxTypes.IValueInfoProto {
   return {
     name,
     type: {
@@ -27,7 +29,7 @@ function valueInfo(name: string, v: Value): onnx.IValueInfoProto {
   };
 }
 
-function tensorProto(name: string, t: Tensor): onnx.ITensorProto {
+function tensorProto(name: string, t: Tensor): OnnxTypes.ITensorProto {
   const d = t.data;
   return {
     name,
@@ -37,7 +39,7 @@ function tensorProto(name: string, t: Tensor): onnx.ITensorProto {
   };
 }
 
-function attribute(name: string, kind: string, value: AttrValue): onnx.IAttributeProto {
+function attribute(name: string, kind: string, value: AttrValue): OnnxTypes.IAttributeProto {
   const T = onnx.AttributeProto.AttributeType;
   switch (kind) {
     case "int":
@@ -89,14 +91,14 @@ export function nameValues(g: Graph, nodes: readonly Node[]): Map<number, string
   return names;
 }
 
-export function toModelProto(g: Graph, opts: OnnxExportOptions = {}): onnx.IModelProto {
+export function toModelProto(g: Graph, opts: OnnxExportOptions = {}): OnnxTypes.IModelProto {
   if (g.outputs.length === 0) throw new GraphBuildError("export", `graph '${g.name}' has no outputs`);
   const nodes = opts.keepDeadNodes ? g.nodes : liveNodes(g);
   const names = nameValues(g, nodes);
   const used = new Set<number>();
   for (const n of nodes) for (const i of n.inputs) used.add(i.id);
   for (const o of g.outputs) used.add(o.value.id);
-  const graph: onnx.IGraphProto = {
+  const graph: OnnxTypes.IGraphProto = {
     name: g.name,
     node: nodes.map((n) => ({
       name: n.name,
