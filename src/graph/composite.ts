@@ -22,15 +22,19 @@ export function silu(x: Value): Value {
   return G.mul(x, G.sigmoid(x));
 }
 
-/** Activation by transformers' `hidden_act` name. */
+/** Activation by name: transformers' `hidden_act` names and their normalised forms (`gelu_tanh`). */
 export function activation(name: string, x: Value): Value {
   switch (name) {
     case "gelu":
+    case "gelu_python":
       return gelu(x);
+    case "gelu_tanh":
     case "gelu_new":
     case "gelu_pytorch_tanh":
     case "gelu_fast":
       return geluTanh(x);
+    case "quick_gelu":
+      return G.mul(x, G.sigmoid(G.mul(x, 1.702)));
     case "silu":
     case "swish":
       return silu(x);
@@ -38,6 +42,8 @@ export function activation(name: string, x: Value): Value {
       return G.relu(x);
     case "tanh":
       return G.tanh(x);
+    case "sigmoid":
+      return G.sigmoid(x);
     default:
       throw new GraphBuildError("activation", `unknown activation '${name}'`);
   }

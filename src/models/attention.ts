@@ -1,0 +1,74 @@
+/** Pieces shared by the transformer models: masks, multi-head attention, positions. */
+import * as G from "../graph/api.js";
+import type { Value } from "../graph/types.js";
+
+/** The most negative finite value of the dtype, which transformers uses for masked scores. */
+export function maskValue(dtype: string): number {
+  return dtype === "float64" ? -Number.MAX_VALUE : -3.4028234663852886e38;
+}
+
+/** Positions 0…seq−1 as int64 [seq], seq read from dim 1 of `ids`. */
+export function positions(ids: Value): Value {
+  const g = ids.graph;
+  const seq = G.gather(G.shapeOf(ids), g.constant({ dtype: "int64", shape: [], data: BigInt64Array.of(1n) }));
+  return G.range(g.constant({ dtype: "int64", shape: [], data: BigInt64Array.of(0n) }), seq, g.constant({ dtype: "int64", shape: [], data: BigInt64Array.of(1n) }));
+}
+
+/**
+ * Which keys each query may attend to, as bool [batch, 1, q, k] (or [batch, 1, 1, k] when not
+ * causal): key j is visible when its attention_mask is 1 and, for causal models, j ≤ i.
+ */
+export function attentionAllowed(mask: Value, causal: boolean): Value {
+  const keys = G.unsqueeze(G.cast(mask, "bool"), [1, 2]);
+  if (!causal) return keys;
+  const pos = positions(mask);
+  const later = G.greater(G.unsqueeze(pos, [0]), G.unsqueeze(pos, [1])); // [q, k]: k > q
+  return G.and(keys, G.not(later));
+}
+
+/** Split the last dim into heads: [B, S, H·D] → [B, H, S, D]. */
+export function splitHeads(x: Value, heads: number, headDim: number): Value {
+  return G.transpose(G.reshape(x, [0, 0, heads, headDim]), [0, 2, 1, 3]);
+}
+
+/** Merge heads: [B, H, S, D] → [B, S, H·D]. */
+export function mergeHeads(x: Value): Value {
+  return G.reshape(G.transpose(x, [0, 2, 1, 3]), [0, 0, -1]);
+}
+
+/**
+ * softmax(q·kᵀ·scale, masked)·v for q [B, H, S, D] and k, v [B, Hkv, S, D]. Grouped-query
+ * attention (Hkv < H) is computed by viewing q as [B, Hkv, H/Hkv, S, D], so k and v broadcast
+ * instead of being repeated.
+ */
+export function attention(
+  q: Value,
+  k: Value,
+  v: Value,
+  allowed: Value,
+  scale: number,
+  opts: { kvHeads?: number; heads?: number; dropout?: (p: Value) => Value } = {},
+): Value {
+  const heads = opts.heads ?? (q.shape[1] as number);
+  const kvHeads = opts.kvHeads ?? heads;
+  let qq = q;
+  let kk = k;
+  let vv = v;
+  let mask = allowed;
+  const grouped = kvHeads !== heads;
+  if (grouped) {
+    const rep = heads / kvHeads;
+    qq = G.reshape(q, [0, kvHeads, rep, -1, q.shape[3] as number]);
+    kk = G.unsqueeze(k, [2]);
+    vv = G.unsqueeze(v, [2]);
+    mask = G.unsqueeze(allowed, [1]);
+  }
+  const kt = G.transpose(kk, grouped ? [0, 1, 2, 4, 3] : [0, 1, 3, 2]);
+  let scores = G.matmul(qq, kt);
+  if (scale !== 1) scores = G.mul(scores, scale);
+  scores = G.where(mask, scores, maskValue(q.dtype));
+  let probs = G.softmax(scores, -1);
+  if (opts.dropout) probs = opts.dropout(probs);
+  const out = G.matmul(probs, vv);
+  return grouped ? G.reshape(out, [0, heads, -1, q.shape[3] as number]) : out;
+}

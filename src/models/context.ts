@@ -1,0 +1,163 @@
+/**
+ * What a model builder sees while it emits its graph: where parameters come from, which of them
+ * are graph inputs (trainable) rather than initializers (frozen), and the hooks through which
+ * tuners rewrite layers by their Hugging Face module name (`bert.encoder.layer.0.attention.self.query`).
+ */
+import { MissingTensorError, ShapeMismatchError } from "../errors.js";
+import * as G from "../graph/api.js";
+import type { Graph } from "../graph/graph.js";
+import type { Value } from "../graph/types.js";
+import { type DType, type Tensor, toFloat32 as toF32 } from "../tensor.js";
+
+/** Named tensors a model reads its weights from (a `Map`, a lazy safetensors file…). */
+export interface WeightSource {
+  has(name: string): boolean;
+  get(name: string): Tensor;
+  keys(): string[];
+}
+
+export function mapSource(m: ReadonlyMap<string, Tensor>, label = "state dict"): WeightSource {
+  return {
+    has: (n) => m.has(n),
+    get: (n) => {
+      const t = m.get(n);
+      if (!t) throw new MissingTensorError(label, n);
+      return t;
+    },
+    keys: () => [...m.keys()],
+  };
+}
+
+/** Everything a tuner needs to rewrite one linear layer. */
+export interface LinearSite {
+  readonly g: Graph;
+  /** HF module name, e.g. `transformer.h.0.attn.c_attn`. */
+  readonly name: string;
+  readonly x: Value;
+  /** The stored weight: `[out, in]` for `nn.Linear`, `[in, out]` for GPT-2 `Conv1D` (`fanInFanOut`). */
+  readonly weight: Value;
+  readonly bias: Value | null;
+  readonly fanInFanOut: boolean;
+  readonly inFeatures: number;
+  readonly outFeatures: number;
+  /** The unmodified layer applied to any input. */
+  readonly base: (x: Value) => Value;
+  readonly ctx: ModelContext;
+}
+
+/** A tuner's rewrite of one linear layer; returns the layer's output. */
+export type LinearHook = (site: LinearSite) => Value;
+
+/** Rewrites the token embeddings before the encoder (prompt tuning). */
+export type EmbedHook = (args: { g: Graph; embeds: Value; mask: Value }) => { embeds: Value; mask: Value };
+
+export interface ModelHooks {
+  /** The hook for a module, or null to keep the base layer. */
+  linear?: (name: string) => LinearHook | null;
+  embeds?: EmbedHook;
+}
+
+export interface ContextOptions {
+  /** Compute dtype of the graph (weights are cast on the host when they differ). Default float32. */
+  dtype?: DType;
+  /** Parameters to expose as graph inputs (trainable) instead of initializers. */
+  inputParams?: (name: string) => boolean;
+  /** Replacement tensors by name (e.g. `modules_to_save` copies, merged weights). */
+  overrides?: ReadonlyMap<string, Tensor>;
+  hooks?: ModelHooks;
+  /** Training graph: dropout layers are active. */
+  training?: boolean;
+  /** Base seed of dropout masks. */
+  seed?: number;
+}
+
+export class ModelContext {
+  readonly dtype: DType;
+  private readonly params = new Map<string, Value>();
+  /** Every linear layer the builder emitted, in order (for `all-linear` and inspection). */
+  readonly linearSites: { name: string; inFeatures: number; outFeatures: number; fanInFanOut: boolean }[] = [];
+  /** Parameters exposed as graph inputs, with their initial values. */
+  readonly inputParams = new Map<string, Tensor>();
+
+  constructor(
+    readonly g: Graph,
+    readonly weights: WeightSource,
+    readonly options: ContextOptions = {},
+  ) {
+    this.dtype = options.dtype ?? "float32";
+  }
+
+  private seed = 0;
+  /** A fresh seed for a dropout layer (distinct per layer, deterministic per graph). */
+  nextSeed(): number {
+    return (this.options.seed ?? 0) * 1000 + ++this.seed;
+  }
+
+  get training(): boolean {
+    return this.options.training ?? false;
+  }
+
+  has(name: string): boolean {
+    return this.options.overrides?.has(name) || this.weights.has(name);
+  }
+
+  tensor(name: string): Tensor {
+    const t = this.options.overrides?.get(name) ?? this.weights.get(name);
+    return castTensor(t, this.dtype);
+  }
+
+  /** The parameter `name` as a graph value (initializer, or input when trainable). */
+  param(name: string, expectShape?: readonly number[]): Value {
+    let v = this.params.get(name);
+    if (v) return v;
+    const t = this.tensor(name);
+    if (expectShape && (t.shape.length !== expectShape.length || t.shape.some((d, i) => d !== expectShape[i]))) {
+      throw new ShapeMismatchError(name, expectShape, t.shape, "model weights do not match config.json");
+    }
+    if (this.options.inputParams?.(name)) {
+      v = this.g.input(name, t.dtype, t.shape);
+      this.inputParams.set(name, t);
+    } else {
+      v = this.g.initializer(name, t);
+    }
+    this.params.set(name, v);
+    return v;
+  }
+
+  /** A linear layer by HF module name: `${name}.weight` (+ `.bias` if present), rewritten by a tuner hook if any. */
+  linear(name: string, x: Value, opts: { fanInFanOut?: boolean; bias?: boolean } = {}): Value {
+    const fanInFanOut = opts.fanInFanOut ?? false;
+    const weight = this.param(`${name}.weight`);
+    const bias = opts.bias === false || !this.has(`${name}.bias`) ? null : this.param(`${name}.bias`);
+    const [d0, d1] = weight.shape as [number, number];
+    const inFeatures = fanInFanOut ? d0 : d1;
+    const outFeatures = fanInFanOut ? d1 : d0;
+    const base = (inp: Value): Value => {
+      const y = G.matmul(inp, fanInFanOut ? weight : G.transpose(weight, [1, 0]));
+      return bias ? G.add(y, bias) : y;
+    };
+    this.linearSites.push({ name, inFeatures, outFeatures, fanInFanOut });
+    const hook = this.options.hooks?.linear?.(name);
+    return this.g.withScope(name, () =>
+      hook ? hook({ g: this.g, name, x, weight, bias, fanInFanOut, inFeatures, outFeatures, base, ctx: this }) : base(x),
+    );
+  }
+
+  /** Prompt-tuning style rewrite of the input embeddings. */
+  embeds(embeds: Value, mask: Value): { embeds: Value; mask: Value } {
+    const h = this.options.hooks?.embeds;
+    return h ? h({ g: this.g, embeds, mask }) : { embeds, mask };
+  }
+}
+
+/** Cast float tensors between float32 and float64 on the host (other dtypes pass through). */
+export function castTensor(t: Tensor, dtype: DType): Tensor {
+  if (t.dtype === dtype) return t;
+  if (dtype === "float64" && t.dtype === "float32") return { dtype, shape: t.shape, data: Float64Array.from(t.data as Float32Array) };
+  if (dtype === "float32" && t.dtype === "float64") return { dtype, shape: t.shape, data: Float32Array.from(t.data as Float64Array) };
+  if ((t.dtype === "float16" || t.dtype === "bfloat16") && (dtype === "float32" || dtype === "float64")) {
+    return castTensor({ dtype: "float32", shape: t.shape, data: toF32(t) }, dtype);
+  }
+  return t;
+}
+

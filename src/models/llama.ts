@@ -1,0 +1,88 @@
+/**
+ * Llama (`LlamaForCausalLM`): RMSNorm, rotary position embeddings (default rope), grouped-query
+ * attention, SwiGLU feed-forward.
+ */
+import * as G from "../graph/api.js";
+import { activation, dropout, rmsNorm } from "../graph/composite.js";
+import type { Value } from "../graph/types.js";
+import type { LlamaConfig } from "../io/hf-config.js";
+import { attention, attentionAllowed, mergeHeads, positions, splitHeads } from "./attention.js";
+import type { ModelContext } from "./context.js";
+import type { ModelDef, ModelInputs, ModelOutputs } from "./model-def.js";
+
+/** cos and sin tables [maxPos, headDim] computed in float32 as transformers does (`inv_freq`, `cat(freqs, freqs)`). */
+function ropeTables(cfg: LlamaConfig, dtype: "float32" | "float64"): { cos: Float64Array; sin: Float64Array } {
+  const d = cfg.headDim;
+  const n = cfg.maxPositionEmbeddings;
+  const f = Math.fround;
+  const inv = Array.from({ length: d / 2 }, (_, i) => f(1 / f(cfg.ropeTheta ** f((2 * i) / d))));
+  const cos = new Float64Array(n * d);
+  const sin = new Float64Array(n * d);
+  for (let p = 0; p < n; p++) {
+    for (let i = 0; i < d; i++) {
+      const ang = dtype === "float32" ? f(p * inv[i % (d / 2)]!) : p * inv[i % (d / 2)]!;
+      cos[p * d + i] = Math.cos(ang);
+      sin[p * d + i] = Math.sin(ang);
+    }
+  }
+  return { cos, sin };
+}
+
+/** x·cos + rotate_half(x)·sin, rotate_half(x) = cat(−x₂, x₁). */
+function rope(x: Value, cos: Value, sin: Value, headDim: number): Value {
+  const [x1, x2] = G.split(x, [headDim / 2, headDim / 2], 3);
+  const rot = G.concat([G.neg(x2!), x1!], 3);
+  return G.add(G.mul(x, cos), G.mul(rot, sin));
+}
+
+export function buildLlama(ctx: ModelContext, cfg: LlamaConfig, inputs: ModelInputs): ModelOutputs {
+  const { g } = ctx;
+  const dtype = ctx.dtype === "float64" ? "float64" : "float32";
+  const tok = G.gather(ctx.param("model.embed_tokens.weight"), inputs.inputIds);
+  const hooked = ctx.embeds(tok, inputs.attentionMask);
+  const tables = ropeTables(cfg, dtype);
+  const tshape = [cfg.maxPositionEmbeddings, cfg.headDim];
+  const mk = (a: Float64Array) =>
+    g.constant(dtype === "float64" ? { dtype, shape: tshape, data: a } : { dtype, shape: tshape, data: Float32Array.from(a) });
+  const pos = positions(hooked.mask);
+  const cos = G.gather(mk(tables.cos), pos); // [S, D], broadcasts over [B, H, S, D]
+  const sin = G.gather(mk(tables.sin), pos);
+  const allowed = attentionAllowed(hooked.mask, true);
+  const hd = cfg.headDim;
+  let x = hooked.embeds;
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    x = g.withScope(p, () => {
+      const h = rmsNorm(x, ctx.param(`${p}.input_layernorm.weight`), cfg.rmsNormEps);
+      const a = g.withScope(`${p}.self_attn`, () => {
+        const q = rope(splitHeads(ctx.linear(`${p}.self_attn.q_proj`, h), cfg.numHeads, hd), cos, sin, hd);
+        const k = rope(splitHeads(ctx.linear(`${p}.self_attn.k_proj`, h), cfg.numKeyValueHeads, hd), cos, sin, hd);
+        const v = splitHeads(ctx.linear(`${p}.self_attn.v_proj`, h), cfg.numKeyValueHeads, hd);
+        const drop = (pr: Value) => (ctx.training && cfg.attentionDropout > 0 ? dropout(pr, cfg.attentionDropout, ctx.nextSeed()) : pr);
+        const o = attention(q, k, v, allowed, 1 / Math.sqrt(hd), { heads: cfg.numHeads, kvHeads: cfg.numKeyValueHeads, dropout: drop });
+        return ctx.linear(`${p}.self_attn.o_proj`, mergeHeads(o));
+      });
+      const r = G.add(x, a);
+      const m = g.withScope(`${p}.mlp`, () => {
+        const n2 = rmsNorm(r, ctx.param(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps);
+        const gate = activation(cfg.activation, ctx.linear(`${p}.mlp.gate_proj`, n2));
+        return ctx.linear(`${p}.mlp.down_proj`, G.mul(gate, ctx.linear(`${p}.mlp.up_proj`, n2)));
+      });
+      return G.add(r, m);
+    });
+  }
+  x = rmsNorm(x, ctx.param("model.norm.weight"), cfg.rmsNormEps);
+  const logits = ctx.linear("lm_head", x, { bias: false });
+  return { logits, hidden: x, attentionMask: hooked.mask };
+}
+
+export const llama: ModelDef<LlamaConfig> = {
+  modelType: "llama",
+  task: "causal-lm",
+  outputModules: ["lm_head"],
+  loraTargets: ["q_proj", "v_proj"],
+  layersPattern: ["layers"],
+  tiedWeights: (cfg) => (cfg.tieWordEmbeddings ? [["lm_head.weight", "model.embed_tokens.weight"]] : []),
+  embeddingParam: "model.embed_tokens.weight",
+  build: buildLlama,
+};

@@ -1,0 +1,40 @@
+/** The contract every architecture file implements. */
+import type { Value } from "../graph/types.js";
+import type { HfModelConfig } from "../io/hf-config.js";
+import type { ModelContext } from "./context.js";
+
+export type ModelTask = "causal-lm" | "seq-cls" | "feature-extraction";
+
+export interface ModelInputs {
+  /** int64 [batch, seq] */
+  readonly inputIds: Value;
+  /** int64 [batch, seq], 1 = token, 0 = padding */
+  readonly attentionMask: Value;
+  /** int64 [batch, seq] (BERT segment ids; zeros when absent) */
+  readonly tokenTypeIds?: Value;
+}
+
+export interface ModelOutputs {
+  /** [batch, seq, vocab] for causal LMs, [batch, labels] for classifiers, embeddings for encoders. */
+  readonly logits: Value;
+  /** Final hidden states [batch, seq, hidden]. */
+  readonly hidden: Value;
+  /** Attention mask after input-embedding hooks (prompt tuning prepends virtual tokens). */
+  readonly attentionMask: Value;
+}
+
+export interface ModelDef<C extends HfModelConfig = HfModelConfig> {
+  readonly modelType: C["modelType"];
+  readonly task: ModelTask;
+  /** Modules that produce the model's output (excluded from `all-linear`, as PEFT does). */
+  readonly outputModules: readonly string[];
+  /** Default LoRA targets (PEFT's TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING). */
+  readonly loraTargets: readonly string[];
+  /** Names of the repeated blocks, for `layers_to_transform` (e.g. `layer`, `h`, `layers`). */
+  readonly layersPattern: readonly string[];
+  /** Tied parameters: `[name, source]`, resolved when `name` is absent from the file. */
+  readonly tiedWeights: (cfg: C) => readonly (readonly [string, string])[];
+  /** The token embedding matrix parameter name. */
+  readonly embeddingParam: string;
+  build(ctx: ModelContext, cfg: C, inputs: ModelInputs): ModelOutputs;
+}
