@@ -124,3 +124,11 @@ export class CheckpointError extends PeftError {
     super(`${dir}: invalid training checkpoint: ${issue}`, options);
   }
 }
+
+/** A merge method or adapter combination type name is not one peft-ts knows. */
+export class UnknownMergeMethodError extends PeftError {
+  readonly code = "PEFT_ERR_UNKNOWN_MERGE_METHOD";
+  constructor(readonly name: string, readonly known: readonly string[], readonly what = "merge method") {
+    super(`unknown ${what} '${name}'; use one of: ${known.join(", ")}`);
+  }
+}
