@@ -132,3 +132,89 @@ export class UnknownMergeMethodError extends PeftError {
     super(`unknown ${what} '${name}'; use one of: ${known.join(", ")}`);
   }
 }
+
+/** A quantisation scheme or code book option is invalid (block size not allowed, unknown kind, bad code-book parameters). */
+export class QuantSchemeError extends PeftError {
+  readonly code = "PEFT_ERR_QUANT_SCHEME";
+  constructor(readonly scheme: string, readonly option: string, readonly value: unknown, readonly issue: string) {
+    super(`quantisation scheme '${scheme}': option '${option}' = ${JSON.stringify(value)} ${issue}`);
+  }
+}
+
+/** A tensor value cannot be quantised by the chosen code book (such as a negative value for the unsigned dynamic map). */
+export class QuantRangeError extends PeftError {
+  readonly code = "PEFT_ERR_QUANT_RANGE";
+  constructor(readonly key: string, readonly index: number, readonly value: number, readonly issue: string) {
+    super(`tensor '${key}': element ${index} = ${value} ${issue}`);
+  }
+}
+
+/** A tensor holds NaN or ±Infinity where a finite value is required (quantisation, compression). */
+export class NonFiniteValueError extends PeftError {
+  readonly code = "PEFT_ERR_NON_FINITE";
+  constructor(readonly key: string, readonly index: number, readonly value: number, readonly context: string) {
+    super(`tensor '${key}': element ${index} is ${value}; ${context} needs finite values (fix or drop the tensor first)`);
+  }
+}
+
+/** A quantised tensor's parts disagree (code count vs shape, scale count vs blocks, nested state…). */
+export class QuantizedTensorError extends PeftError {
+  readonly code = "PEFT_ERR_QUANTIZED_TENSOR";
+  constructor(readonly key: string, readonly issue: string) {
+    super(`quantised tensor '${key}': ${issue}; re-create it with quantize()`);
+  }
+}
+
+/** A ComPEFT file does not start with the ComPEFT magic bytes. */
+export class CompeftMagicError extends PeftError {
+  readonly code = "PEFT_ERR_COMPEFT_MAGIC";
+  constructor(readonly file: string, readonly found: string) {
+    super(`${file}: not a ComPEFT file (magic bytes ${found}); write it with writeCompeftFile()/encodeCompeft()`);
+  }
+}
+
+/** A ComPEFT file has a format version this build cannot read. */
+export class CompeftVersionError extends PeftError {
+  readonly code = "PEFT_ERR_COMPEFT_VERSION";
+  constructor(readonly file: string, readonly version: number, readonly supported: readonly number[]) {
+    super(
+      `${file}: ComPEFT format version ${version} is not supported (this build reads version ${supported.join(", ")}); ` +
+        "re-encode the file with a matching peft-ts",
+    );
+  }
+}
+
+/** A ComPEFT file ends before the data its header announces. */
+export class CompeftTruncatedError extends PeftError {
+  readonly code = "PEFT_ERR_COMPEFT_TRUNCATED";
+  constructor(readonly file: string, readonly tensor: string | null, readonly offset: number, readonly needed: string) {
+    super(
+      `${file}: truncated ComPEFT data at byte ${offset}${tensor !== null ? ` (tensor '${tensor}')` : ""}: ` +
+        `expected ${needed}; the file is incomplete, copy or write it again`,
+    );
+  }
+}
+
+/** A ComPEFT file's JSON header is not valid JSON or does not have the expected fields. */
+export class CompeftHeaderError extends PeftError {
+  readonly code = "PEFT_ERR_COMPEFT_HEADER";
+  constructor(readonly file: string, readonly path: string, readonly issue: string, options?: { cause?: unknown }) {
+    super(`${file}: invalid ComPEFT header${path ? ` at '${path}'` : ""}: ${issue}`, options);
+  }
+}
+
+/** A ComPEFT tensor's kept-entry count or positions do not fit its shape. */
+export class CompeftCountError extends PeftError {
+  readonly code = "PEFT_ERR_COMPEFT_COUNT";
+  constructor(readonly file: string, readonly tensor: string, readonly issue: string) {
+    super(`${file}: tensor '${tensor}': ${issue}; the file is corrupt, re-encode it`);
+  }
+}
+
+/** A ComPEFT file's binary body is malformed (over-long varint, non-zero padding bits, bytes after the last tensor). */
+export class CompeftFormatError extends PeftError {
+  readonly code = "PEFT_ERR_COMPEFT_FORMAT";
+  constructor(readonly file: string, readonly tensor: string | null, readonly offset: number, readonly issue: string) {
+    super(`${file}: malformed ComPEFT data at byte ${offset}${tensor !== null ? ` (tensor '${tensor}')` : ""}: ${issue}`);
+  }
+}
