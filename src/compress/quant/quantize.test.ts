@@ -229,7 +229,13 @@ describe("errors", () => {
 
   test("unknown kind, non-float dtype, NaN, negative for unsigned map", () => {
     assert.throws(() => quantize(new Float32Array(4), { kind: "int4" as QuantKind }), { code: "PEFT_ERR_QUANT_SCHEME" });
-    assert.throws(() => quantize(i64([2], [1, 2]), { kind: "int8" }, "w"), { code: "PEFT_ERR_TENSOR_DATA" });
+    assert.throws(() => quantize(i64([2], [1, 2]), { kind: "int8" }, "w"), (e: Error & { code?: string }) => {
+      assert.equal(e.code, "PEFT_ERR_QUANT_SCHEME");
+      assert.match(e.message, /int64/);
+      return true;
+    });
+    const bad = { dtype: "float32" as const, shape: [3], data: new Float32Array(2) };
+    assert.throws(() => quantize(bad, { kind: "int8" }, "w"), { code: "PEFT_ERR_SHAPE_MISMATCH" });
     assert.throws(() => quantize(f32([3], [1, NaN, 2]), { kind: "nf4" }, "w"), (e: Error & { code?: string; index?: number }) => {
       assert.equal(e.code, "PEFT_ERR_NON_FINITE");
       assert.equal(e.index, 1);

@@ -22,7 +22,7 @@
  * of 256 (NF4/FP4/int8) or of the outer block size (dynamic maps, as `quantize_blockwise(nested=True)`).
  * The codes are always computed from the exact absmax; only the stored scales are approximate.
  */
-import { QuantizedTensorError, QuantRangeError, QuantSchemeError, NonFiniteValueError, TensorDataError } from "../../errors.js";
+import { QuantizedTensorError, QuantRangeError, QuantSchemeError, NonFiniteValueError, ShapeMismatchError } from "../../errors.js";
 import { numel, tensor, toFloat32, type DType, type Tensor } from "../../tensor.js";
 import {
   dequantizeBlocks,
@@ -134,13 +134,13 @@ export function codebookFor(kind: QuantKind): Float32Array | null {
   }
 }
 
-function inputData(t: Tensor | Float32Array, name: string): { data: Float32Array; shape: readonly number[]; dtype: DType } {
+function inputData(t: Tensor | Float32Array, name: string, kind: QuantKind): { data: Float32Array; shape: readonly number[]; dtype: DType } {
   if (t instanceof Float32Array) return { data: t, shape: [t.length], dtype: "float32" };
   if (!FLOAT_DTYPES.includes(t.dtype)) {
-    throw new TensorDataError(name, `quantisation needs a floating-point tensor, got dtype ${t.dtype}; convert it to float32 first`);
+    throw new QuantSchemeError(kind, "dtype", t.dtype, `of tensor '${name}' cannot be quantised; pass a float32/float16/bfloat16/float64 tensor`);
   }
   if (t.data.length !== numel(t.shape)) {
-    throw new TensorDataError(name, `data has ${t.data.length} elements but shape [${t.shape.join(", ")}] needs ${numel(t.shape)}`);
+    throw new ShapeMismatchError(name, t.shape, [t.data.length], "tensor data length does not match its shape");
   }
   return { data: toFloat32(t), shape: t.shape, dtype: t.dtype };
 }
@@ -163,7 +163,7 @@ export function quantize(t: Tensor | Float32Array, scheme: QuantScheme, name = "
   }
   const blockSize = scheme.blockSize ?? DEFAULT_BLOCK_SIZE[kind];
   checkBlockSize(kind, blockSize);
-  const { data, shape, dtype } = inputData(t, name);
+  const { data, shape, dtype } = inputData(t, name, kind);
   checkFinite(data, name, kind);
 
   let codes: Uint8Array;
