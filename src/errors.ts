@@ -97,6 +97,46 @@ export class ExecutionProviderError extends PeftError {
   }
 }
 
+/** A tensor handed to a writer is inconsistent (data length ≠ numel(shape), wrong typed array for its dtype…). */
+export class TensorDataError extends PeftError {
+  readonly code = "PEFT_ERR_TENSOR_DATA";
+  constructor(readonly key: string, readonly detail: string) {
+    super(`tensor '${key}': ${detail}`);
+  }
+}
+
+/** A file that must exist (adapter_config.json, adapter_model.safetensors, tokenizer.json…) is absent. */
+export class MissingFileError extends PeftError {
+  readonly code = "PEFT_ERR_MISSING_FILE";
+  constructor(readonly file: string, readonly hint = "") {
+    super(`${file}: file not found${hint ? `; ${hint}` : ""}`);
+  }
+}
+
+/** An adapter name is unusable (empty, contains a path separator, '..', NUL, or is reserved). */
+export class AdapterNameError extends PeftError {
+  readonly code = "PEFT_ERR_ADAPTER_NAME";
+  constructor(readonly adapterName: string, readonly reason: string) {
+    super(`invalid adapter name ${JSON.stringify(adapterName)}: ${reason}; use a plain name such as "default" or "my_task"`);
+  }
+}
+
+/** A relative path would escape the folder it must stay in (`..`, absolute path, NUL…). */
+export class PathTraversalError extends PeftError {
+  readonly code = "PEFT_ERR_PATH_TRAVERSAL";
+  constructor(readonly root: string, readonly relPath: string) {
+    super(`path ${JSON.stringify(relPath)} escapes ${root}; use a name without '..', separators at the start, or NUL bytes`);
+  }
+}
+
+/** Tokenisation failed (no padding token when padding is needed, a token with no id and no unk token…). */
+export class TokenizerError extends PeftError {
+  readonly code = "PEFT_ERR_TOKENIZER";
+  constructor(readonly file: string, readonly detail: string) {
+    super(`${file}: ${detail}`);
+  }
+}
+
 /** A dataset file has a bad row (invalid JSON, missing text or label, wrong CSV column count…) or cannot be read. */
 export class DatasetError extends PeftError {
   readonly code = "PEFT_ERR_DATASET";
@@ -122,6 +162,14 @@ export class CheckpointError extends PeftError {
   readonly code = "PEFT_ERR_CHECKPOINT";
   constructor(readonly dir: string, readonly issue: string, options?: { cause?: unknown }) {
     super(`${dir}: invalid training checkpoint: ${issue}`, options);
+  }
+}
+
+/** A file handle (such as an open `SafetensorsFile`) was used after `close()`. */
+export class FileClosedError extends PeftError {
+  readonly code = "PEFT_ERR_FILE_CLOSED";
+  constructor(readonly file: string) {
+    super(`${file}: used after close(); open the file again`);
   }
 }
 

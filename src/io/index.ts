@@ -1,0 +1,52 @@
+/** Public API of the IO layer: atomic writes, safetensors, HF config/tokenizer files, PEFT adapter folders. */
+export { writeFileAtomic, writeFileAtomicWith, writeFilesAtomic, tempPathFor } from "./atomic.js";
+export type { AtomicFile, FdWriter } from "./atomic.js";
+export {
+  SafetensorsFile,
+  loadSafetensors,
+  saveSafetensors,
+  parseSafetensors,
+  serializeSafetensors,
+  safetensorsFileWriter,
+  ST_TO_DTYPE,
+  DTYPE_TO_ST,
+  MAX_HEADER_BYTES,
+} from "./safetensors.js";
+export type { StDtype, TensorInfo, TensorMapLike } from "./safetensors.js";
+export { parseHfConfig, safeParseHfConfig, loadHfConfig, HF_ACTIVATIONS, SUPPORTED_MODEL_TYPES } from "./hf-config.js";
+export type {
+  Activation,
+  ProblemType,
+  ModelType,
+  BertConfig,
+  Gpt2Config,
+  LlamaConfig,
+  HfModelConfig,
+  HfConfigResult,
+} from "./hf-config.js";
+export { HfTokenizer, loadTokenizer } from "./tokenizer.js";
+export type {
+  Side,
+  Padding,
+  TokenizerSettings,
+  TokenizerOverrides,
+  EncodeOptions,
+  BatchEncodeOptions,
+  Encoded,
+  BatchEncoding,
+} from "./tokenizer.js";
+export {
+  validateAdapterName,
+  safeJoin,
+  adapterDirFor,
+  readAdapterDir,
+  writeAdapterDir,
+  formatAdapterConfig,
+  ADAPTER_CONFIG_NAME,
+  ADAPTER_WEIGHTS_NAME,
+  ADAPTER_PICKLE_NAME,
+  DEFAULT_ADAPTER_NAME,
+  RESERVED_ADAPTER_NAMES,
+} from "./peft-files.js";
+export type { AdapterFiles } from "./peft-files.js";
+export { readJsonFile, readJsonObject } from "./json-file.js";

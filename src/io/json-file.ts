@@ -1,0 +1,23 @@
+/** Reading JSON files with typed errors (missing file, invalid JSON, not an object). */
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { ConfigError, MissingFileError } from "../errors.js";
+
+/** Reads and parses a JSON file. Missing → `MissingFileError`; unparsable → `ConfigError`. */
+export function readJsonFile(file: string, hint = ""): unknown {
+  if (!existsSync(file) || !statSync(file).isFile()) throw new MissingFileError(file, hint);
+  const text = readFileSync(file, "utf8");
+  try {
+    return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text) as unknown;
+  } catch (e) {
+    throw new ConfigError(file, "", `not valid JSON (${(e as Error).message}); fix the file or write it again`, { cause: e });
+  }
+}
+
+/** Like {@link readJsonFile} but the top level must be a JSON object. */
+export function readJsonObject(file: string, hint = ""): Record<string, unknown> {
+  const v = readJsonFile(file, hint);
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new ConfigError(file, "", `the top level must be a JSON object, got ${Array.isArray(v) ? "an array" : v === null ? "null" : typeof v}`);
+  }
+  return v as Record<string, unknown>;
+}
