@@ -1,0 +1,52 @@
+/**
+ * Composition: merging task vectors (mergekit-style method registry), PEFT's
+ * `add_weighted_adapter` for LoRA adapters, task vectors and streaming checkpoint merges.
+ */
+export { type SignConsensus, type UniformRng, electSign, magnitudePrune, randomPrune, topMagnitudeMask } from "./sparsify.js";
+export { type TruncatedSvd, lowRankSvd, truncatedSvd } from "./svd.js";
+export { type PcbOptions, type PcbResult, pcbMerge } from "./pcb.js";
+export {
+  MERGE_METHODS,
+  type MergeMethodDef,
+  type MergeMethodName,
+  type MergeParamDef,
+  type MergeParamValue,
+  type MergeParams,
+  type MergeRunInput,
+  type MergeTensorsOptions,
+  type TaskArithmeticOptions,
+  getMergeMethod,
+  mergeTaskTensors,
+  resolveMergeParams,
+  taskArithmetic,
+} from "./methods.js";
+export {
+  type MajoritySignMethod,
+  peftDareLinear,
+  peftDareTies,
+  peftMagnitudePrune,
+  peftTaskArithmetic,
+  peftTies,
+} from "./peft-merge-utils.js";
+export {
+  COMBINATION_TYPES,
+  type CombinationType,
+  type LoraFactors,
+  type WeightedAdapterConfig,
+  type WeightedAdapterOptions,
+  type WeightedAdapterResult,
+  type WeightedAdapterSource,
+  addWeightedAdapter,
+} from "./weighted-adapter.js";
+export {
+  type MergeCheckpointsOptions,
+  type MergeCheckpointsResult,
+  type TaskVectorEntry,
+  type TaskVectorSet,
+  type TensorFilter,
+  applyTaskVectors,
+  mergeCheckpoints,
+  taskVectorFromCheckpoints,
+  taskVectorFromLora,
+  taskVectorsFromLora,
+} from "./task-vector.js";
