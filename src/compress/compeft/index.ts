@@ -1,0 +1,14 @@
+export {
+  compeft,
+  reconstruct,
+  reconstructTensor,
+  compeftStats,
+  compeftScale,
+  keepCount,
+  topKIndices,
+  unbiasedStd,
+  COMPEFT_DTYPES,
+} from "./compeft.js";
+export type { CompeftOptions, CompeftTensor, CompeftCompressed, CompeftDType, ReconstructDType } from "./compeft.js";
+export { encodeCompeft, decodeCompeft, COMPEFT_MAGIC, COMPEFT_FORMAT_VERSION, COMPEFT_SUPPORTED_VERSIONS } from "./format.js";
+export { writeCompeftFile, readCompeftFile } from "./file.js";
