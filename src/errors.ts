@@ -176,8 +176,8 @@ export class FileClosedError extends PeftError {
 /** A merge method or adapter combination type name is not one peft-ts knows. */
 export class UnknownMergeMethodError extends PeftError {
   readonly code = "PEFT_ERR_UNKNOWN_MERGE_METHOD";
-  constructor(readonly name: string, readonly known: readonly string[], readonly what = "merge method") {
-    super(`unknown ${what} '${name}'; use one of: ${known.join(", ")}`);
+  constructor(readonly method: string, readonly known: readonly string[], readonly what = "merge method") {
+    super(`unknown ${what} '${method}'; use one of: ${known.join(", ")}`);
   }
 }
 
@@ -264,5 +264,37 @@ export class CompeftFormatError extends PeftError {
   readonly code = "PEFT_ERR_COMPEFT_FORMAT";
   constructor(readonly file: string, readonly tensor: string | null, readonly offset: number, readonly issue: string) {
     super(`${file}: malformed ComPEFT data at byte ${offset}${tensor !== null ? ` (tensor '${tensor}')` : ""}: ${issue}`);
+  }
+}
+
+/** A `peft_type` no registered tuner implements (or a plugin registration that breaks the registry's rules). */
+export class UnknownTunerError extends PeftError {
+  readonly code = "PEFT_ERR_UNKNOWN_TUNER";
+  constructor(readonly peftType: string, readonly known: readonly string[], readonly file = "adapter_config.json") {
+    super(`${file}: unknown peft_type '${peftType}'${known.length ? `; peft-ts implements: ${known.join(", ")}` : ""}`);
+  }
+}
+
+/** An adapter does not fit the base model (no matching module, wrong shape, missing or extra tensors). */
+export class AdapterMismatchError extends PeftError {
+  readonly code = "PEFT_ERR_ADAPTER_MISMATCH";
+  constructor(readonly file: string, readonly key: string, readonly issue: string) {
+    super(`${file}: '${key}': ${issue}`);
+  }
+}
+
+/** An adapter name that is not loaded (or already taken) was used. */
+export class AdapterStateError extends PeftError {
+  readonly code = "PEFT_ERR_ADAPTER_STATE";
+  constructor(readonly adapterName: string, readonly issue: string) {
+    super(`adapter '${adapterName}': ${issue}`);
+  }
+}
+
+/** A path points to a kind of file the command cannot read (e.g. `peft inspect notes.txt`). */
+export class UnsupportedFileTypeError extends PeftError {
+  readonly code = "PEFT_ERR_UNSUPPORTED_FILE_TYPE";
+  constructor(readonly file: string, readonly expected: string) {
+    super(`${file}: cannot read this kind of file; expected ${expected}`);
   }
 }

@@ -17,7 +17,7 @@
  */
 import { createHash } from "node:crypto";
 import { ConfigError } from "../errors.js";
-import { Rng } from "../train/rng.js";
+import { Rng } from "../util/rng.js";
 
 export const SPLIT_NAMES = ["train", "validation", "test"] as const;
 export type SplitName = (typeof SPLIT_NAMES)[number];

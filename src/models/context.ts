@@ -13,6 +13,8 @@ import { type DType, type Tensor, toFloat32 as toF32 } from "../tensor.js";
 export interface WeightSource {
   has(name: string): boolean;
   get(name: string): Tensor;
+  /** Dtype and shape without reading the data. */
+  info(name: string): { readonly dtype: DType; readonly shape: readonly number[] };
   keys(): string[];
 }
 
@@ -23,6 +25,11 @@ export function mapSource(m: ReadonlyMap<string, Tensor>, label = "state dict"):
       const t = m.get(n);
       if (!t) throw new MissingTensorError(label, n);
       return t;
+    },
+    info: (n) => {
+      const t = m.get(n);
+      if (!t) throw new MissingTensorError(label, n);
+      return { dtype: t.dtype, shape: t.shape };
     },
     keys: () => [...m.keys()],
   };
@@ -69,6 +76,8 @@ export interface ContextOptions {
   training?: boolean;
   /** Base seed of dropout masks. */
   seed?: number;
+  /** Build without reading any weight data (every parameter becomes an input): to list modules and shapes. */
+  dryRun?: boolean;
 }
 
 export class ModelContext {
@@ -110,6 +119,13 @@ export class ModelContext {
   param(name: string, expectShape?: readonly number[]): Value {
     let v = this.params.get(name);
     if (v) return v;
+    if (this.options.dryRun) {
+      const over = this.options.overrides?.get(name);
+      const info = over ?? this.weights.info(name);
+      v = this.g.input(name, this.dtype, info.shape);
+      this.params.set(name, v);
+      return v;
+    }
     const t = this.tensor(name);
     if (expectShape && (t.shape.length !== expectShape.length || t.shape.some((d, i) => d !== expectShape[i]))) {
       throw new ShapeMismatchError(name, expectShape, t.shape, "model weights do not match config.json");

@@ -5,7 +5,7 @@ import { ConfigError, MissingTensorError, UnsupportedOptionError } from "../erro
 import { type HfModelConfig, loadHfConfig } from "../io/hf-config.js";
 import { readJsonFile } from "../io/json-file.js";
 import { SafetensorsFile } from "../io/safetensors.js";
-import type { Tensor } from "../tensor.js";
+import type { DType, Tensor } from "../tensor.js";
 import type { WeightSource } from "./context.js";
 import type { ModelDef } from "./model-def.js";
 import { MODELS } from "./registry.js";
@@ -34,6 +34,13 @@ export class SafetensorsWeights implements WeightSource {
     if (f) return f.get(name);
     const src = this.tied.get(name);
     if (src && this.byName.has(src)) return this.byName.get(src)!.get(src);
+    throw new MissingTensorError(this.files.map((x) => x.path).join(", ") || "weights", name);
+  }
+  info(name: string): { dtype: DType; shape: readonly number[] } {
+    const f = this.byName.get(name);
+    if (f) return f.info(name);
+    const src = this.tied.get(name);
+    if (src && this.byName.has(src)) return this.byName.get(src)!.info(src);
     throw new MissingTensorError(this.files.map((x) => x.path).join(", ") || "weights", name);
   }
   keys(): string[] {

@@ -7,7 +7,7 @@ import { CheckpointError, ConfigError } from "../errors.js";
 import type { Tensor } from "../tensor.js";
 import { CHECKPOINT_FILE, hasCheckpoint, loadCheckpoint, saveCheckpoint, type TrainingCheckpoint } from "./checkpoint.js";
 import { AdamW } from "./optim/adamw.js";
-import { Rng } from "./rng.js";
+import { Rng } from "../util/rng.js";
 
 const root = fs.mkdtempSync(join(tmpdir(), "peft-ckpt-"));
 after(() => fs.rmSync(root, { recursive: true, force: true }));

@@ -24,7 +24,7 @@ import { writeFileAtomic, writeFilesAtomic } from "../io/atomic.js";
 import { loadSafetensors, safetensorsFileWriter } from "../io/safetensors.js";
 import type { Tensor } from "../tensor.js";
 import type { OptimizerKind, OptimizerState, ParamStateInfo } from "./optim/types.js";
-import type { RngState } from "./rng.js";
+import type { RngState } from "../util/rng.js";
 
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 

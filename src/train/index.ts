@@ -1,5 +1,5 @@
-export { Rng } from "./rng.js";
-export type { RngState } from "./rng.js";
+export { Rng } from "../util/rng.js";
+export type { RngState } from "../util/rng.js";
 export { ADAMW_DEFAULTS, AdamW, SGD_DEFAULTS, Sgd, clipGradNorm, excludeFromWeightDecay, gradNorm, isNoDecayParamName } from "./optim/index.js";
 export type {
   AdamWOptions,

@@ -1,0 +1,74 @@
+/** Reading and writing adapters in PEFT's on-disk format, validated against the base model. */
+import { AdapterMismatchError, ShapeMismatchError } from "../errors.js";
+import { type AdapterFiles, readAdapterDir, writeAdapterDir } from "../io/peft-files.js";
+import type { Tensor } from "../tensor.js";
+import type { AdapterInstance, BaseModelInfo } from "../tuners/common/types.js";
+import { tunerFor } from "../tuners/registry.js";
+
+/** Prefix PEFT puts before module names in adapter state dicts. */
+export const STATE_DICT_PREFIX = "base_model.model.";
+
+function sameShape(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/**
+ * Check an adapter's tensors against the base model: every expected tensor present with its
+ * shape, no tuner tensor for a module the model lacks, and base-parameter copies
+ * (`modules_to_save`, biases) that exist in the base with the same shape.
+ */
+export function validateAdapter(adapter: AdapterInstance, model: BaseModelInfo, file: string): void {
+  const expected = adapter.tuner.expectedTensors(adapter.config, model);
+  for (const [key, shape] of expected) {
+    const t = adapter.tensors.get(key);
+    if (!t) throw new AdapterMismatchError(file, key, "missing from the adapter file (the config says this module is adapted)");
+    if (!sameShape(t.shape, shape)) throw new ShapeMismatchError(key, shape, t.shape, `${file} does not fit the base model`);
+  }
+  for (const [key, t] of adapter.tensors) {
+    if (expected.has(key)) continue;
+    if (model.has(key)) {
+      const base = model.weight(key);
+      if (!sameShape(base.shape, t.shape)) throw new ShapeMismatchError(key, base.shape, t.shape, `${file}: copy of a base parameter`);
+      continue;
+    }
+    throw new AdapterMismatchError(
+      file,
+      key,
+      `the base ${model.modelType} model has no such module or parameter; is this adapter for another architecture?`,
+    );
+  }
+}
+
+function stripPrefix(weights: Map<string, Tensor>): Map<string, Tensor> {
+  const out = new Map<string, Tensor>();
+  for (const [k, v] of weights) {
+    // PEFT saves adapter tensors without the adapter name, under `base_model.model.`
+    out.set(k.startsWith(STATE_DICT_PREFIX) ? k.slice(STATE_DICT_PREFIX.length) : k, v);
+  }
+  return out;
+}
+
+/** Load an adapter folder as an adapter instance for `model`. */
+export function loadAdapterDir(dir: string, name: string, model: BaseModelInfo): AdapterInstance {
+  const files: AdapterFiles = readAdapterDir(dir);
+  const peftType = files.configRaw.peft_type;
+  const tuner = tunerFor(typeof peftType === "string" ? peftType : String(peftType), files.configFile);
+  const config = tuner.resolve(tuner.parseConfig(files.configRaw, files.configFile), model);
+  const adapter: AdapterInstance = { name, tuner, config, tensors: stripPrefix(files.weights) };
+  validateAdapter(adapter, model, files.weightsFile);
+  return adapter;
+}
+
+/** PEFT state-dict keys for an adapter's tensors. */
+export function adapterStateDict(adapter: AdapterInstance): Map<string, Tensor> {
+  const out = new Map<string, Tensor>();
+  const prefixed = adapter.tuner.peftType !== "PROMPT_TUNING";
+  for (const [k, v] of adapter.tensors) out.set(prefixed ? STATE_DICT_PREFIX + k : k, v);
+  return out;
+}
+
+export function saveAdapterDir(dir: string, adapter: AdapterInstance): void {
+  const raw = adapter.tuner.toRaw(adapter.config);
+  raw.inference_mode = true;
+  writeAdapterDir(dir, raw, adapterStateDict(adapter));
+}

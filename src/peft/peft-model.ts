@@ -1,0 +1,418 @@
+/**
+ * `PeftModel`: a base model plus named adapters, with Python PEFT's API (camelCased):
+ * `getPeftModel`, `fromPretrained`, `loadAdapter`, `addAdapter`, `setAdapter`, `deleteAdapter`,
+ * `disableAdapter`, `mergeAdapter`/`unmergeAdapter`/`mergeAndUnload`, `savePretrained`,
+ * trainable-parameter counts, and mixed-adapter batches. The base weights are never modified:
+ * merges are kept as overrides, so unmerging restores the base exactly.
+ */
+import { AdapterStateError, ConfigError } from "../errors.js";
+import { Graph } from "../graph/graph.js";
+import type { Value } from "../graph/types.js";
+import { DEFAULT_ADAPTER_NAME, adapterDirFor, validateAdapterName } from "../io/peft-files.js";
+import { type ContextOptions, type ModelHooks, ModelContext, type WeightSource } from "../models/context.js";
+import type { LoadedModel } from "../models/load.js";
+import type { ModelOutputs } from "../models/model-def.js";
+import { CompiledGraph, type SessionOptions } from "../runtime/session.js";
+import { type DType, type Tensor, numel } from "../tensor.js";
+import type { AdapterInstance, BaseModelInfo, TunerConfigBase } from "../tuners/common/types.js";
+import { tunerFor } from "../tuners/registry.js";
+import { Rng } from "../util/rng.js";
+import { loadAdapterDir, saveAdapterDir, validateAdapter } from "./adapter-io.js";
+import { BASE_ADAPTER, mixedLoraHooks } from "./mixed.js";
+import { modelInfo } from "./model-info.js";
+
+export interface ForwardInputs {
+  readonly inputIds: Tensor<"int64">;
+  readonly attentionMask?: Tensor<"int64">;
+  /** One adapter name per row (`"__base__"` for none): a mixed-adapter batch. */
+  readonly adapterNames?: readonly string[];
+}
+
+export interface BuildOptions {
+  /** Trainable graph: active adapters' tensors become graph inputs (and dropout is on). */
+  readonly training?: boolean;
+  /** Mixed-adapter batch over these adapters (input `adapter_index` [batch]). */
+  readonly mixedAdapters?: readonly string[];
+  readonly dtype?: DType;
+  readonly seed?: number;
+}
+
+export interface BuiltPeftGraph {
+  readonly graph: Graph;
+  readonly ctx: ModelContext;
+  readonly outputs: ModelOutputs;
+  readonly inputIds: Value;
+  readonly attentionMask: Value;
+  /** Graph input name → current value, for every trainable tensor. */
+  readonly trainable: Map<string, Tensor>;
+}
+
+/** A weight source with some tensors replaced (merged adapters). */
+function overlay(base: WeightSource, over: ReadonlyMap<string, Tensor>): WeightSource {
+  return {
+    has: (n) => over.has(n) || base.has(n),
+    get: (n) => over.get(n) ?? base.get(n),
+    info: (n) => {
+      const t = over.get(n);
+      return t ? { dtype: t.dtype, shape: t.shape } : base.info(n);
+    },
+    keys: () => [...new Set([...base.keys(), ...over.keys()])],
+  };
+}
+
+/** Graph input name of an adapter's tensor. */
+export function adapterParamName(adapter: string, key: string): string {
+  return `${adapter}/${key}`;
+}
+
+export class PeftModel {
+  private readonly adapters = new Map<string, AdapterInstance>();
+  private active: string[] = [];
+  private disabled = false;
+  private merged: string[] = [];
+  private mergedWeights = new Map<string, Tensor>();
+  private readonly sessions = new Map<string, Promise<CompiledGraph>>();
+  private versions = new Map<string, number>();
+  readonly info: BaseModelInfo;
+  /** Options for the sessions `forward` creates (threads, execution provider). */
+  sessionOptions: SessionOptions = {};
+
+  constructor(readonly base: LoadedModel) {
+    this.info = modelInfo(base);
+  }
+
+  // ------------------------------------------------------------------ construction
+
+  /** PEFT `get_peft_model`: wrap `model` with a new adapter made from a PEFT-style config object. */
+  static create(model: LoadedModel, config: Readonly<Record<string, unknown>>, adapterName = DEFAULT_ADAPTER_NAME, opts: { seed?: number } = {}): PeftModel {
+    const pm = new PeftModel(model);
+    pm.addAdapter(adapterName, config, opts);
+    return pm;
+  }
+
+  /** PEFT `PeftModel.from_pretrained`. */
+  static fromPretrained(model: LoadedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}): PeftModel {
+    const pm = new PeftModel(model);
+    pm.loadAdapter(dir, opts.adapterName ?? DEFAULT_ADAPTER_NAME, { isTrainable: opts.isTrainable ?? false });
+    return pm;
+  }
+
+  get adapterNames(): string[] {
+    return [...this.adapters.keys()];
+  }
+  get activeAdapters(): string[] {
+    return [...this.active];
+  }
+  get activeAdapter(): string {
+    return this.active[0] ?? "";
+  }
+  adapter(name: string): AdapterInstance {
+    const a = this.adapters.get(name);
+    if (!a) throw new AdapterStateError(name, `not loaded (loaded: ${this.adapterNames.join(", ") || "none"})`);
+    return a;
+  }
+
+  private register(adapter: AdapterInstance, activate: boolean): void {
+    validateAdapterName(adapter.name);
+    if (this.adapters.has(adapter.name)) throw new AdapterStateError(adapter.name, "an adapter with this name is already loaded; delete it first or pick another name");
+    this.adapters.set(adapter.name, adapter);
+    this.bump(adapter.name);
+    if (activate || this.active.length === 0) this.active = [adapter.name];
+  }
+
+  private bump(name: string): void {
+    this.versions.set(name, (this.versions.get(name) ?? 0) + 1);
+  }
+
+  /** PEFT `load_adapter`: read a PEFT adapter folder. A failed load leaves the model unchanged. */
+  loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean; activate?: boolean } = {}): AdapterInstance {
+    validateAdapterName(adapterName);
+    if (this.adapters.has(adapterName)) throw new AdapterStateError(adapterName, "already loaded");
+    const a = loadAdapterDir(dir, adapterName, this.info);
+    const inst: AdapterInstance = { ...a, config: { ...a.config, inferenceMode: !(opts.isTrainable ?? false) } };
+    this.register(inst, opts.activate ?? false);
+    return inst;
+  }
+
+  /** PEFT `add_adapter`: a new, freshly initialised adapter from a PEFT-style config object. */
+  addAdapter(adapterName: string, config: Readonly<Record<string, unknown>>, opts: { seed?: number } = {}): AdapterInstance {
+    validateAdapterName(adapterName);
+    const file = `config of adapter '${adapterName}'`;
+    const peftType = config.peft_type;
+    if (typeof peftType !== "string") throw new ConfigError(file, "peft_type", "required (e.g. \"LORA\")");
+    const tuner = tunerFor(peftType, file);
+    const parsed: TunerConfigBase = tuner.resolve(tuner.parseConfig({ ...config }, file), this.info);
+    const modulesToSave = withTaskHead(parsed, this.info);
+    const cfg = { ...parsed, modulesToSave, inferenceMode: false };
+    const tensors = tuner.init(cfg, this.info, new Rng(opts.seed ?? 0));
+    for (const m of modulesToSave) {
+      for (const k of this.base.weights.keys()) if (k.startsWith(`${m}.`)) tensors.set(k, this.base.weights.get(k));
+    }
+    const adapter: AdapterInstance = { name: adapterName, tuner, config: cfg, tensors };
+    validateAdapter(adapter, this.info, file);
+    this.register(adapter, false);
+    return adapter;
+  }
+
+  /** PEFT `set_adapter`: which adapter(s) `forward` applies (several are summed). */
+  setAdapter(names: string | readonly string[]): void {
+    const list = typeof names === "string" ? [names] : [...names];
+    for (const n of list) this.adapter(n);
+    this.active = list;
+  }
+
+  /** PEFT `delete_adapter`. */
+  deleteAdapter(name: string): void {
+    this.adapter(name);
+    if (this.merged.includes(name)) throw new AdapterStateError(name, "is merged; unmerge it before deleting");
+    this.adapters.delete(name);
+    this.active = this.active.filter((n) => n !== name);
+    if (this.active.length === 0 && this.adapters.size > 0) this.active = [this.adapterNames[0]!];
+    this.sessions.clear();
+  }
+
+  /** PEFT `disable_adapter()` context manager: run `fn` on the base model, then restore. */
+  async disableAdapter<T>(fn: () => Promise<T> | T): Promise<T> {
+    const prev = this.disabled;
+    this.disabled = true;
+    try {
+      return await fn();
+    } finally {
+      this.disabled = prev;
+    }
+  }
+
+  /** Replace some of an adapter's tensors (after a training step), keeping shapes. */
+  updateAdapterTensors(name: string, values: ReadonlyMap<string, Tensor>): void {
+    const a = this.adapter(name);
+    for (const [k, v] of values) {
+      const old = a.tensors.get(k);
+      if (!old) throw new AdapterStateError(name, `has no tensor '${k}'`);
+      if (numel(old.shape) !== numel(v.shape)) throw new AdapterStateError(name, `new value of '${k}' has a different size`);
+      a.tensors.set(k, { dtype: old.dtype, shape: old.shape, data: v.data } as Tensor);
+    }
+    this.bump(name);
+  }
+
+  // ------------------------------------------------------------------ merging
+
+  /** PEFT `merge_adapter`: fold the active (or given) adapters into the weights used by `forward`. */
+  mergeAdapter(names: readonly string[] = this.active): void {
+    for (const n of names) {
+      if (this.merged.includes(n)) continue;
+      const a = this.adapter(n);
+      const info: BaseModelInfo = { ...this.info, weight: (k) => this.mergedWeights.get(k) ?? this.base.weights.get(k), has: (k) => this.mergedWeights.has(k) || this.base.weights.has(k) };
+      for (const [k, v] of a.tuner.merge(a, info)) this.mergedWeights.set(k, v);
+      for (const [k, v] of a.tensors) if (this.base.weights.has(k)) this.mergedWeights.set(k, v);
+      this.merged.push(n);
+    }
+    this.sessions.clear();
+  }
+
+  /** PEFT `unmerge_adapter`: restore the base weights exactly. */
+  unmergeAdapter(): void {
+    this.merged = [];
+    this.mergedWeights = new Map();
+    this.sessions.clear();
+  }
+
+  get mergedAdapters(): string[] {
+    return [...this.merged];
+  }
+
+  /** PEFT `merge_and_unload`: a plain model whose weights include the active adapters. */
+  mergeAndUnload(names: readonly string[] = this.active): LoadedModel {
+    const before = [...this.merged];
+    this.mergeAdapter(names);
+    const weights = overlay(this.base.weights, new Map(this.mergedWeights));
+    if (before.length === 0) this.unmergeAdapter();
+    return { ...this.base, weights };
+  }
+
+  /** The full state dict as `forward` sees it now (base + merged adapters). */
+  stateDict(): Map<string, Tensor> {
+    const w = overlay(this.base.weights, this.mergedWeights);
+    return new Map(w.keys().map((k) => [k, w.get(k)]));
+  }
+
+  // ------------------------------------------------------------------ graphs
+
+  private hooksFor(adapters: readonly AdapterInstance[], param: (a: AdapterInstance, key: string) => Value, training: boolean, seed: number): ModelHooks {
+    const all = adapters.map((a) => a.tuner.hooks(a, (k) => param(a, k), { training, seed }));
+    return {
+      linear: (name) => {
+        const hs = all.map((h) => h.linear?.(name) ?? null).filter((h) => h !== null);
+        if (hs.length === 0) return null;
+        return (site) => chain(site, hs);
+      },
+      ...(all.some((h) => h.embeds)
+        ? {
+            embeds: (args) => all.reduce((acc, h) => (h.embeds ? h.embeds({ g: args.g, ...acc }) : acc), { embeds: args.embeds, mask: args.mask }),
+          }
+        : {}),
+    };
+  }
+
+  /** Build the model graph with the current adapter state. */
+  buildGraph(opts: BuildOptions = {}): BuiltPeftGraph {
+    const training = opts.training ?? false;
+    const seed = opts.seed ?? 0;
+    const g = new Graph(`${this.info.modelType}_peft`);
+    const inputIds = g.input("input_ids", "int64", ["batch", "seq"]);
+    const attentionMask = g.input("attention_mask", "int64", ["batch", "seq"]);
+    const trainable = new Map<string, Tensor>();
+    const overrides = new Map(this.mergedWeights);
+    const live = this.disabled ? [] : this.active.filter((n) => !this.merged.includes(n)).map((n) => this.adapter(n));
+    let hooks: ModelHooks = {};
+    const trainableBase = new Set<string>();
+    if (opts.mixedAdapters) {
+      const rowIndex = g.input("adapter_index", "int64", ["batch"]);
+      hooks = mixedLoraHooks(g, opts.mixedAdapters.map((n) => this.adapter(n)), rowIndex);
+    } else {
+      const cache = new Map<string, Value>();
+      const param = (a: AdapterInstance, key: string): Value => {
+        const name = adapterParamName(a.name, key);
+        let v = cache.get(name);
+        if (!v) {
+          const t = a.tensors.get(key)!;
+          const cast = opts.dtype === "float64" && t.dtype === "float32" ? { dtype: "float64" as const, shape: t.shape, data: Float64Array.from(t.data as Float32Array) } : t;
+          if (training) {
+            v = g.input(name, cast.dtype, cast.shape);
+            trainable.set(name, cast);
+          } else v = g.initializer(name, cast);
+          cache.set(name, v);
+        }
+        return v;
+      };
+      hooks = this.hooksFor(live, param, training, seed);
+      for (const a of live) {
+        for (const [k, t] of a.tensors) {
+          if (this.base.weights.has(k)) {
+            overrides.set(k, t);
+            if (training) trainableBase.add(k);
+          }
+        }
+      }
+    }
+    const ctxOpts: ContextOptions = {
+      overrides,
+      hooks,
+      training,
+      seed,
+      ...(opts.dtype ? { dtype: opts.dtype } : {}),
+      ...(training ? { inputParams: (n: string) => trainableBase.has(n) } : {}),
+    };
+    const ctx = new ModelContext(g, this.base.weights, ctxOpts);
+    const outputs = this.base.def.build(ctx, this.base.config as never, { inputIds, attentionMask });
+    for (const [k, t] of ctx.inputParams) trainable.set(k, t);
+    return { graph: g, ctx, outputs, inputIds, attentionMask, trainable };
+  }
+
+  private stateKey(mixed?: readonly string[]): string {
+    return JSON.stringify({
+      active: this.disabled ? [] : this.active,
+      merged: this.merged,
+      mixed: mixed ?? null,
+      v: [...this.versions.entries()],
+    });
+  }
+
+  /** Logits for a batch (mixed-adapter when `adapterNames` is given). Sessions are cached per adapter state. */
+  async forward(inputs: ForwardInputs): Promise<Tensor> {
+    const [batch, seq] = inputs.inputIds.shape as [number, number];
+    const mask = inputs.attentionMask ?? { dtype: "int64" as const, shape: [batch, seq], data: new BigInt64Array(batch * seq).fill(1n) };
+    const feeds: Record<string, Tensor> = { input_ids: inputs.inputIds, attention_mask: mask };
+    let mixed: string[] | undefined;
+    if (inputs.adapterNames) {
+      if (inputs.adapterNames.length !== batch) {
+        throw new AdapterStateError(inputs.adapterNames.join(","), `adapterNames has ${inputs.adapterNames.length} entries for a batch of ${batch}`);
+      }
+      mixed = [...new Set(inputs.adapterNames.filter((n) => n !== BASE_ADAPTER))].sort();
+      for (const n of mixed) this.adapter(n);
+      feeds.adapter_index = {
+        dtype: "int64",
+        shape: [batch],
+        data: BigInt64Array.from(inputs.adapterNames, (n) => BigInt(n === BASE_ADAPTER ? mixed!.length : mixed!.indexOf(n))),
+      };
+    }
+    const key = this.stateKey(mixed);
+    let s = this.sessions.get(key);
+    if (!s) {
+      const built = this.buildGraph(mixed ? { mixedAdapters: mixed } : {});
+      built.graph.output(built.outputs.logits, "logits");
+      s = CompiledGraph.create(built.graph, this.sessionOptions);
+      this.sessions.set(key, s);
+      s.catch(() => this.sessions.delete(key));
+    }
+    const out = await (await s).run(feeds, ["logits"]);
+    return out.logits!;
+  }
+
+  /** Release every cached session. */
+  async dispose(): Promise<void> {
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    await Promise.all(all.map(async (p) => (await p).release()));
+  }
+
+  // ------------------------------------------------------------------ saving and counting
+
+  /** PEFT `save_pretrained`: `default` at the top of `dir`, other adapters in `dir/<name>/`. */
+  savePretrained(dir: string, opts: { selectedAdapters?: readonly string[] } = {}): string[] {
+    const names = opts.selectedAdapters ? [...opts.selectedAdapters] : this.adapterNames;
+    const targets = names.map((n) => ({ adapter: this.adapter(n), dir: adapterDirFor(dir, n) }));
+    for (const t of targets) saveAdapterDir(t.dir, t.adapter);
+    return targets.map((t) => t.dir);
+  }
+
+  /** PEFT `get_nb_trainable_parameters`: [trainable, all] counting the active adapters' tensors. */
+  getNbTrainableParameters(): [number, number] {
+    // tied parameters (GPT-2's lm_head) are one parameter, counted once
+    const tied = new Set(this.base.def.tiedWeights(this.base.config as never).map(([a]) => a));
+    let base = 0;
+    for (const k of this.base.weights.keys()) if (!tied.has(k)) base += numel(this.base.weights.info(k).shape);
+    let trainable = 0;
+    let extra = 0;
+    for (const n of this.active) {
+      const a = this.adapter(n);
+      for (const [k, t] of a.tensors) {
+        trainable += numel(t.shape);
+        if (!this.base.weights.has(k)) extra += numel(t.shape);
+      }
+    }
+    return [trainable, base + extra];
+  }
+
+  /** PEFT `print_trainable_parameters` text. */
+  printTrainableParameters(log: (s: string) => void = console.log): string {
+    const [t, all] = this.getNbTrainableParameters();
+    const s = `trainable params: ${t.toLocaleString("en-US")} || all params: ${all.toLocaleString("en-US")} || trainable%: ${((100 * t) / all).toFixed(4)}`;
+    log(s);
+    return s;
+  }
+}
+
+type Hook = NonNullable<ReturnType<NonNullable<ModelHooks["linear"]>>>;
+
+/**
+ * Several adapters on one layer: each hook sees as `base` the layer with the previous adapters
+ * applied, so LoRA updates add up as in PEFT.
+ */
+function chain(site: Parameters<Hook>[0], hooks: readonly Hook[]): Value {
+  let base = site.base;
+  let out: Value | null = null;
+  for (const h of hooks) {
+    const prev = base;
+    out = h({ ...site, base: prev });
+    const applied = out;
+    base = (x) => (x === site.x ? applied : prev(x));
+  }
+  return out!;
+}
+
+/** PEFT adds the classification head to `modules_to_save` for SEQ_CLS tasks. */
+function withTaskHead(c: TunerConfigBase, info: BaseModelInfo): string[] {
+  const out = [...c.modulesToSave];
+  if (c.taskType === "SEQ_CLS") for (const m of info.outputModules) if (!out.includes(m)) out.push(m);
+  return out;
+}

@@ -1,0 +1,86 @@
+/** (IA)³: learned vectors that rescale a linear layer's input (feed-forward modules) or output. */
+import { ConfigError } from "../../errors.js";
+import * as G from "../../graph/api.js";
+import { type Tensor, toFloat32 } from "../../tensor.js";
+import { expandAllLinear, isTargeted } from "../common/target.js";
+import type { BaseModelInfo, LinearModule, TunerDef } from "../common/types.js";
+import { type Ia3Config, ia3ConfigToRaw, isFeedforward, parseIa3Config } from "./config.js";
+
+export { type Ia3Config, parseIa3Config, ia3ConfigToRaw, isFeedforward } from "./config.js";
+
+export const IA3_PREFIX = "ia3_";
+export const ia3Key = (module: string): string => `${module}.ia3_l`;
+
+function targets(c: Ia3Config, model: BaseModelInfo): LinearModule[] {
+  const hits = model.linearModules.filter((m) => isTargeted(c, m.name));
+  if (hits.length === 0) {
+    throw new ConfigError("adapter_config.json", "target_modules", `no module of this ${model.modelType} model matches ${JSON.stringify(c.targetModules)}`);
+  }
+  return hits;
+}
+
+export const ia3: TunerDef<Ia3Config> = {
+  name: "ia3",
+  peftType: "IA3",
+  prefix: IA3_PREFIX,
+  parseConfig: parseIa3Config,
+  toRaw: ia3ConfigToRaw,
+  resolve(c, model) {
+    if (c.targetModules?.kind !== "allLinear") return c;
+    return { ...c, targetModules: expandAllLinear(model.linearModules.map((m) => m.name), model.outputModules) };
+  },
+  expectedTensors(c, model) {
+    return new Map(targets(c, model).map((m) => [ia3Key(m.name), isFeedforward(c, m.name) ? [1, m.inFeatures] : [m.outFeatures, 1]]));
+  },
+  init(c, model, rng) {
+    const out = new Map<string, Tensor>();
+    for (const m of targets(c, model)) {
+      const shape = isFeedforward(c, m.name) ? [1, m.inFeatures] : [m.outFeatures, 1];
+      const n = shape[0]! * shape[1]!;
+      const data = c.initIa3Weights ? new Float32Array(n).fill(1) : Float32Array.from({ length: n }, () => rng.normal());
+      out.set(ia3Key(m.name), { dtype: "float32", shape, data });
+    }
+    return out;
+  },
+  hooks(adapter, param) {
+    return {
+      linear: (name) => {
+        const key = ia3Key(name);
+        if (!adapter.tensors.has(key)) return null;
+        const ff = isFeedforward(adapter.config, name);
+        return (site) => {
+          const l = G.reshape(param(key), [-1]);
+          return ff ? site.base(G.mul(site.x, l)) : G.mul(site.base(site.x), l);
+        };
+      },
+    };
+  },
+  merge(adapter, model) {
+    const out = new Map<string, Tensor>();
+    for (const [key, t] of adapter.tensors) {
+      if (!key.endsWith(".ia3_l")) continue;
+      const name = key.slice(0, -".ia3_l".length);
+      const mod = model.linearModules.find((m) => m.name === name);
+      const fanInFanOut = mod?.fanInFanOut ?? adapter.config.fanInFanOut;
+      const ff = isFeedforward(adapter.config, name);
+      const l = toFloat32(t);
+      const w = model.weight(`${name}.weight`);
+      const wd = Float32Array.from(toFloat32(w));
+      const [d0, d1] = w.shape as [number, number];
+      for (let i = 0; i < d0; i++) {
+        for (let j = 0; j < d1; j++) {
+          // [out, in] layout: feed-forward scales input columns j, others scale output rows i
+          const outIdx = fanInFanOut ? j : i;
+          const inIdx = fanInFanOut ? i : j;
+          wd[i * d1 + j]! *= l[ff ? inIdx : outIdx]!;
+        }
+      }
+      out.set(`${name}.weight`, { dtype: "float32", shape: [...w.shape], data: wd });
+      if (!ff && model.has(`${name}.bias`)) {
+        const b = model.weight(`${name}.bias`);
+        out.set(`${name}.bias`, { dtype: "float32", shape: [...b.shape], data: Float32Array.from(toFloat32(b), (v, i) => v * l[i]!) });
+      }
+    }
+    return out;
+  },
+};

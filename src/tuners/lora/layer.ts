@@ -1,0 +1,70 @@
+/** Graph builders for a LoRA-adapted linear layer (plain, rsLoRA, DoRA) and mixed-adapter batches. */
+import { GraphBuildError } from "../../errors.js";
+import * as G from "../../graph/api.js";
+import { dropout } from "../../graph/composite.js";
+import type { Value } from "../../graph/types.js";
+import type { LinearSite } from "../../models/context.js";
+
+export interface LoraFactors {
+  readonly A: Value; // [r, in]
+  readonly B: Value; // [out, r]
+  readonly scaling: number;
+  readonly magnitude?: Value; // [out], DoRA
+  readonly dropout: number;
+}
+
+/** x·Aᵀ·Bᵀ·scaling. */
+export function loraDelta(x: Value, f: LoraFactors): Value {
+  const xa = G.matmul(x, G.transpose(f.A, [1, 0]));
+  const y = G.matmul(xa, G.transpose(f.B, [1, 0]));
+  return f.scaling === 1 ? y : G.mul(y, f.scaling);
+}
+
+/** The stored weight as [out, in]. */
+function weightOutIn(site: LinearSite): Value {
+  return site.fanInFanOut ? G.transpose(site.weight, [1, 0]) : site.weight;
+}
+
+/**
+ * LoRA forward: base(x) + scaling·B·A·dropout(x); with DoRA (`magnitude`), PEFT's
+ * base(x) + (m/‖W + s·BA‖ − 1)·W·x' + (m/‖W + s·BA‖)·s·B·A·x' with the norm detached.
+ */
+export function applyLora(site: LinearSite, f: LoraFactors, training: boolean, seed: number): Value {
+  const xd = training && f.dropout > 0 ? dropout(site.x, f.dropout, seed) : site.x;
+  const base = site.base(site.x);
+  const delta = loraDelta(xd, f);
+  if (!f.magnitude) return G.add(base, delta);
+  const w = weightOutIn(site);
+  const combined = G.add(w, G.mul(G.matmul(f.B, f.A), f.scaling));
+  const norm = site.g.stopGradient(G.sqrt(G.reduceSum(G.mul(combined, combined), [1], false)));
+  const scale = G.div(f.magnitude, norm);
+  const baseNoBias = G.matmul(xd, G.transpose(w, [1, 0]));
+  return G.add(G.add(base, G.mul(G.sub(scale, 1), baseNoBias)), G.mul(scale, delta));
+}
+
+export interface StackedLora {
+  /** [N, rmax, in], zero rows beyond an adapter's rank and for rows without an adapter. */
+  readonly A: Value;
+  /** [N, out, rmax] */
+  readonly B: Value;
+  /** [N] scaling per stacked adapter (0 for the base model). */
+  readonly scaling: Value;
+}
+
+/**
+ * One graph for a batch whose rows use different adapters: each row gathers its adapter's
+ * stacked A, B and scaling by `rowIndex` [batch] and adds its own low-rank update.
+ */
+export function applyMixedLora(site: LinearSite, s: StackedLora, rowIndex: Value): Value {
+  const base = site.base(site.x);
+  let x = site.x;
+  const rank2 = x.rank === 2;
+  if (rank2) x = G.unsqueeze(x, [1]);
+  if (x.rank !== 3) throw new GraphBuildError("lora", `mixed-adapter batches need [batch, seq, features] inputs at ${site.name}`);
+  const a = G.gather(s.A, rowIndex); // [b, r, in]
+  const b = G.gather(s.B, rowIndex); // [b, out, r]
+  const sc = G.unsqueeze(G.gather(s.scaling, rowIndex), [1, 2]); // [b, 1, 1]
+  let y = G.mul(G.matmul(G.matmul(x, G.transpose(a, [0, 2, 1])), G.transpose(b, [0, 2, 1])), sc);
+  if (rank2) y = G.squeeze(y, [1]);
+  return G.add(base, y);
+}
