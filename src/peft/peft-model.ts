@@ -263,7 +263,7 @@ export class PeftModel {
     const trainable = new Map<string, Tensor>();
     const overrides = new Map(this.mergedWeights);
     const live = this.disabled ? [] : this.active.filter((n) => !this.merged.includes(n)).map((n) => this.adapter(n));
-    let hooks: ModelHooks = {};
+    let hooks: ModelHooks;
     const trainableBase = new Set<string>();
     if (opts.mixedAdapters) {
       const rowIndex = g.input("adapter_index", "int64", ["batch"]);
