@@ -9,7 +9,7 @@ export {
 } from "./config.js";
 export { loadUseLite, convertUseLite, USE_LITE_FILES, type UseLiteModel, type ConvertUseLiteResult } from "./convert.js";
 export { embedSentences, UseLiteEmbedder, buildUseLiteEmbeddingGraph, type EmbedOptions } from "./embed.js";
-export { buildUseLiteEncoder, useLiteInputs, type UseLiteInputs, type UseLiteOutputs } from "./model.js";
+export { buildUseLiteEncoder, useLiteInputs, useLite, type UseLiteInputs, type UseLiteOutputs } from "./model.js";
 export { readTfjsModelJson, loadTfjsWeights, type TfjsModelJson, type TfjsNode, type TfjsWeightGroup, type TfjsWeightSpec, type TfjsQuantization } from "./tfjs-weights.js";
 export { UseLiteTokenizer, USE_LITE_RESERVED_PIECES, USE_LITE_UNK_ID, type UseLiteVocab, type UseLiteBatchOptions } from "./tokenizer.js";
 export {

@@ -9,7 +9,7 @@ import { tensor, type DType, type Tensor } from "../../tensor.js";
 import { mapSource, ModelContext, type LinearSite } from "../context.js";
 import { loadUseLite } from "./convert.js";
 import { UseLiteEmbedder } from "./embed.js";
-import { buildUseLiteEncoder } from "./model.js";
+import { buildUseLiteEncoder, useLite } from "./model.js";
 import { maxAbsDiff, readUseLiteReference } from "./reference-fixture.js";
 import { useLiteLinearModules, useLiteParamShapes } from "./weights.js";
 
@@ -110,6 +110,39 @@ describe("USE-lite as a tunable model", () => {
     );
     const shapes = useLiteParamShapes(model.config);
     for (const s of ctx.linearSites) assert.deepEqual([s.outFeatures, s.inFeatures], shapes.get(`${s.name}.weight`));
+  });
+
+  test("useLite.build (ModelDef shape) gives the embeddings as logits; the embeds hook can prepend virtual tokens", async () => {
+    const run = async (prompt: boolean) => {
+      const g = new Graph("use_lite_def");
+      const ids = g.input("input_ids", "int64", ["batch", "seq"]);
+      const mask = g.input("attention_mask", "int64", ["batch", "seq"]);
+      const embeds = ({ embeds: e, mask: m }: { embeds: Value; mask: Value }) => {
+        const batch = G.gather(G.shapeOf(m), g.ints([0]));
+        const virt = g.initializer("prompt", floatTensor("float32", [1, 2, 256], noise(512, 5, 0.5)));
+        const v = G.expand(virt, G.concat([batch, g.ints([2, 256])], 0));
+        const ones = G.expand(g.constant(tensor("int64", [1, 2], BigInt64Array.of(1n, 1n))), G.concat([batch, g.ints([2])], 0));
+        return { embeds: G.concat([v, e], 1), mask: G.concat([ones, m], 1) };
+      };
+      const ctx = new ModelContext(g, mapSource(model.weights), prompt ? { hooks: { embeds } } : {});
+      const out = useLite.build(ctx, model.config, { inputIds: ids, attentionMask: mask });
+      g.output(out.logits, "logits");
+      g.output(out.attentionMask, "mask");
+      const cg = await CompiledGraph.create(g, { threads: 2 });
+      try {
+        const b = model.tokenizer.encodeBatch(["Hello world."]);
+        return await cg.run({ input_ids: b.inputIds, attention_mask: b.attentionMask });
+      } finally {
+        await cg.release();
+      }
+    };
+    const plain = await run(false);
+    const hello = ref.embeddings.values[ref.embeddings.texts.indexOf("Hello world.")]!;
+    assert.ok(maxAbsDiff(plain["logits"]!.data as Float32Array, hello) <= 1e-4);
+    const prompted = await run(true);
+    assert.deepEqual(prompted["mask"]!.shape, [1, plain["mask"]!.shape[1]! + 2]);
+    assert.ok(maxAbsDiff(prompted["logits"]!.data as Float32Array, hello) > 1e-3);
+    assert.equal(useLite.embeddingParam, "embeddings.word_embeddings.weight");
   });
 
   /**

@@ -48,8 +48,16 @@ import type { Graph } from "../../graph/graph.js";
 import type { Value } from "../../graph/types.js";
 import { attention, attentionAllowed, mergeHeads, splitHeads } from "../attention.js";
 import type { ModelContext } from "../context.js";
-import { layerInputSize, type UseLiteConfig } from "./config.js";
-import { hasResidualProjection, USE_LITE_INV_TIMESCALES, USE_LITE_POOLER, USE_LITE_WORD_EMBEDDINGS, useLiteLayerModules } from "./weights.js";
+import type { ModelDef, ModelInputs, ModelOutputs } from "../model-def.js";
+import { layerInputSize, USE_LITE_MODEL_TYPE, type UseLiteConfig } from "./config.js";
+import {
+  hasResidualProjection,
+  USE_LITE_INV_TIMESCALES,
+  USE_LITE_POOLER,
+  USE_LITE_TARGET_DEFAULTS,
+  USE_LITE_WORD_EMBEDDINGS,
+  useLiteLayerModules,
+} from "./weights.js";
 
 export interface UseLiteInputs {
   /** int64 [batch, seq] token ids. */
@@ -60,6 +68,8 @@ export interface UseLiteInputs {
 
 export interface UseLiteOutputs {
   readonly inputs: UseLiteInputs;
+  /** The attention mask after the input-embedding hook (prompt tuning prepends virtual tokens). */
+  readonly attentionMask: Value;
   /** [batch, seq, hidden]: the residual stream after the last layer (no final norm). */
   readonly lastHiddenState: Value;
   /** [batch, hidden]: masked mean of `lastHiddenState`. */
@@ -134,6 +144,29 @@ export function buildUseLiteEncoder(ctx: ModelContext, c: UseLiteConfig, inputs?
     const sentenceEmbedding = c.normalizeEmbeddings
       ? G.mul(pooled, G.reciprocal(G.sqrt(G.maximum(G.reduceSum(G.mul(pooled, pooled), [-1], true), c.l2NormEps))))
       : pooled;
-    return { inputs: io, lastHiddenState: x, meanPooled, pooled, sentenceEmbedding };
+    return { inputs: io, attentionMask: mask, lastHiddenState: x, meanPooled, pooled, sentenceEmbedding };
   });
 }
+
+/**
+ * USE-lite in the shape of the other architectures' `ModelDef` (`src/models/model-def.ts`), with
+ * its own config type: a feature extractor whose `logits` are the sentence embeddings.
+ */
+export const useLite: Omit<ModelDef, "modelType" | "tiedWeights" | "build"> & {
+  readonly modelType: typeof USE_LITE_MODEL_TYPE;
+  readonly tiedWeights: (cfg: UseLiteConfig) => readonly (readonly [string, string])[];
+  build(ctx: ModelContext, cfg: UseLiteConfig, inputs: ModelInputs): ModelOutputs;
+} = {
+  modelType: USE_LITE_MODEL_TYPE,
+  task: "feature-extraction",
+  // no LM head or classifier: every linear layer, the pooler included, is a valid target
+  outputModules: [],
+  loraTargets: USE_LITE_TARGET_DEFAULTS,
+  layersPattern: ["layer"],
+  tiedWeights: () => [],
+  embeddingParam: USE_LITE_WORD_EMBEDDINGS,
+  build(ctx, cfg, inputs) {
+    const out = buildUseLiteEncoder(ctx, cfg, { inputIds: inputs.inputIds, attentionMask: inputs.attentionMask });
+    return { logits: out.sentenceEmbedding, hidden: out.lastHiddenState, attentionMask: out.attentionMask };
+  },
+};
