@@ -43,7 +43,9 @@ export const sqrt = (x: Value): Value => x.graph.op1("Sqrt", [x]);
 export const exp = (x: Value): Value => x.graph.op1("Exp", [x]);
 export const log = (x: Value): Value => x.graph.op1("Log", [x]);
 export const tanh = (x: Value): Value => x.graph.op1("Tanh", [x]);
-export const erf = (x: Value): Value => x.graph.op1("Erf", [x]);
+/** erf; onnxruntime has no float64 Erf kernel, so float64 inputs are evaluated in float32. */
+export const erf = (x: Value): Value =>
+  x.dtype === "float64" ? cast(x.graph.op1("Erf", [cast(x, "float32")]), "float64") : x.graph.op1("Erf", [x]);
 export const sigmoid = (x: Value): Value => x.graph.op1("Sigmoid", [x]);
 export const relu = (x: Value): Value => x.graph.op1("Relu", [x]);
 export const abs = (x: Value): Value => x.graph.op1("Abs", [x]);

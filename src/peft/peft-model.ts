@@ -35,6 +35,8 @@ export interface BuildOptions {
   readonly mixedAdapters?: readonly string[];
   readonly dtype?: DType;
   readonly seed?: number;
+  /** Dropout layers active (default: same as `training`). Off gives a deterministic training graph. */
+  readonly dropout?: boolean;
 }
 
 export interface BuiltPeftGraph {
@@ -45,6 +47,8 @@ export interface BuiltPeftGraph {
   readonly attentionMask: Value;
   /** Graph input name → current value, for every trainable tensor. */
   readonly trainable: Map<string, Tensor>;
+  /** Graph input name → the adapter and tensor key it trains. */
+  readonly owners: Map<string, { adapter: string; key: string }>;
 }
 
 /** A weight source with some tensors replaced (merged adapters). */
@@ -256,11 +260,13 @@ export class PeftModel {
   /** Build the model graph with the current adapter state. */
   buildGraph(opts: BuildOptions = {}): BuiltPeftGraph {
     const training = opts.training ?? false;
+    const dropout = opts.dropout ?? training;
     const seed = opts.seed ?? 0;
     const g = new Graph(`${this.info.modelType}_peft`);
     const inputIds = g.input("input_ids", "int64", ["batch", "seq"]);
     const attentionMask = g.input("attention_mask", "int64", ["batch", "seq"]);
     const trainable = new Map<string, Tensor>();
+    const owners = new Map<string, { adapter: string; key: string }>();
     const overrides = new Map(this.mergedWeights);
     const live = this.disabled ? [] : this.active.filter((n) => !this.merged.includes(n)).map((n) => this.adapter(n));
     let hooks: ModelHooks;
@@ -279,17 +285,21 @@ export class PeftModel {
           if (training) {
             v = g.input(name, cast.dtype, cast.shape);
             trainable.set(name, cast);
+            owners.set(name, { adapter: a.name, key });
           } else v = g.initializer(name, cast);
           cache.set(name, v);
         }
         return v;
       };
-      hooks = this.hooksFor(live, param, training, seed);
+      hooks = this.hooksFor(live, param, dropout, seed);
       for (const a of live) {
         for (const [k, t] of a.tensors) {
           if (this.base.weights.has(k)) {
             overrides.set(k, t);
-            if (training) trainableBase.add(k);
+            if (training) {
+              trainableBase.add(k);
+              owners.set(k, { adapter: a.name, key: k });
+            }
           }
         }
       }
@@ -297,7 +307,7 @@ export class PeftModel {
     const ctxOpts: ContextOptions = {
       overrides,
       hooks,
-      training,
+      training: dropout,
       seed,
       ...(opts.dtype ? { dtype: opts.dtype } : {}),
       ...(training ? { inputParams: (n: string) => trainableBase.has(n) } : {}),
@@ -305,7 +315,7 @@ export class PeftModel {
     const ctx = new ModelContext(g, this.base.weights, ctxOpts);
     const outputs = this.base.def.build(ctx, this.base.config as never, { inputIds, attentionMask });
     for (const [k, t] of ctx.inputParams) trainable.set(k, t);
-    return { graph: g, ctx, outputs, inputIds, attentionMask, trainable };
+    return { graph: g, ctx, outputs, inputIds, attentionMask, trainable, owners };
   }
 
   private stateKey(mixed?: readonly string[]): string {

@@ -1,0 +1,90 @@
+/**
+ * One training step as one `session.run`: the model with its trainable adapter tensors as graph
+ * inputs, the task loss, and the loss's gradient with respect to every trainable input (reverse-mode
+ * autodiff appended to the same graph).
+ */
+import { grad } from "../graph/autodiff.js";
+import type { PeftModel } from "../peft/peft-model.js";
+import { CompiledGraph, type SessionOptions } from "../runtime/session.js";
+import type { DType, Tensor } from "../tensor.js";
+import { type LossTask, taskLoss } from "./loss.js";
+
+export interface Batch {
+  readonly inputIds: Tensor<"int64">;
+  readonly attentionMask: Tensor<"int64">;
+  /** [B, S] token labels (causal LM, −100 = ignore) or [B] class ids. */
+  readonly labels: Tensor<"int64">;
+}
+
+export interface StepResult {
+  readonly loss: number;
+  /** Gradient per trainable graph input (same order as `TrainStep.names`). */
+  readonly grads: Map<string, Float32Array | Float64Array>;
+  readonly logits?: Tensor;
+}
+
+export interface TrainStepOptions {
+  readonly task: LossTask;
+  readonly dtype?: DType;
+  /** Dropout masks seed. */
+  readonly seed?: number;
+  readonly session?: SessionOptions;
+  /** Virtual tokens in front of the sequence (prompt tuning). */
+  readonly prefixTokens?: number;
+  /** Dropout layers active (default true, as in PyTorch's train mode). */
+  readonly dropout?: boolean;
+  /** Also output the logits (for metrics during training). */
+  readonly withLogits?: boolean;
+}
+
+export const GRAD_PREFIX = "grad::";
+
+export class TrainStep {
+  private constructor(
+    readonly session: CompiledGraph,
+    /** Trainable graph inputs, in order. */
+    readonly names: readonly string[],
+    /** Graph input → owning adapter and tensor key. */
+    readonly owners: ReadonlyMap<string, { adapter: string; key: string }>,
+    /** Initial values of the trainable inputs. */
+    readonly initial: ReadonlyMap<string, Tensor>,
+    readonly withLogits: boolean,
+  ) {}
+
+  static async create(pm: PeftModel, opts: TrainStepOptions): Promise<TrainStep> {
+    const built = pm.buildGraph({
+      training: true,
+      dropout: opts.dropout ?? true,
+      seed: opts.seed ?? 0,
+      ...(opts.dtype ? { dtype: opts.dtype } : {}),
+    });
+    const g = built.graph;
+    const labels = g.input("labels", "int64", opts.task === "causal-lm" ? ["batch", "seq"] : ["batch"]);
+    const loss = taskLoss(opts.task, built.outputs.logits, labels, opts.prefixTokens ?? 0);
+    g.output(loss, "loss");
+    const names = [...built.trainable.keys()];
+    const params = names.map((n) => g.inputs.find((v) => v.name === n)!);
+    grad(loss, params).forEach((gv, i) => g.output(gv, GRAD_PREFIX + names[i]!));
+    if (opts.withLogits) g.output(built.outputs.logits, "logits");
+    const session = await CompiledGraph.create(g, opts.session ?? {});
+    return new TrainStep(session, names, built.owners, built.trainable, opts.withLogits ?? false);
+  }
+
+  /** Loss and gradients for a batch at the given parameter values. */
+  async run(batch: Batch, params: ReadonlyMap<string, Tensor>): Promise<StepResult> {
+    const feeds: Record<string, Tensor> = {
+      input_ids: batch.inputIds,
+      attention_mask: batch.attentionMask,
+      labels: batch.labels,
+    };
+    for (const n of this.names) feeds[n] = params.get(n) ?? this.initial.get(n)!;
+    const out = await this.session.run(feeds);
+    const grads = new Map<string, Float32Array | Float64Array>();
+    for (const n of this.names) grads.set(n, out[GRAD_PREFIX + n]!.data as Float32Array | Float64Array);
+    return { loss: Number(out.loss!.data[0]), grads, ...(this.withLogits ? { logits: out.logits! } : {}) };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
