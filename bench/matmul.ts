@@ -1,0 +1,302 @@
+/**
+ * `npm run bench -- matmul`: the matmul ceiling. For the matrix products a GPT-2-small training
+ * step runs (batch 8 × seq 128 = 1024 tokens), the best achieved GFLOP/s of
+ *   plain  — a hand-written one-node ONNX MatMul graph, weight [K, N] as an initializer;
+ *   matmul — the same product from peft-ts's graph builder (`ops.matmul`, weight [K, N]);
+ *   linear — peft-ts's `linear` (x · Wᵀ with W [N, K], nn.Linear layout, as the models build it),
+ * all through the same `CompiledGraph` session options. `measureMatmulCeiling` is reusable:
+ * a training benchmark calls it in the same run and reports MFU = achieved / ceilingGflops.
+ */
+import { performance } from "node:perf_hooks";
+import { cpus } from "node:os";
+import { type Command, InvalidArgumentError, Option } from "commander";
+import onnxProto from "onnx-proto";
+import { linear } from "../src/graph/composite.js";
+import * as ops from "../src/graph/api.js";
+import { Graph } from "../src/graph/graph.js";
+import { IR_VERSION, OPSET } from "../src/graph/opset.js";
+import { toOnnx } from "../src/graph/onnx.js";
+import { CompiledGraph, type ExecutionProvider } from "../src/runtime/session.js";
+import { type Tensor, tensor } from "../src/tensor.js";
+import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
+
+const { onnx } = onnxProto;
+
+export interface MatmulShape {
+  readonly name: string;
+  readonly m: number;
+  readonly k: number;
+  readonly n: number;
+}
+
+/** GPT-2 small training shapes (1024 tokens, d 768, MLP 3072, vocab 50257) and a square 1024³. */
+export const GPT2_SMALL_SHAPES: readonly MatmulShape[] = [
+  { name: "attn_proj", m: 1024, k: 768, n: 768 },
+  { name: "mlp_up", m: 1024, k: 768, n: 3072 },
+  { name: "mlp_down", m: 1024, k: 3072, n: 768 },
+  { name: "lm_head", m: 1024, k: 768, n: 50257 },
+  { name: "square", m: 1024, k: 1024, n: 1024 },
+];
+
+export type MatmulVariant = "plain" | "matmul" | "linear";
+export const MATMUL_VARIANTS: readonly MatmulVariant[] = ["plain", "matmul", "linear"];
+
+export interface MatmulTiming {
+  readonly bestMs: number;
+  readonly medianMs: number;
+  /** 2·m·k·n / best time. */
+  readonly gflops: number;
+}
+
+export interface MatmulShapeResult extends MatmulShape {
+  readonly gflop: number;
+  readonly timings: Readonly<Partial<Record<MatmulVariant, MatmulTiming>>>;
+  /** Largest |difference| of each builder variant's output from the plain graph's (same inputs). */
+  readonly maxAbsDiff: Readonly<Partial<Record<MatmulVariant, number>>>;
+}
+
+export interface MatmulCeiling {
+  readonly threads: number;
+  readonly ep: ExecutionProvider;
+  readonly repeat: number;
+  readonly warmup: number;
+  readonly shapes: readonly MatmulShapeResult[];
+  /** Σ flops / Σ best time of each variant over all shapes (the shape mix's throughput). */
+  readonly gflops: Readonly<Partial<Record<MatmulVariant, number>>>;
+  /** gflops[variant] / gflops.plain. */
+  readonly ratio: Readonly<Partial<Record<MatmulVariant, number>>>;
+  /** The ceiling for MFU: gflops.plain. */
+  readonly ceilingGflops: number;
+  /** Best single-shape plain GFLOP/s. */
+  readonly peakGflops: number;
+}
+
+export interface MatmulCeilingOptions {
+  threads?: number;
+  ep?: ExecutionProvider;
+  shapes?: readonly MatmulShape[];
+  /** Timed runs per shape and variant; the best counts (default 5). */
+  repeat?: number;
+  /** Untimed runs first (default 2). */
+  warmup?: number;
+  /** Which graphs to time (default all three; `plain` is always included). */
+  variants?: readonly MatmulVariant[];
+  onProgress?: (msg: string) => void;
+}
+
+/** Deterministic uniform values in [-1, 1) (xorshift32), so every run multiplies the same data. */
+function randomTensor(shape: readonly number[], seed: number): Tensor<"float32"> {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    data[i] = (s >>> 0) / 2 ** 31 - 1;
+  }
+  return tensor("float32", shape, data);
+}
+
+function transpose2d(t: Tensor<"float32">): Tensor<"float32"> {
+  const [r, c] = t.shape as [number, number];
+  const out = new Float32Array(r * c);
+  const src = t.data;
+  const B = 64;
+  for (let i0 = 0; i0 < r; i0 += B)
+    for (let j0 = 0; j0 < c; j0 += B)
+      for (let i = i0; i < Math.min(i0 + B, r); i++) for (let j = j0; j < Math.min(j0 + B, c); j++) out[j * r + i] = src[i * c + j]!;
+  return tensor("float32", [c, r], out);
+}
+
+/** A one-node ONNX model written directly with onnx-proto: y = MatMul(x, w), w an initializer. */
+export function plainMatmulModel(w: Tensor<"float32">, m: number): Uint8Array {
+  const [k, n] = w.shape as [number, number];
+  const F32 = onnx.TensorProto.DataType.FLOAT;
+  const vi = (name: string, dims: number[]) => ({ name, type: { tensorType: { elemType: F32, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } });
+  const model = onnx.ModelProto.create({
+    irVersion: IR_VERSION,
+    producerName: "peft-ts-bench",
+    opsetImport: [{ domain: "", version: OPSET }],
+    graph: {
+      name: "plain_matmul",
+      node: [{ opType: "MatMul", input: ["x", "w"], output: ["y"], name: "matmul" }],
+      input: [vi("x", [m, k])],
+      output: [vi("y", [m, n])],
+      initializer: [{ name: "w", dims: [k, n], dataType: F32, rawData: new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength) }],
+    },
+  });
+  return onnx.ModelProto.encode(model).finish();
+}
+
+/** The same product from peft-ts's builder: `ops.matmul(x, w)` with w [K, N]. */
+export function builderMatmulGraph(w: Tensor<"float32">, m: number): Graph {
+  const g = new Graph("bench_matmul");
+  const x = g.input("x", "float32", [m, w.shape[0]!]);
+  g.output(ops.matmul(x, g.initializer("w", w)), "y");
+  return g;
+}
+
+/** peft-ts's `linear(x, W, null)` = x·Wᵀ with W [N, K] (PyTorch nn.Linear layout). */
+export function builderLinearGraph(wNK: Tensor<"float32">, m: number): Graph {
+  const g = new Graph("bench_linear");
+  const x = g.input("x", "float32", [m, wNK.shape[1]!]);
+  g.output(linear(x, g.initializer("w", wNK), null), "y");
+  return g;
+}
+
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  if (a.length !== b.length) return Number.POSITIVE_INFINITY;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = Math.abs(a[i]! - b[i]!);
+    if (!(x <= d)) d = x; // NaN propagates as > everything
+  }
+  return d;
+}
+
+/**
+ * Times several sessions on the same input, interleaved: every round runs each session once, the
+ * starting session rotating, so a change in machine load hits all variants alike.
+ */
+async function timeInterleaved(
+  sessions: readonly CompiledGraph[],
+  x: Tensor,
+  opts: { repeat: number; warmup: number },
+): Promise<{ times: number[][]; outputs: Float32Array[] }> {
+  const outputs: Float32Array[] = [];
+  for (const s of sessions) {
+    let y: Float32Array | null = null;
+    for (let i = 0; i < opts.warmup; i++) y ??= (await s.run({ x }))["y"]!.data as Float32Array;
+    outputs.push(y ?? ((await s.run({ x }))["y"]!.data as Float32Array));
+  }
+  const times: number[][] = sessions.map(() => []);
+  for (let r = 0; r < opts.repeat; r++) {
+    for (let j = 0; j < sessions.length; j++) {
+      const idx = (r + j) % sessions.length;
+      const t0 = performance.now();
+      await sessions[idx]!.run({ x });
+      times[idx]!.push(performance.now() - t0);
+    }
+  }
+  return { times, outputs };
+}
+
+function timing(times: readonly number[], flops: number): MatmulTiming {
+  const sorted = [...times].sort((a, b) => a - b);
+  const best = sorted[0]!;
+  const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2]! : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
+  return { bestMs: round(best, 3), medianMs: round(median, 3), gflops: sig(flops / (best / 1e3) / 1e9) };
+}
+
+/** Five significant digits (GFLOP/s range from 0.01 on tiny shapes to 10⁴ on a GPU). */
+function sig(v: number): number {
+  return Number(v.toPrecision(5));
+}
+
+function round(v: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(v * f) / f;
+}
+
+/**
+ * Times each shape with each variant (warm-up runs, then `repeat` timed runs, best counts) and
+ * checks that the builder graphs compute the plain graph's product. Sessions are created one
+ * at a time and released before the next.
+ */
+export async function measureMatmulCeiling(options: MatmulCeilingOptions = {}): Promise<MatmulCeiling> {
+  const threads = options.threads ?? cpus().length;
+  const ep = options.ep ?? "cpu";
+  const repeat = options.repeat ?? 5;
+  const warmup = options.warmup ?? 2;
+  const shapes = options.shapes ?? GPT2_SMALL_SHAPES;
+  const variants = MATMUL_VARIANTS.filter((v) => v === "plain" || (options.variants ?? MATMUL_VARIANTS).includes(v));
+  const say = options.onProgress ?? (() => undefined);
+
+  const results: MatmulShapeResult[] = [];
+  const totalFlops = { plain: 0, matmul: 0, linear: 0 };
+  const totalSec = { plain: 0, matmul: 0, linear: 0 };
+  for (const [i, s] of shapes.entries()) {
+    const flops = 2 * s.m * s.k * s.n;
+    const x = randomTensor([s.m, s.k], 1000 + i);
+    const w = randomTensor([s.k, s.n], 2000 + i);
+    const timings: Partial<Record<MatmulVariant, MatmulTiming>> = {};
+    const diffs: Partial<Record<MatmulVariant, number>> = {};
+    const sessions: CompiledGraph[] = [];
+    try {
+      for (const v of variants) {
+        const bytes = v === "plain" ? plainMatmulModel(w, s.m) : v === "matmul" ? toOnnx(builderMatmulGraph(w, s.m)) : toOnnx(builderLinearGraph(transpose2d(w), s.m));
+        sessions.push(await CompiledGraph.create(bytes, { threads, ep }));
+      }
+      const { times, outputs } = await timeInterleaved(sessions, x, { repeat, warmup });
+      variants.forEach((v, j) => {
+        const t = timing(times[j]!, flops);
+        timings[v] = t;
+        if (v !== "plain") diffs[v] = maxAbsDiff(outputs[0]!, outputs[j]!);
+        totalFlops[v] += flops;
+        totalSec[v] += t.bestMs / 1e3;
+        say(`${s.name} [${s.m}x${s.k}]·[${s.k}x${s.n}] ${v}: best ${t.bestMs.toFixed(1)} ms, ${t.gflops.toFixed(1)} GFLOP/s`);
+      });
+    } finally {
+      for (const sess of sessions) await sess.release();
+    }
+    results.push({ ...s, gflop: round(flops / 1e9, 4), timings, maxAbsDiff: diffs });
+  }
+  const gflops: Partial<Record<MatmulVariant, number>> = {};
+  const ratio: Partial<Record<MatmulVariant, number>> = {};
+  for (const v of variants) gflops[v] = sig(totalFlops[v] / totalSec[v] / 1e9);
+  for (const v of variants) if (v !== "plain") ratio[v] = round(gflops[v]! / gflops.plain!, 3);
+  return {
+    threads,
+    ep,
+    repeat,
+    warmup,
+    shapes: results,
+    gflops,
+    ratio,
+    ceilingGflops: gflops.plain!,
+    peakGflops: Math.max(...results.map((r) => r.timings.plain!.gflops)),
+  };
+}
+
+/** `--shapes`: names from GPT2_SMALL_SHAPES and/or `MxKxN`, comma-separated. */
+export function parseShapes(spec: string): MatmulShape[] {
+  return spec.split(",").map((part) => {
+    const p = part.trim();
+    const named = GPT2_SMALL_SHAPES.find((s) => s.name === p);
+    if (named) return named;
+    const m = /^(\d+)x(\d+)x(\d+)$/.exec(p);
+    if (!m || [m[1], m[2], m[3]].some((d) => Number(d) < 1)) {
+      throw new InvalidArgumentError(`'${p}' is neither MxKxN nor one of ${GPT2_SMALL_SHAPES.map((s) => s.name).join(", ")}`);
+    }
+    return { name: p, m: Number(m[1]), k: Number(m[2]), n: Number(m[3]) };
+  });
+}
+
+export function register(program: Command): void {
+  program
+    .command("matmul")
+    .description("matmul ceiling: best GFLOP/s of a plain ORT MatMul vs the same product from peft-ts's graph builder, on GPT-2-small training shapes")
+    .option("--threads <n>", "intra-op threads (default: number of CPUs)", positiveInt("--threads"))
+    .addOption(new Option("--ep <ep>", "execution provider").choices(["cpu", "webgpu"]).default("cpu"))
+    .option("--repeat <n>", "timed runs per shape and variant (best counts)", positiveInt("--repeat"), 5)
+    .option("--warmup <n>", "untimed runs before timing", positiveInt("--warmup"), 2)
+    .option("--shapes <list>", `comma-separated MxKxN or names (${GPT2_SMALL_SHAPES.map((s) => s.name).join(", ")})`, parseShapes)
+    .action(async (o: { threads?: number; ep: ExecutionProvider; repeat: number; warmup: number; shapes?: MatmulShape[] }) => {
+      const threads = o.threads ?? cpus().length;
+      const t0 = performance.now();
+      const r = await measureMatmulCeiling({ threads, ep: o.ep, repeat: o.repeat, warmup: o.warmup, shapes: o.shapes ?? GPT2_SMALL_SHAPES, onProgress: progress });
+      emitResult({
+        bench: "matmul",
+        env: benchEnvironment({ threads, ep: o.ep }),
+        repeat: r.repeat,
+        warmup: r.warmup,
+        ceilingGflops: r.ceilingGflops,
+        peakGflops: r.peakGflops,
+        gflops: r.gflops,
+        ratio: r.ratio,
+        shapes: r.shapes,
+        wallSeconds: round((performance.now() - t0) / 1e3, 1),
+      });
+    });
+}

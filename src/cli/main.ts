@@ -1,0 +1,85 @@
+/**
+ * The `peft` command line. Each command lives in its own file under `./commands/` and is listed
+ * once in `COMMANDS` (an explicit list: nothing registers itself through an import side effect).
+ * To add a command: write `commands/<name>.ts` exporting `register(program, ctx)`, then add one
+ * import and one entry below.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Command, CommanderError } from "commander";
+import { PeftError } from "../errors.js";
+import { packageRoot } from "../util/paths.js";
+import * as inspect from "./commands/inspect.js";
+import { type CliContext, type CliIo, type CommandModule, createContext, processIo } from "./context.js";
+
+/** Every `peft` sub-command, in the order `peft --help` lists them. */
+export const COMMANDS: readonly CommandModule[] = [inspect];
+
+/** The `version` field of peft-ts's package.json. */
+export function packageVersion(): string {
+  const pj = JSON.parse(readFileSync(join(packageRoot(), "package.json"), "utf8")) as { version?: unknown };
+  return typeof pj.version === "string" ? pj.version : "0.0.0";
+}
+
+/** The commander program with every command registered; output and exits go through `ctx`. */
+export function buildProgram(ctx: CliContext): Command {
+  const program = new Command("peft")
+    .description("Adapt, compose, compress and serve pre-trained models with small parameter blocks (Hugging Face PEFT files, onnxruntime).")
+    .version(packageVersion(), "-V, --version", "print the peft-ts version")
+    .configureOutput({ writeOut: (s) => ctx.io.stdout(s), writeErr: (s) => ctx.io.stderr(s) })
+    .showHelpAfterError("(run 'peft --help' for usage)")
+    .exitOverride();
+  for (const c of COMMANDS) c.register(program, ctx);
+  return program;
+}
+
+/**
+ * Prints an error the way the CLI reports it and returns the exit status: `error [CODE]: message`
+ * for a `PeftError`, `error: message` otherwise; the stack only when `ctx.debug` (PEFT_DEBUG=1).
+ */
+export function reportError(e: unknown, ctx: CliContext): number {
+  if (e instanceof CommanderError) return e.exitCode; // commander already printed its message (or the help/version)
+  if (e instanceof PeftError) ctx.err(`error [${e.code}]: ${e.message}`);
+  else ctx.err(`error: ${e instanceof Error ? e.message : String(e)}`);
+  if (ctx.debug && e instanceof Error && e.stack) {
+    ctx.err(e.stack);
+    let cause: unknown = e.cause;
+    while (cause instanceof Error) {
+      ctx.err(`caused by: ${cause.stack ?? cause.message}`);
+      cause = cause.cause;
+    }
+  }
+  return 1;
+}
+
+/**
+ * Runs the CLI with node-style `argv` (`[node, script, ...args]`, i.e. `process.argv`). Never
+ * throws and never exits the process: failures are printed and the status goes to `io.setExitCode`.
+ */
+export async function main(argv: string[], io: CliIo = processIo()): Promise<void> {
+  const ctx = createContext(io);
+  try {
+    await buildProgram(ctx).parseAsync(argv, { from: "node" });
+  } catch (e) {
+    io.setExitCode(reportError(e, ctx));
+  }
+}
+
+export interface CliRunResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `peft <args…>` in-process with captured output (for tests and embedding). */
+export async function runCli(args: readonly string[]): Promise<CliRunResult> {
+  let stdout = "";
+  let stderr = "";
+  let code = 0;
+  await main(["node", "peft", ...args], {
+    stdout: (t) => void (stdout += t),
+    stderr: (t) => void (stderr += t),
+    setExitCode: (c) => void (code = c),
+  });
+  return { code, stdout, stderr };
+}
