@@ -122,7 +122,12 @@ export class CompiledGraph {
     this.session.endProfiling();
   }
 
+  private released = false;
+
+  /** Free the session (idempotent). */
   async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
     await this.session.release();
   }
 }

@@ -25,3 +25,9 @@ export {
   perplexity,
 } from "./metrics.js";
 export type { ClassScores, ClassificationReport, MetricOptions } from "./metrics.js";
+export { Trainer, collate } from "./trainer.js";
+export type { TokenizedExample, TrainerConfig, EvalResult, StepInfo, TrainHistory, TrainCallbacks, TrainResult } from "./trainer.js";
+export { TrainStep, GRAD_PREFIX } from "./step.js";
+export type { Batch, StepResult, TrainStepOptions } from "./step.js";
+export { causalLmLoss, sequenceClassificationLoss, taskLoss } from "./loss.js";
+export type { LossTask } from "./loss.js";

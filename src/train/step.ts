@@ -35,6 +35,8 @@ export interface TrainStepOptions {
   readonly dropout?: boolean;
   /** Also output the logits (for metrics during training). */
   readonly withLogits?: boolean;
+  /** Differentiate (default true); false builds an evaluation graph with the same inputs. */
+  readonly gradients?: boolean;
 }
 
 export const GRAD_PREFIX = "grad::";
@@ -49,6 +51,7 @@ export class TrainStep {
     /** Initial values of the trainable inputs. */
     readonly initial: ReadonlyMap<string, Tensor>,
     readonly withLogits: boolean,
+    readonly withGradients: boolean,
   ) {}
 
   static async create(pm: PeftModel, opts: TrainStepOptions): Promise<TrainStep> {
@@ -64,10 +67,10 @@ export class TrainStep {
     g.output(loss, "loss");
     const names = [...built.trainable.keys()];
     const params = names.map((n) => g.inputs.find((v) => v.name === n)!);
-    grad(loss, params).forEach((gv, i) => g.output(gv, GRAD_PREFIX + names[i]!));
+    if (opts.gradients ?? true) grad(loss, params).forEach((gv, i) => g.output(gv, GRAD_PREFIX + names[i]!));
     if (opts.withLogits) g.output(built.outputs.logits, "logits");
     const session = await CompiledGraph.create(g, opts.session ?? {});
-    return new TrainStep(session, names, built.owners, built.trainable, opts.withLogits ?? false);
+    return new TrainStep(session, names, built.owners, built.trainable, opts.withLogits ?? false, opts.gradients ?? true);
   }
 
   /** Loss and gradients for a batch at the given parameter values. */
@@ -80,7 +83,7 @@ export class TrainStep {
     for (const n of this.names) feeds[n] = params.get(n) ?? this.initial.get(n)!;
     const out = await this.session.run(feeds);
     const grads = new Map<string, Float32Array | Float64Array>();
-    for (const n of this.names) grads.set(n, out[GRAD_PREFIX + n]!.data as Float32Array | Float64Array);
+    if (this.withGradients) for (const n of this.names) grads.set(n, out[GRAD_PREFIX + n]!.data as Float32Array | Float64Array);
     return { loss: Number(out.loss!.data[0]), grads, ...(this.withLogits ? { logits: out.logits! } : {}) };
   }
 

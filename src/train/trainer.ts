@@ -1,0 +1,343 @@
+/**
+ * The training loop: batches → one `session.run` per micro-batch (loss + gradients) → gradient
+ * accumulation → clipping → optimizer step with a learning-rate schedule; periodic evaluation,
+ * early stopping with the best parameters kept, atomic checkpoints and exact resume.
+ */
+import { ConfigError } from "../errors.js";
+import type { PeftModel } from "../peft/peft-model.js";
+import type { SessionOptions } from "../runtime/session.js";
+import type { Tensor } from "../tensor.js";
+import { Rng } from "../util/rng.js";
+import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js";
+import type { LossTask } from "./loss.js";
+import { accuracy, argmaxRows, macroF1, perplexity } from "./metrics.js";
+import { AdamW, Sgd, clipGradNorm, excludeFromWeightDecay } from "./optim/index.js";
+import type { NamedParam, Optimizer } from "./optim/types.js";
+import { createSchedule, type LrSchedule, warmupStepsFromRatio } from "./schedule.js";
+import { type Batch, TrainStep } from "./step.js";
+
+/** A tokenised example: token ids and a class id (classification) or nothing (LM: labels = ids). */
+export interface TokenizedExample {
+  readonly ids: readonly number[];
+  readonly label?: number;
+}
+
+export interface TrainerConfig {
+  readonly task: LossTask;
+  readonly epochs: number;
+  readonly batchSize: number;
+  readonly lr: number;
+  readonly weightDecay?: number;
+  readonly optimizer?: "adamw" | "sgd";
+  readonly momentum?: number;
+  readonly schedule?: "constant" | "linear" | "cosine";
+  readonly warmupSteps?: number;
+  readonly warmupRatio?: number;
+  /** Clip the global gradient norm (0 or undefined: no clipping). */
+  readonly maxGradNorm?: number;
+  readonly gradientAccumulation?: number;
+  /** Evaluate every N optimizer steps (default: at the end of each epoch). */
+  readonly evalEvery?: number;
+  /** Stop after this many evaluations without improvement of `metric`. */
+  readonly earlyStopping?: { readonly patience: number; readonly metric?: string };
+  readonly seed: number;
+  /** Dropout active while training (default true). */
+  readonly dropout?: boolean;
+  /** Pad id for batching (default 0). */
+  readonly padId?: number;
+  /** Truncate sequences to this length. */
+  readonly maxLength?: number;
+  readonly session?: SessionOptions;
+  readonly checkpointDir?: string;
+  readonly checkpointEvery?: number;
+  /** Stop after this many optimizer steps (for tests and resumable runs). */
+  readonly maxSteps?: number;
+}
+
+export interface EvalResult {
+  readonly loss: number;
+  readonly accuracy?: number;
+  readonly f1?: number;
+  readonly perplexity?: number;
+}
+
+export interface StepInfo {
+  readonly step: number;
+  readonly totalSteps: number;
+  readonly epoch: number;
+  readonly loss: number;
+  readonly lr: number;
+  readonly gradNorm: number;
+  readonly examplesPerSecond: number;
+  readonly tokensPerSecond: number;
+}
+
+export interface TrainHistory {
+  readonly steps: StepInfo[];
+  readonly evals: (EvalResult & { step: number; epoch: number })[];
+}
+
+export interface TrainCallbacks {
+  onStep?(info: StepInfo): void;
+  onEval?(result: EvalResult & { step: number; epoch: number }): void;
+}
+
+export interface TrainResult {
+  readonly history: TrainHistory;
+  readonly steps: number;
+  readonly best: (EvalResult & { step: number }) | null;
+  readonly seconds: number;
+  readonly stoppedEarly: boolean;
+}
+
+/** Pad a list of examples into a batch (right padding). */
+export function collate(examples: readonly TokenizedExample[], task: LossTask, padId = 0, maxLength?: number): Batch {
+  const rows = examples.map((e) => (maxLength ? e.ids.slice(0, maxLength) : e.ids));
+  const len = Math.max(1, ...rows.map((r) => r.length));
+  const b = rows.length;
+  const ids = new BigInt64Array(b * len).fill(BigInt(padId));
+  const mask = new BigInt64Array(b * len);
+  const lm = new BigInt64Array(b * len).fill(-100n);
+  rows.forEach((r, i) => {
+    r.forEach((t, j) => {
+      ids[i * len + j] = BigInt(t);
+      mask[i * len + j] = 1n;
+      lm[i * len + j] = BigInt(t);
+    });
+  });
+  const labels: Tensor<"int64"> =
+    task === "causal-lm"
+      ? { dtype: "int64", shape: [b, len], data: lm }
+      : {
+          dtype: "int64",
+          shape: [b],
+          data: BigInt64Array.from(examples, (e, i) => {
+            if (e.label === undefined) throw new ConfigError("training data", `example ${i}`, "has no label");
+            return BigInt(e.label);
+          }),
+        };
+  return { inputIds: { dtype: "int64", shape: [b, len], data: ids }, attentionMask: { dtype: "int64", shape: [b, len], data: mask }, labels };
+}
+
+function higherIsBetter(metric: string): boolean {
+  return metric !== "loss" && metric !== "perplexity";
+}
+
+export class Trainer {
+  private step!: TrainStep;
+  private evalStep: TrainStep | null = null;
+  private params = new Map<string, Float32Array>();
+  private optimizer!: Optimizer;
+  private schedule!: LrSchedule;
+  private rng: Rng;
+
+  constructor(
+    readonly model: PeftModel,
+    readonly config: TrainerConfig,
+    readonly train: readonly TokenizedExample[],
+    readonly validation: readonly TokenizedExample[] = [],
+  ) {
+    if (config.batchSize < 1 || config.epochs <= 0) throw new ConfigError("trainer", "batchSize/epochs", "must be positive");
+    if (train.length === 0) throw new ConfigError("trainer", "train", "no training examples");
+    this.rng = new Rng(config.seed);
+  }
+
+  get stepsPerEpoch(): number {
+    return Math.ceil(this.train.length / (this.config.batchSize * (this.config.gradientAccumulation ?? 1)));
+  }
+
+  get totalSteps(): number {
+    const full = Math.ceil(this.stepsPerEpoch * this.config.epochs);
+    return this.config.maxSteps ? Math.min(full, this.config.maxSteps) : full;
+  }
+
+  private async init(): Promise<void> {
+    const cfg = this.config;
+    this.step = await TrainStep.create(this.model, { task: cfg.task, seed: cfg.seed, dropout: cfg.dropout ?? true, session: cfg.session ?? {} });
+    for (const n of this.step.names) this.params.set(n, Float32Array.from(this.step.initial.get(n)!.data as Float32Array));
+    const named: NamedParam[] = this.step.names.map((n) => ({ name: n, data: this.params.get(n)! }));
+    const wd = cfg.weightDecay ?? (cfg.optimizer === "sgd" ? 0 : 0.01);
+    const withDecay = excludeFromWeightDecay(named);
+    this.optimizer =
+      cfg.optimizer === "sgd" ? new Sgd(withDecay, { lr: cfg.lr, momentum: cfg.momentum ?? 0, weightDecay: wd }) : new AdamW(withDecay, { lr: cfg.lr, weightDecay: wd });
+    const total = Math.ceil(this.stepsPerEpoch * cfg.epochs);
+    const warmup = cfg.warmupSteps ?? (cfg.warmupRatio ? warmupStepsFromRatio(cfg.warmupRatio, total) : 0);
+    const kind = cfg.schedule ?? "linear";
+    this.schedule = createSchedule(
+      kind === "constant" ? (warmup > 0 ? { kind: "constantWithWarmup", warmupSteps: warmup } : { kind: "constant" }) : { kind, warmupSteps: warmup, totalSteps: total },
+      cfg.lr,
+    );
+  }
+
+  /** Current trainable values as tensors (graph input name → tensor). */
+  currentParams(): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    for (const [n, d] of this.params) out.set(n, { dtype: "float32", shape: this.step.initial.get(n)!.shape, data: d });
+    return out;
+  }
+
+  /** Write the current values back into the model's adapters. */
+  commit(): void {
+    const byAdapter = new Map<string, Map<string, Tensor>>();
+    for (const [n, t] of this.currentParams()) {
+      const o = this.step.owners.get(n)!;
+      if (!byAdapter.has(o.adapter)) byAdapter.set(o.adapter, new Map());
+      byAdapter.get(o.adapter)!.set(o.key, { ...t, data: Float32Array.from(t.data as Float32Array) });
+    }
+    for (const [a, m] of byAdapter) this.model.updateAdapterTensors(a, m);
+  }
+
+  /** Loss and metrics on a list of examples with the current parameters (no dropout). */
+  async evaluate(examples: readonly TokenizedExample[], batchSize = this.config.batchSize): Promise<EvalResult> {
+    if (!this.evalStep) {
+      this.evalStep = await TrainStep.create(this.model, {
+        task: this.config.task,
+        dropout: false,
+        gradients: false,
+        withLogits: this.config.task === "seq-cls",
+        session: this.config.session ?? {},
+      });
+    }
+    const params = this.currentParams();
+    let lossSum = 0;
+    let weight = 0;
+    const preds: number[] = [];
+    const labels: number[] = [];
+    for (let i = 0; i < examples.length; i += batchSize) {
+      const chunk = examples.slice(i, i + batchSize);
+      const batch = collate(chunk, this.config.task, this.config.padId ?? 0, this.config.maxLength);
+      const r = await this.evalStep.run(batch, params);
+      const w = this.config.task === "seq-cls" ? chunk.length : Math.max(1, chunk.reduce((s, e) => s + Math.max(0, Math.min(e.ids.length, this.config.maxLength ?? Infinity) - 1), 0));
+      lossSum += r.loss * w;
+      weight += w;
+      if (r.logits) {
+        const nl = r.logits.shape[1]!;
+        preds.push(...argmaxRows(r.logits.data as Float32Array, nl));
+        labels.push(...chunk.map((e) => e.label!));
+      }
+    }
+    const loss = lossSum / Math.max(1, weight);
+    if (this.config.task === "seq-cls") return { loss, accuracy: accuracy(preds, labels), f1: macroF1(preds, labels) };
+    return { loss, perplexity: perplexity(loss) };
+  }
+
+  /** Run the configured training; resumes from `checkpointDir` when a checkpoint is there. */
+  async fit(callbacks: TrainCallbacks = {}): Promise<TrainResult> {
+    const cfg = this.config;
+    await this.init();
+    const t0 = performance.now();
+    const accum = cfg.gradientAccumulation ?? 1;
+    const metric = cfg.earlyStopping?.metric ?? (cfg.task === "seq-cls" ? "accuracy" : "loss");
+    const better = (a: number, b: number) => (higherIsBetter(metric) ? a > b : a < b);
+    let step = 0;
+    let epoch = 0;
+    let pos = 0; // position in the epoch's order, in examples
+    let order = this.rng.permutation(this.train.length);
+    const history: TrainHistory = { steps: [], evals: [] };
+    let best: (EvalResult & { step: number }) | null = null;
+    let bestParams: Map<string, Float32Array> | null = null;
+    let sinceBest = 0;
+    if (cfg.checkpointDir && hasCheckpoint(cfg.checkpointDir)) {
+      const ck = loadCheckpoint(cfg.checkpointDir);
+      for (const [n, t] of ck.params) this.params.get(n)?.set(t.data as Float32Array);
+      this.optimizer.loadStateDict(ck.optimizer);
+      this.rng = Rng.fromState(ck.rng.data!);
+      order = ck.dataOrder;
+      step = ck.step;
+      epoch = Math.floor(ck.epoch);
+      pos = Number(ck.extras.position ?? 0);
+    }
+    const total = this.totalSteps;
+    const evaluateNow = async () => {
+      if (this.validation.length === 0) return false;
+      const r = await this.evaluate(this.validation);
+      const rec = { ...r, step, epoch: step / this.stepsPerEpoch };
+      history.evals.push(rec);
+      callbacks.onEval?.(rec);
+      const value = (r as unknown as Record<string, number>)[metric];
+      if (value === undefined) throw new ConfigError("trainer", "earlyStopping.metric", `'${metric}' is not computed for ${cfg.task}`);
+      const bestValue = best ? (best as unknown as Record<string, number>)[metric]! : undefined;
+      if (bestValue === undefined || better(value, bestValue)) {
+        best = { ...r, step };
+        bestParams = new Map([...this.params].map(([k, v]) => [k, Float32Array.from(v)]));
+        sinceBest = 0;
+      } else sinceBest++;
+      return cfg.earlyStopping !== undefined && sinceBest >= cfg.earlyStopping.patience;
+    };
+    let stoppedEarly = false;
+    while (step < total && !stoppedEarly) {
+      const tStep = performance.now();
+      let lossSum = 0;
+      let tokens = 0;
+      let examplesSeen = 0;
+      const gsum = new Map<string, Float32Array>();
+      for (let m = 0; m < accum; m++) {
+        if (pos >= order.length) {
+          epoch++;
+          pos = 0;
+          order = this.rng.permutation(this.train.length);
+          if (cfg.evalEvery === undefined && (await evaluateNow())) {
+            stoppedEarly = true;
+            break;
+          }
+        }
+        const idx = Array.from(order.subarray(pos, pos + cfg.batchSize));
+        pos += idx.length;
+        const batch = collate(idx.map((i) => this.train[i]!), cfg.task, cfg.padId ?? 0, cfg.maxLength);
+        const r = await this.step.run(batch, this.currentParams());
+        lossSum += r.loss;
+        tokens += batch.inputIds.data.length;
+        examplesSeen += idx.length;
+        for (const [n, g] of r.grads) {
+          const acc = gsum.get(n);
+          if (!acc) gsum.set(n, Float32Array.from(g as Float32Array, (v) => v / accum));
+          else for (let i = 0; i < acc.length; i++) acc[i]! += g[i]! / accum;
+        }
+      }
+      if (stoppedEarly || gsum.size === 0) break;
+      const gradNorm = cfg.maxGradNorm ? clipGradNorm(gsum, cfg.maxGradNorm) : 0;
+      const lr = this.schedule.lrAt(step);
+      this.optimizer.step(gsum, lr);
+      step++;
+      const secs = (performance.now() - tStep) / 1000;
+      const info: StepInfo = {
+        step,
+        totalSteps: total,
+        epoch: epoch + pos / order.length,
+        loss: lossSum / accum,
+        lr,
+        gradNorm,
+        examplesPerSecond: examplesSeen / secs,
+        tokensPerSecond: tokens / secs,
+      };
+      history.steps.push(info);
+      callbacks.onStep?.(info);
+      if (cfg.evalEvery && step % cfg.evalEvery === 0 && (await evaluateNow())) stoppedEarly = true;
+      if (cfg.checkpointDir && cfg.checkpointEvery && step % cfg.checkpointEvery === 0) this.checkpoint(step, epoch, pos, order);
+    }
+    if (!stoppedEarly && cfg.evalEvery === undefined && step >= total && history.evals.at(-1)?.step !== step) await evaluateNow();
+    if (cfg.checkpointDir) this.checkpoint(step, epoch, pos, order);
+    if (bestParams && cfg.earlyStopping) for (const [k, v] of bestParams as Map<string, Float32Array>) this.params.get(k)!.set(v);
+    this.commit();
+    await this.release();
+    return { history, steps: step, best, seconds: (performance.now() - t0) / 1000, stoppedEarly };
+  }
+
+  private checkpoint(step: number, epoch: number, pos: number, order: Int32Array): void {
+    saveCheckpoint(this.config.checkpointDir!, {
+      step,
+      epoch: epoch + pos / order.length,
+      params: this.currentParams(),
+      optimizer: this.optimizer.stateDict(),
+      rng: { data: this.rng.state() },
+      dataOrder: order,
+      extras: { position: pos },
+    });
+  }
+
+  async release(): Promise<void> {
+    await this.step?.release();
+    await this.evalStep?.release();
+    this.evalStep = null;
+  }
+}
