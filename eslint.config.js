@@ -3,7 +3,7 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "runs/**", ".gpu/**", "test/fixtures/**"] },
+  { ignores: ["dist/**", "dist-*/**", "node_modules/**", "runs/**", ".gpu/**", "test/fixtures/**"] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -2,17 +2,18 @@
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, MissingTensorError, UnsupportedOptionError } from "../errors.js";
-import { type HfModelConfig, loadHfConfig } from "../io/hf-config.js";
+import { loadHfConfig } from "../io/hf-config.js";
 import { readJsonFile } from "../io/json-file.js";
 import { SafetensorsFile } from "../io/safetensors.js";
 import type { DType, Tensor } from "../tensor.js";
 import type { WeightSource } from "./context.js";
-import type { ModelDef } from "./model-def.js";
+import type { ModelConfig, ModelDef } from "./model-def.js";
 import { MODELS } from "./registry.js";
+import { USE_LITE_MODEL_TYPE, parseUseLiteConfig } from "./use-lite/config.js";
 
 export interface LoadedModel {
   readonly dir: string;
-  readonly config: HfModelConfig;
+  readonly config: ModelConfig;
   readonly def: ModelDef;
   readonly weights: WeightSource;
 }
@@ -79,7 +80,9 @@ function weightFiles(dir: string): string[] {
 
 /** Open a model directory (config.json + safetensors), lazily: no tensor is read until used. */
 export function loadModel(dir: string): LoadedModel {
-  const config = loadHfConfig(dir);
+  const cfgFile = join(dir, "config.json");
+  const raw = existsSync(cfgFile) ? (readJsonFile(cfgFile) as Record<string, unknown>) : null;
+  const config: ModelConfig = raw && raw.model_type === USE_LITE_MODEL_TYPE ? parseUseLiteConfig(raw, cfgFile) : loadHfConfig(dir);
   const def = MODELS[config.modelType] as ModelDef;
   const tied = new Map(def.tiedWeights(config).map(([a, b]) => [a, b] as [string, string]));
   const weights = new SafetensorsWeights(weightFiles(dir).map((f) => SafetensorsFile.open(f)), tied);

@@ -1,6 +1,10 @@
 /** The contract every architecture file implements. */
 import type { Value } from "../graph/types.js";
 import type { HfModelConfig } from "../io/hf-config.js";
+import type { UseLiteConfig } from "./use-lite/config.js";
+
+/** Every architecture's normalised config. */
+export type ModelConfig = HfModelConfig | UseLiteConfig;
 import type { ModelContext } from "./context.js";
 
 export type ModelTask = "causal-lm" | "seq-cls" | "feature-extraction";
@@ -23,7 +27,7 @@ export interface ModelOutputs {
   readonly attentionMask: Value;
 }
 
-export interface ModelDef<C extends HfModelConfig = HfModelConfig> {
+export interface ModelDef<C extends ModelConfig = ModelConfig> {
   readonly modelType: C["modelType"];
   readonly task: ModelTask;
   /** Modules that produce the model's output (excluded from `all-linear`, as PEFT does). */

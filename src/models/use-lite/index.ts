@@ -26,3 +26,5 @@ export {
   useLiteParamShapes,
   checkUseLiteWeights,
 } from "./weights.js";
+export { loadUseLiteModel, type UseLiteModelOptions } from "./classifier.js";
+export { USE_LITE_CLASSIFIER } from "./model.js";

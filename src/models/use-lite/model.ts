@@ -48,7 +48,7 @@ import type { Graph } from "../../graph/graph.js";
 import type { Value } from "../../graph/types.js";
 import { attention, attentionAllowed, mergeHeads, splitHeads } from "../attention.js";
 import type { ModelContext } from "../context.js";
-import type { ModelDef, ModelInputs, ModelOutputs } from "../model-def.js";
+import type { ModelDef } from "../model-def.js";
 import { layerInputSize, USE_LITE_MODEL_TYPE, type UseLiteConfig } from "./config.js";
 import {
   hasResidualProjection,
@@ -148,25 +148,26 @@ export function buildUseLiteEncoder(ctx: ModelContext, c: UseLiteConfig, inputs?
   });
 }
 
+/** Name of the optional classification head on the sentence embedding. */
+export const USE_LITE_CLASSIFIER = "classifier";
+
 /**
- * USE-lite in the shape of the other architectures' `ModelDef` (`src/models/model-def.ts`), with
- * its own config type: a feature extractor whose `logits` are the sentence embeddings.
+ * USE-lite as a `ModelDef`: a feature extractor whose `logits` are the sentence embeddings, or,
+ * when the weights include `classifier.weight` / `classifier.bias` (see `loadUseLiteModel`), a
+ * sentence classifier whose logits come from that linear head on the embeddings.
  */
-export const useLite: Omit<ModelDef, "modelType" | "tiedWeights" | "build"> & {
-  readonly modelType: typeof USE_LITE_MODEL_TYPE;
-  readonly tiedWeights: (cfg: UseLiteConfig) => readonly (readonly [string, string])[];
-  build(ctx: ModelContext, cfg: UseLiteConfig, inputs: ModelInputs): ModelOutputs;
-} = {
+export const useLite: ModelDef<UseLiteConfig> = {
   modelType: USE_LITE_MODEL_TYPE,
   task: "feature-extraction",
-  // no LM head or classifier: every linear layer, the pooler included, is a valid target
-  outputModules: [],
+  // the optional classification head is the output layer (excluded from all-linear)
+  outputModules: [USE_LITE_CLASSIFIER],
   loraTargets: USE_LITE_TARGET_DEFAULTS,
   layersPattern: ["layer"],
   tiedWeights: () => [],
   embeddingParam: USE_LITE_WORD_EMBEDDINGS,
   build(ctx, cfg, inputs) {
     const out = buildUseLiteEncoder(ctx, cfg, { inputIds: inputs.inputIds, attentionMask: inputs.attentionMask });
-    return { logits: out.sentenceEmbedding, hidden: out.lastHiddenState, attentionMask: out.attentionMask };
+    const logits = ctx.has(`${USE_LITE_CLASSIFIER}.weight`) ? ctx.linear(USE_LITE_CLASSIFIER, out.sentenceEmbedding) : out.sentenceEmbedding;
+    return { logits, hidden: out.lastHiddenState, attentionMask: out.attentionMask };
   },
 };
