@@ -1,0 +1,22 @@
+export { ModelContext, mapSource, castTensor, type WeightSource, type LinearSite, type LinearHook, type EmbedHook, type ModelHooks, type ContextOptions } from "./context.js";
+export { loadModel, SafetensorsWeights, type LoadedModel } from "./load.js";
+export { buildModelGraph, forwardLogits, type BuiltModel } from "./forward.js";
+export { MODELS } from "./registry.js";
+export type { ModelDef, ModelConfig, ModelInputs, ModelOutputs, ModelTask } from "./model-def.js";
+export { bert, buildBert } from "./bert.js";
+export { gpt2, buildGpt2 } from "./gpt2.js";
+export { llama, buildLlama } from "./llama.js";
+export { attention, attentionAllowed, splitHeads, mergeHeads, positions, maskValue } from "./attention.js";
+export {
+  loadUseLite,
+  loadUseLiteModel,
+  convertUseLite,
+  embedSentences,
+  UseLiteEmbedder,
+  UseLiteTokenizer,
+  buildUseLiteEncoder,
+  useLite,
+  USE_LITE_CLASSIFIER,
+  type UseLiteModel,
+  type UseLiteModelOptions,
+} from "./use-lite/index.js";

@@ -1,0 +1,19 @@
+export { TUNERS, tunerFor, registerTuner, type TunerName } from "./registry.js";
+export type { TunerDef, TunerConfigBase, AdapterInstance, BaseModelInfo, LinearModule, ParamView } from "./common/types.js";
+export { isTargeted, expandAllLinear, patternKey, parseTargetSpec, pythonRegex, type TargetSpec, type TargetingConfig } from "./common/target.js";
+export {
+  lora,
+  parseLoraConfig,
+  loraConfigToRaw,
+  moduleRankAndScale,
+  loraKeys,
+  applyLora,
+  applyMixedLora,
+  loraDeltaWeight,
+  mergeLoraWeight,
+  doraMagnitude,
+  LORA_DEFAULTS,
+  type LoraConfig,
+} from "./lora/index.js";
+export { ia3, parseIa3Config, ia3Key, type Ia3Config } from "./ia3/index.js";
+export { promptTuning, parsePromptTuningConfig, PROMPT_KEY, type PromptTuningConfig } from "./prompt-tuning/index.js";
