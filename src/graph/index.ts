@@ -7,3 +7,4 @@ export { nonDifferentiable, type OpDef, type VjpRule } from "./op-def.js";
 export { OPSET } from "./opset.js";
 export * as ops from "./api.js";
 export { gelu, geluTanh, silu, activation, rmsNorm, linear, crossEntropy, dropout } from "./composite.js";
+export { gradCheck, type GradCheckInput, type GradCheckOptions, type GradCheckResult } from "./gradcheck.js";
