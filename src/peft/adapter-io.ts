@@ -1,6 +1,7 @@
 /** Reading and writing adapters in PEFT's on-disk format, validated against the base model. */
 import { AdapterMismatchError, ShapeMismatchError } from "../errors.js";
-import { type AdapterFiles, readAdapterDir, writeAdapterDir } from "../io/peft-files.js";
+import { type AdapterFiles, formatAdapterConfig, readAdapterDir, writeAdapterDir } from "../io/peft-files.js";
+import { safetensorsFileWriter } from "../io/safetensors.js";
 import type { Tensor } from "../tensor.js";
 import type { AdapterInstance, BaseModelInfo } from "../tuners/common/types.js";
 import { tunerFor } from "../tuners/registry.js";
@@ -67,8 +68,19 @@ export function adapterStateDict(adapter: AdapterInstance): Map<string, Tensor> 
   return out;
 }
 
-export function saveAdapterDir(dir: string, adapter: AdapterInstance): void {
+/** The adapter_config.json fields written for an adapter. */
+function savedConfig(adapter: AdapterInstance): Record<string, unknown> {
   const raw = adapter.tuner.toRaw(adapter.config);
   raw.inference_mode = true;
-  writeAdapterDir(dir, raw, adapterStateDict(adapter));
+  return raw;
+}
+
+/** Throws what `saveAdapterDir` would throw for a bad tensor or config, without touching the disk. */
+export function checkAdapterSavable(adapter: AdapterInstance): void {
+  formatAdapterConfig(savedConfig(adapter));
+  safetensorsFileWriter(adapterStateDict(adapter));
+}
+
+export function saveAdapterDir(dir: string, adapter: AdapterInstance): void {
+  writeAdapterDir(dir, savedConfig(adapter), adapterStateDict(adapter));
 }

@@ -17,7 +17,7 @@ import { type DType, type Tensor, numel } from "../tensor.js";
 import type { AdapterInstance, BaseModelInfo, TunerConfigBase } from "../tuners/common/types.js";
 import { tunerFor } from "../tuners/registry.js";
 import { Rng } from "../util/rng.js";
-import { loadAdapterDir, saveAdapterDir, validateAdapter } from "./adapter-io.js";
+import { checkAdapterSavable, loadAdapterDir, saveAdapterDir, validateAdapter } from "./adapter-io.js";
 import { BASE_ADAPTER, mixedLoraHooks } from "./mixed.js";
 import { modelInfo } from "./model-info.js";
 
@@ -334,6 +334,9 @@ export class PeftModel {
     const feeds: Record<string, Tensor> = { input_ids: inputs.inputIds, attention_mask: mask };
     let mixed: string[] | undefined;
     if (inputs.adapterNames) {
+      if (this.merged.length > 0) {
+        throw new AdapterStateError(this.merged.join(","), "is merged; mixed-adapter batches need unmerged adapters (call unmergeAdapter() first, as in PEFT)");
+      }
       if (inputs.adapterNames.length !== batch) {
         throw new AdapterStateError(inputs.adapterNames.join(","), `adapterNames has ${inputs.adapterNames.length} entries for a batch of ${batch}`);
       }
@@ -370,27 +373,32 @@ export class PeftModel {
   /** PEFT `save_pretrained`: `default` at the top of `dir`, other adapters in `dir/<name>/`. */
   savePretrained(dir: string, opts: { selectedAdapters?: readonly string[] } = {}): string[] {
     const names = opts.selectedAdapters ? [...opts.selectedAdapters] : this.adapterNames;
+    for (const n of names) validateAdapterName(n);
     const targets = names.map((n) => ({ adapter: this.adapter(n), dir: adapterDirFor(dir, n) }));
+    // check every adapter before writing any, so a failed save leaves the disk as it was
+    for (const t of targets) checkAdapterSavable(t.adapter);
     for (const t of targets) saveAdapterDir(t.dir, t.adapter);
     return targets.map((t) => t.dir);
   }
 
-  /** PEFT `get_nb_trainable_parameters`: [trainable, all] counting the active adapters' tensors. */
+  /**
+   * PEFT `get_nb_trainable_parameters`: [trainable, all]. As in PEFT, `all` counts the base
+   * (tied parameters once) plus every loaded adapter's tensors — a `modules_to_save` copy sits
+   * next to the original module — and `trainable` the active adapters not loaded for inference.
+   */
   getNbTrainableParameters(): [number, number] {
     // tied parameters (GPT-2's lm_head) are one parameter, counted once
     const tied = new Set(this.base.def.tiedWeights(this.base.config as never).map(([a]) => a));
-    let base = 0;
-    for (const k of this.base.weights.keys()) if (!tied.has(k)) base += numel(this.base.weights.info(k).shape);
+    let all = 0;
+    for (const k of this.base.weights.keys()) if (!tied.has(k)) all += numel(this.base.weights.info(k).shape);
     let trainable = 0;
-    let extra = 0;
-    for (const n of this.active) {
-      const a = this.adapter(n);
-      for (const [k, t] of a.tensors) {
-        trainable += numel(t.shape);
-        if (!this.base.weights.has(k)) extra += numel(t.shape);
-      }
+    for (const a of this.adapters.values()) {
+      let n = 0;
+      for (const t of a.tensors.values()) n += numel(t.shape);
+      all += n;
+      if (this.active.includes(a.name) && !a.config.inferenceMode) trainable += n;
     }
-    return [trainable, base + extra];
+    return [trainable, all];
   }
 
   /** PEFT `print_trainable_parameters` text. */
