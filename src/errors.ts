@@ -298,3 +298,11 @@ export class UnsupportedFileTypeError extends PeftError {
     super(`${file}: cannot read this kind of file; expected ${expected}`);
   }
 }
+
+/** A tensor of an input file (token ids, attention mask) has the wrong dtype or values, or is not expected there. */
+export class InputTensorError extends PeftError {
+  readonly code = "PEFT_ERR_INPUT_TENSOR";
+  constructor(readonly file: string, readonly key: string, readonly issue: string) {
+    super(`${file}: tensor '${key}': ${issue}`);
+  }
+}
