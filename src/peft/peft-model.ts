@@ -15,6 +15,7 @@ import type { ModelOutputs } from "../models/model-def.js";
 import { CompiledGraph, type SessionOptions } from "../runtime/session.js";
 import { type DType, type Tensor, numel } from "../tensor.js";
 import type { AdapterInstance, BaseModelInfo, TunerConfigBase } from "../tuners/common/types.js";
+import { isModuleToSave } from "../tuners/common/target.js";
 import { tunerFor } from "../tuners/registry.js";
 import { Rng } from "../util/rng.js";
 import { checkAdapterSavable, loadAdapterDir, saveAdapterDir, validateAdapter } from "./adapter-io.js";
@@ -149,6 +150,7 @@ export class PeftModel {
     const modulesToSave = withTaskHead(parsed, this.info);
     const cfg = { ...parsed, modulesToSave, inferenceMode: false };
     const tensors = tuner.init(cfg, this.info, new Rng(opts.seed ?? 0));
+    for (const k of trainedBiases(cfg, tuner.prefix, tensors, this.base.weights)) tensors.set(k, this.base.weights.get(k));
     for (const m of modulesToSave) {
       for (const k of this.base.weights.keys()) if (k.startsWith(`${m}.`)) tensors.set(k, this.base.weights.get(k));
     }
@@ -394,8 +396,11 @@ export class PeftModel {
     let trainable = 0;
     for (const a of this.adapters.values()) {
       let n = 0;
-      for (const t of a.tensors.values()) n += numel(t.shape);
-      all += n;
+      for (const [k, t] of a.tensors) {
+        n += numel(t.shape);
+        // a base parameter trained in place (`bias`) is no extra parameter; a modules_to_save copy is
+        if (!this.base.weights.has(k) || isModuleToSave(a.config.modulesToSave, k)) all += numel(t.shape);
+      }
       if (this.active.includes(a.name) && !a.config.inferenceMode) trainable += n;
     }
     return [trainable, all];
@@ -426,6 +431,22 @@ function chain(site: Parameters<Hook>[0], hooks: readonly Hook[]): Value {
     base = (x) => (x === site.x ? applied : prev(x));
   }
   return out!;
+}
+
+/**
+ * PEFT's `bias` option: `"all"` trains (and saves with the adapter) every bias of the base model,
+ * `"<prefix>only"` (`"lora_only"`) the biases of the adapted layers.
+ */
+function trainedBiases(c: TunerConfigBase, prefix: string, tensors: ReadonlyMap<string, Tensor>, base: WeightSource): string[] {
+  const bias = (c as { readonly bias?: unknown }).bias;
+  if (bias === "all") return base.keys().filter((k) => k.endsWith(".bias"));
+  if (typeof bias !== "string" || !bias.endsWith("_only")) return [];
+  const out = new Set<string>();
+  for (const k of tensors.keys()) {
+    const i = k.indexOf(`.${prefix}`);
+    if (i >= 0 && base.has(`${k.slice(0, i)}.bias`)) out.add(`${k.slice(0, i)}.bias`);
+  }
+  return [...out];
 }
 
 /** PEFT adds the classification head to `modules_to_save` for SEQ_CLS tasks. */
