@@ -20,6 +20,13 @@ export {
   NESTED_BLOCK_SIZE_4BIT,
   onnxDequantParams,
   evaluateOnnxDequant,
+  emitDequantize,
+  pairCodebook,
+  quantizeModel,
+  isQuantizedModel,
+  linearModuleNames,
+  modelSizeReport,
+  QuantizedWeights,
 } from "./quant/index.js";
 export type {
   QuantKind,
@@ -31,6 +38,10 @@ export type {
   DequantizeLinearParams,
   GatherCodebookParams,
   NestedScaleParams,
+  QuantizeModelOptions,
+  ModelQuantization,
+  QuantizedModel,
+  ModelSizeReport,
 } from "./quant/index.js";
 export {
   compeft,

@@ -16,6 +16,13 @@ export interface WeightSource {
   /** Dtype and shape without reading the data. */
   info(name: string): { readonly dtype: DType; readonly shape: readonly number[] };
   keys(): string[];
+  /**
+   * Optional: emits parameter `name` into `g` as a constant subgraph instead of an initializer
+   * (e.g. a block-wise quantised weight dequantised inside the graph), or returns null to use
+   * `get(name)` as usual. The value must have the parameter's shape and dtype `dtype`, and must
+   * not depend on any graph input. Not used for overridden or trainable parameters.
+   */
+  emitParam?(name: string, g: Graph, dtype: DType): Value | null;
 }
 
 export function mapSource(m: ReadonlyMap<string, Tensor>, label = "state dict"): WeightSource {
@@ -125,6 +132,16 @@ export class ModelContext {
       v = this.g.input(name, this.dtype, info.shape);
       this.params.set(name, v);
       return v;
+    }
+    if (!this.options.overrides?.has(name) && !this.options.inputParams?.(name)) {
+      const emitted = this.weights.emitParam?.(name, this.g, this.dtype) ?? null;
+      if (emitted) {
+        if (expectShape && (emitted.shape.length !== expectShape.length || emitted.shape.some((d, i) => d !== expectShape[i]))) {
+          throw new ShapeMismatchError(name, expectShape, emitted.shape, "model weights do not match config.json");
+        }
+        this.params.set(name, emitted);
+        return emitted;
+      }
     }
     const t = this.tensor(name);
     if (expectShape && (t.shape.length !== expectShape.length || t.shape.some((d, i) => d !== expectShape[i]))) {

@@ -23,3 +23,6 @@ export {
 export type { QuantKind, QuantScheme, QuantizedTensor, BlockScales, QuantizedByteSize } from "./quantize.js";
 export { onnxDequantParams, evaluateOnnxDequant } from "./onnx-params.js";
 export type { OnnxDequantParams, DequantizeLinearParams, GatherCodebookParams, NestedScaleParams } from "./onnx-params.js";
+export { emitDequantize, pairCodebook } from "./onnx-graph.js";
+export { quantizeModel, isQuantizedModel, linearModuleNames, modelSizeReport, QuantizedWeights } from "./quantized-model.js";
+export type { QuantizeModelOptions, ModelQuantization, QuantizedModel, ModelSizeReport } from "./quantized-model.js";
