@@ -1,6 +1,7 @@
 /**
  * Composition: merging task vectors (mergekit-style method registry), PEFT's
- * `add_weighted_adapter` for LoRA adapters, task vectors and streaming checkpoint merges.
+ * `add_weighted_adapter` for LoRA adapters, task vectors, streaming checkpoint merges, mergekit
+ * YAML configurations, and aTLAS (learned anisotropic scaling of task vectors).
  */
 export { type SignConsensus, type UniformRng, electSign, magnitudePrune, randomPrune, topMagnitudeMask } from "./sparsify.js";
 export { type TruncatedSvd, lowRankSvd, truncatedSvd } from "./svd.js";
@@ -50,3 +51,21 @@ export {
   taskVectorFromLora,
   taskVectorsFromLora,
 } from "./task-vector.js";
+export {
+  type AddWeightedLoraOptions,
+  type CombineAdaptersOptions,
+  type CombineAdaptersResult,
+  addWeightedLoraAdapter,
+  combineAdapterDirs,
+  loraAdapterSource,
+} from "./combine-adapters.js";
+export {
+  MERGE_CONFIG_DTYPES,
+  type MergeConfig,
+  type MergeConfigDtype,
+  type MergeConfigModel,
+  parseMergeConfig,
+  parseMergeConfigYaml,
+  readMergeConfig,
+} from "./merge-config.js";
+export { TOKENIZER_FILES, type RunMergeOptions, type RunMergeResult, runMergeConfig } from "./merge-run.js";

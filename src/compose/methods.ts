@@ -44,6 +44,11 @@ export interface MergeRunInput {
   readonly rng?: UniformRng;
   /** Name of the tensor being merged, for error messages. */
   readonly key: string;
+  /**
+   * The base model's tensor (θ_base), for methods defined on the models themselves rather than
+   * on their task vectors (mergekit's `linear`). `mergeCheckpoints` always passes it.
+   */
+  readonly base?: Tensor;
 }
 
 export interface MergeMethodDef {

@@ -197,6 +197,11 @@ export interface MergeCheckpointsOptions {
   readonly metadata?: Readonly<Record<string, string>>;
   /** Called after each tensor is written. */
   readonly onTensor?: (name: string, index: number, total: number) => void;
+  /**
+   * Store every floating-point tensor (merged or copied) in this dtype (mergekit `dtype`); default:
+   * each tensor keeps the base's dtype. Integer and bool tensors are always copied as they are.
+   */
+  readonly dtype?: "float32" | "float16" | "bfloat16";
 }
 
 export interface MergeCheckpointsResult {
@@ -239,7 +244,7 @@ function bytesOf(t: Tensor): Uint8Array {
 /**
  * Merges fine-tuned checkpoints into a new safetensors model, one tensor at a time: for each
  * merged tensor, τ_i = θ_i − θ_base goes through `method` and θ_base + τ_merged is written in
- * the base tensor's dtype. Headers are checked (every model must have each merged tensor with the
+ * the base tensor's dtype (or `dtype`). Headers are checked (every model must have each merged tensor with the
  * base's shape) and the output layout is computed from them before anything is written, so peak
  * memory is one tensor per model plus the result. The write is atomic.
  */
@@ -266,8 +271,9 @@ export function mergeCheckpoints(opts: MergeCheckpointsOptions): MergeCheckpoint
           if (!sameShape(mi.shape, info.shape)) throw new ShapeMismatchError(key, info.shape, mi.shape, `${opts.models[i]!.path} vs base ${opts.base}`);
         });
       }
-      const size = numel(info.shape) * BYTES_PER_ELEMENT[info.dtype];
-      plan.push({ key, dtype: info.dtype, shape: [...info.shape], begin: offset, end: offset + size, merge });
+      const dtype = opts.dtype && isFloatDtype(info.dtype) ? opts.dtype : info.dtype;
+      const size = numel(info.shape) * BYTES_PER_ELEMENT[dtype];
+      plan.push({ key, dtype, shape: [...info.shape], begin: offset, end: offset + size, merge });
       offset += size;
     }
     const header = headerFor(plan, { format: "pt", ...base.metadata, ...(opts.metadata ?? {}) });
@@ -277,7 +283,7 @@ export function mergeCheckpoints(opts: MergeCheckpointsOptions): MergeCheckpoint
       plan.forEach((p, index) => {
         const b = base.get(p.key);
         if (!p.merge) {
-          writeAll(fd, bytesOf(b));
+          writeAll(fd, bytesOf(b.dtype === p.dtype ? b : fromFloat64(p.dtype, p.shape, toFloat64(b))));
         } else {
           const theta = toFloat64(b);
           const taus = models.map((m) => {
@@ -286,7 +292,7 @@ export function mergeCheckpoints(opts: MergeCheckpointsOptions): MergeCheckpoint
             for (let i = 0; i < x.length; i++) tau[i] = x[i]! - theta[i]!;
             return tensor("float64", p.shape, tau);
           });
-          const mixed = method.run({ tensors: taus, params: resolved.params, perModel: resolved.perModel, key: p.key, ...(opts.rng ? { rng: opts.rng } : {}) });
+          const mixed = method.run({ tensors: taus, params: resolved.params, perModel: resolved.perModel, key: p.key, base: b, ...(opts.rng ? { rng: opts.rng } : {}) });
           if (!sameShape(mixed.shape, p.shape)) throw new ShapeMismatchError(p.key, p.shape, mixed.shape, `output of merge method '${method.name}'`);
           const out = new Float64Array(theta.length);
           for (let i = 0; i < out.length; i++) out[i] = theta[i]! + mixed.data[i]!;

@@ -1,0 +1,187 @@
+/**
+ * PEFT's `model.add_weighted_adapter(adapters, weights, adapter_name, …)` on a `PeftModel`, and
+ * `combineAdapterDirs`, the file-to-file form behind `peft combine`: load LoRA adapter folders
+ * (validated against the base model), combine them with `addWeightedAdapter`, and write the
+ * result as a PEFT adapter folder.
+ *
+ * The new adapter's config is the first adapter's config with `r = lora_alpha = new rank`, the
+ * union of the target modules and empty rank/alpha patterns (PEFT's `replace(...)`). As in PEFT,
+ * `modules_to_save` copies are not combined: two adapters saving the same module is an error,
+ * and the new adapter's copies (from the first adapter's `modules_to_save` / SEQ_CLS head) start
+ * from the base module, which `combineAdapterDirs` reports as a warning.
+ */
+import { AdapterMismatchError, ConfigError, UnsupportedOptionError } from "../errors.js";
+import { loadModel, type LoadedModel } from "../models/load.js";
+import { saveAdapterDir } from "../peft/adapter-io.js";
+import { PeftModel } from "../peft/peft-model.js";
+import type { Tensor } from "../tensor.js";
+import type { AdapterInstance } from "../tuners/common/types.js";
+import { type TargetSpec, targetSpecToRaw } from "../tuners/common/target.js";
+import { type LoraConfig, loraConfigToRaw, moduleRankAndScale } from "../tuners/lora/config.js";
+import { loraKeys, loraModuleOf } from "../tuners/lora/keys.js";
+import { Rng } from "../util/rng.js";
+import type { MajoritySignMethod } from "./peft-merge-utils.js";
+import {
+  type CombinationType,
+  type LoraFactors,
+  type WeightedAdapterOptions,
+  type WeightedAdapterResult,
+  type WeightedAdapterSource,
+  addWeightedAdapter,
+} from "./weighted-adapter.js";
+
+const WHERE = "add_weighted_adapter";
+
+function loraAdapter(a: AdapterInstance, label: string): AdapterInstance<LoraConfig> {
+  if (a.tuner.peftType !== "LORA") {
+    throw new UnsupportedOptionError(label, "peft_type", a.tuner.peftType, "add_weighted_adapter combines LoRA adapters only");
+  }
+  const la = a as AdapterInstance<LoraConfig>;
+  if (la.config.useDora) throw new UnsupportedOptionError(label, "use_dora", true, "DoRA magnitude vectors cannot be combined by add_weighted_adapter");
+  return la;
+}
+
+/** One loaded LoRA adapter as a `WeightedAdapterSource` (module name → factors, with its scaling). */
+export function loraAdapterSource(a: AdapterInstance): WeightedAdapterSource {
+  const la = loraAdapter(a, `adapter '${a.name}'`);
+  const c = la.config;
+  const modules = new Map<string, LoraFactors>();
+  for (const [key, t] of la.tensors) {
+    if (!key.endsWith(".lora_A.weight")) continue;
+    const name = loraModuleOf(key)!;
+    const b = la.tensors.get(loraKeys(name).B);
+    if (!b) throw new AdapterMismatchError(`adapter '${a.name}'`, loraKeys(name).B, "missing (lora_A has no matching lora_B)");
+    const [r, inFeatures] = t.shape as [number, number];
+    modules.set(name, {
+      A: Float32Array.from(t.data as Float32Array),
+      B: Float32Array.from(b.data as Float32Array),
+      r,
+      inFeatures,
+      outFeatures: b.shape[0]!,
+      scaling: moduleRankAndScale(c, name).scaling,
+    });
+  }
+  return { name: a.name, modules, r: c.r, rankPattern: c.rankPattern, targetModules: targetSpecToRaw(c.targetModules as TargetSpec | null) };
+}
+
+/** Checks PEFT's rule: at most one of the combined adapters may save a given module. */
+function checkModulesToSave(adapters: readonly AdapterInstance[]): void {
+  const owners = new Map<string, string[]>();
+  for (const a of adapters) for (const m of a.config.modulesToSave) owners.set(m, [...(owners.get(m) ?? []), a.name]);
+  for (const [m, names] of owners) {
+    if (names.length > 1) {
+      throw new ConfigError(WHERE, "modules_to_save", `adapters ${names.join(", ")} all save module '${m}'; PEFT cannot combine modules_to_save copies (keep it in one adapter only)`);
+    }
+  }
+}
+
+export interface AddWeightedLoraOptions extends Omit<WeightedAdapterOptions, "rng" | "useRslora"> {
+  /** Seed of the generator used by the dare variants (and of the new adapter's unused initial values). */
+  readonly seed?: number;
+}
+
+/**
+ * PEFT `add_weighted_adapter`: combines loaded LoRA adapters of `pm` into a new adapter
+ * `adapterName` (registered in `pm`, not activated) and returns it with the combination result.
+ */
+export function addWeightedLoraAdapter(
+  pm: PeftModel,
+  adapterNames: readonly string[],
+  weights: readonly number[],
+  adapterName: string,
+  options: AddWeightedLoraOptions = {},
+): { adapter: AdapterInstance; result: WeightedAdapterResult } {
+  if (adapterNames.length === 0) throw new ConfigError(WHERE, "adapters", "needs at least one adapter");
+  const adapters = adapterNames.map((n) => pm.adapter(n));
+  const first = loraAdapter(adapters[0]!, `adapter '${adapters[0]!.name}'`);
+  checkModulesToSave(adapters);
+  const sources = adapters.map(loraAdapterSource);
+  const seed = options.seed ?? 0;
+  const result = addWeightedAdapter(sources, weights, {
+    ...options,
+    useRslora: first.config.useRslora,
+    rng: new Rng(seed),
+  });
+  const raw = loraConfigToRaw(first.config);
+  const cfg = result.config;
+  Object.assign(raw, {
+    r: cfg.r,
+    lora_alpha: cfg.loraAlpha,
+    target_modules: cfg.targetModules,
+    rank_pattern: {},
+    alpha_pattern: {},
+    inference_mode: false,
+  });
+  const inst = pm.addAdapter(adapterName, raw, { seed });
+  const values = new Map<string, Tensor>();
+  for (const [module, f] of result.modules) {
+    const k = loraKeys(module);
+    if (!inst.tensors.has(k.A)) {
+      pm.deleteAdapter(adapterName);
+      throw new ConfigError(
+        WHERE,
+        "target_modules",
+        `module '${module}' was combined but the new adapter (config of '${first.name}' with the union of target_modules) does not target it; give the adapters compatible layers_to_transform/exclude_modules`,
+      );
+    }
+    values.set(k.A, { dtype: "float32", shape: [f.r, f.inFeatures], data: f.A });
+    values.set(k.B, { dtype: "float32", shape: [f.outFeatures, f.r], data: f.B });
+  }
+  pm.updateAdapterTensors(adapterName, values);
+  return { adapter: pm.adapter(adapterName), result };
+}
+
+export interface CombineAdaptersOptions {
+  /** Base model folder (or an already loaded model) the adapters belong to. */
+  readonly base: string | LoadedModel;
+  /** PEFT adapter folders. */
+  readonly adapters: readonly string[];
+  readonly weights: readonly number[];
+  readonly combinationType?: CombinationType;
+  readonly density?: number | null;
+  readonly svdRank?: number | null;
+  readonly svdClamp?: number | null;
+  readonly majoritySignMethod?: MajoritySignMethod;
+  readonly seed?: number;
+  /** Output adapter folder (written atomically: config and weights appear together). */
+  readonly outDir: string;
+}
+
+export interface CombineAdaptersResult {
+  readonly outDir: string;
+  /** The type actually used (`linear` when only one adapter was given, as in PEFT). */
+  readonly combinationType: CombinationType;
+  readonly r: number;
+  readonly modules: number;
+  /** Things the user should know (e.g. modules_to_save copies taken from the base, as PEFT does). */
+  readonly warnings: string[];
+}
+
+/** Loads adapter folders, combines them (`add_weighted_adapter`) and writes the new adapter folder. */
+export function combineAdapterDirs(opts: CombineAdaptersOptions): CombineAdaptersResult {
+  if (opts.adapters.length === 0) throw new ConfigError("combine", "adapters", "give at least one adapter folder");
+  const model = typeof opts.base === "string" ? loadModel(opts.base) : opts.base;
+  const pm = new PeftModel(model);
+  const names = opts.adapters.map((dir, i) => {
+    const name = `adapter_${i}`;
+    pm.loadAdapter(dir, name);
+    return name;
+  });
+  const { adapter, result } = addWeightedLoraAdapter(pm, names, opts.weights, "combined", {
+    ...(opts.combinationType ? { combinationType: opts.combinationType } : {}),
+    density: opts.density ?? null,
+    svdRank: opts.svdRank ?? null,
+    svdClamp: opts.svdClamp ?? null,
+    ...(opts.majoritySignMethod ? { majoritySignMethod: opts.majoritySignMethod } : {}),
+    ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
+  });
+  const warnings: string[] = [];
+  if (adapter.config.modulesToSave.length > 0) {
+    warnings.push(
+      `modules_to_save (${adapter.config.modulesToSave.join(", ")}) of the new adapter are copies of the base model's modules, ` +
+        "as in PEFT's add_weighted_adapter: the source adapters' trained copies are not combined",
+    );
+  }
+  saveAdapterDir(opts.outDir, adapter);
+  return { outDir: opts.outDir, combinationType: result.combinationType, r: result.config.r, modules: result.modules.size, warnings };
+}
