@@ -1,6 +1,6 @@
 /** Reading and writing adapters in PEFT's on-disk format, validated against the base model. */
-import { AdapterMismatchError, ShapeMismatchError } from "../errors.js";
-import { type AdapterFiles, formatAdapterConfig, readAdapterDir, writeAdapterDir } from "../io/peft-files.js";
+import { AdapterMismatchError, ConfigError, ShapeMismatchError } from "../errors.js";
+import { ADAPTER_CONFIG_NAME, type AdapterFiles, formatAdapterConfig, readAdapterDir, writeAdapterDir } from "../io/peft-files.js";
 import { safetensorsFileWriter } from "../io/safetensors.js";
 import type { Tensor } from "../tensor.js";
 import type { AdapterInstance, BaseModelInfo } from "../tuners/common/types.js";
@@ -40,6 +40,19 @@ export function validateAdapter(adapter: AdapterInstance, model: BaseModelInfo, 
   }
 }
 
+/**
+ * Runs `fn` (a tuner's `resolve`/`init`/`expectedTensors`, which only know the generic name
+ * `adapter_config.json`) so that a ConfigError names the real config: its path, or the adapter.
+ */
+export function inConfig<T>(file: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof ConfigError && e.file === ADAPTER_CONFIG_NAME && file !== ADAPTER_CONFIG_NAME) throw new ConfigError(file, e.path, e.issue, { cause: e });
+    throw e;
+  }
+}
+
 function stripPrefix(weights: Map<string, Tensor>): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   for (const [k, v] of weights) {
@@ -54,10 +67,12 @@ export function loadAdapterDir(dir: string, name: string, model: BaseModelInfo):
   const files: AdapterFiles = readAdapterDir(dir);
   const peftType = files.configRaw.peft_type;
   const tuner = tunerFor(typeof peftType === "string" ? peftType : String(peftType), files.configFile);
-  const config = tuner.resolve(tuner.parseConfig(files.configRaw, files.configFile), model);
-  const adapter: AdapterInstance = { name, tuner, config, tensors: stripPrefix(files.weights) };
-  validateAdapter(adapter, model, files.weightsFile);
-  return adapter;
+  return inConfig(files.configFile, () => {
+    const config = tuner.resolve(tuner.parseConfig(files.configRaw, files.configFile), model);
+    const adapter: AdapterInstance = { name, tuner, config, tensors: stripPrefix(files.weights) };
+    validateAdapter(adapter, model, files.weightsFile);
+    return adapter;
+  });
 }
 
 /** PEFT state-dict keys for an adapter's tensors. */

@@ -101,8 +101,12 @@ describe("loading a bad adapter", () => {
     const pm = withGoodAdapter();
     const e = rejects(ConfigError, () => pm.loadAdapter(dir, "other"), ["target_modules", "llama", "c_attn", "q_proj"], dir);
     assert.equal(e.path, "target_modules");
+    assert.equal(e.file, join(dir, "adapter_config.json"));
     assertUnchanged(pm);
-    rejects(ConfigError, () => PeftModel.fromPretrained(gpt2, fx("llama", "lora")), ["gpt2", "q_proj"]);
+    rejects(ConfigError, () => PeftModel.fromPretrained(gpt2, fx("llama", "lora")), ["gpt2", "q_proj", fx("llama", "lora", "adapter_config.json")]);
+    const made = rejects(ConfigError, () => pm.addAdapter("other", { peft_type: "IA3", target_modules: ["c_attn"] }), ["config of adapter 'other'", "c_attn"]);
+    assert.equal(made.path, "target_modules");
+    assertUnchanged(pm);
   });
 
   test("a tensor for a module the base does not have", () => {

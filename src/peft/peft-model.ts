@@ -18,7 +18,7 @@ import type { AdapterInstance, BaseModelInfo, TunerConfigBase } from "../tuners/
 import { isModuleToSave } from "../tuners/common/target.js";
 import { tunerFor } from "../tuners/registry.js";
 import { Rng } from "../util/rng.js";
-import { checkAdapterSavable, loadAdapterDir, saveAdapterDir, validateAdapter } from "./adapter-io.js";
+import { checkAdapterSavable, inConfig, loadAdapterDir, saveAdapterDir, validateAdapter } from "./adapter-io.js";
 import { BASE_ADAPTER, mixedLoraHooks } from "./mixed.js";
 import { modelInfo } from "./model-info.js";
 
@@ -146,16 +146,19 @@ export class PeftModel {
     const peftType = config.peft_type;
     if (typeof peftType !== "string") throw new ConfigError(file, "peft_type", "required (e.g. \"LORA\")");
     const tuner = tunerFor(peftType, file);
-    const parsed: TunerConfigBase = tuner.resolve(tuner.parseConfig({ ...config }, file), this.info);
-    const modulesToSave = withTaskHead(parsed, this.info);
-    const cfg = { ...parsed, modulesToSave, inferenceMode: false };
-    const tensors = tuner.init(cfg, this.info, new Rng(opts.seed ?? 0));
-    for (const k of trainedBiases(cfg, tuner.prefix, tensors, this.base.weights)) tensors.set(k, this.base.weights.get(k));
-    for (const m of modulesToSave) {
-      for (const k of this.base.weights.keys()) if (k.startsWith(`${m}.`)) tensors.set(k, this.base.weights.get(k));
-    }
-    const adapter: AdapterInstance = { name: adapterName, tuner, config: cfg, tensors };
-    validateAdapter(adapter, this.info, file);
+    const adapter = inConfig(file, (): AdapterInstance => {
+      const parsed: TunerConfigBase = tuner.resolve(tuner.parseConfig({ ...config }, file), this.info);
+      const modulesToSave = withTaskHead(parsed, this.info);
+      const cfg = { ...parsed, modulesToSave, inferenceMode: false };
+      const tensors = tuner.init(cfg, this.info, new Rng(opts.seed ?? 0));
+      for (const k of trainedBiases(cfg, tuner.prefix, tensors, this.base.weights)) tensors.set(k, this.base.weights.get(k));
+      for (const m of modulesToSave) {
+        for (const k of this.base.weights.keys()) if (k.startsWith(`${m}.`)) tensors.set(k, this.base.weights.get(k));
+      }
+      const made: AdapterInstance = { name: adapterName, tuner, config: cfg, tensors };
+      validateAdapter(made, this.info, file);
+      return made;
+    });
     this.register(adapter, false);
     return adapter;
   }
