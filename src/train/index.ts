@@ -31,3 +31,4 @@ export { TrainStep, GRAD_PREFIX } from "./step.js";
 export type { Batch, StepResult, TrainStepOptions } from "./step.js";
 export { causalLmLoss, sequenceClassificationLoss, taskLoss } from "./loss.js";
 export type { LossTask } from "./loss.js";
+export { ADAMW8BIT_DEFAULTS, AdamW8bit, type AdamW8bitOptions, type OptimizerStateBytes } from "./optim/index.js";

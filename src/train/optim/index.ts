@@ -5,3 +5,4 @@ export { SGD_DEFAULTS, Sgd } from "./sgd.js";
 export type { SgdOptions } from "./sgd.js";
 export { clipGradNorm, gradNorm } from "./clip.js";
 export { excludeFromWeightDecay, isNoDecayParamName } from "./decay.js";
+export { ADAMW8BIT_DEFAULTS, AdamW8bit, packCodes, unpackCodes, type AdamW8bitOptions, type OptimizerStateBytes } from "./adamw8bit.js";
