@@ -60,5 +60,24 @@ export {
   COMPEFT_SUPPORTED_VERSIONS,
   writeCompeftFile,
   readCompeftFile,
+  compressAdapter,
+  decompressAdapter,
+  compeftAdapter,
+  adapterFromCompeft,
+  compeftRole,
+  ADAPTER_CONFIG_KEY,
+  ADAPTER_WEIGHTS_METADATA_KEY,
 } from "./compeft/index.js";
-export type { CompeftOptions, CompeftTensor, CompeftCompressed, CompeftDType, ReconstructDType } from "./compeft/index.js";
+export type {
+  CompeftOptions,
+  CompeftTensor,
+  CompeftDenseTensor,
+  CompeftCompressed,
+  CompeftDType,
+  ReconstructDType,
+  CompressAdapterOptions,
+  CompressAdapterResult,
+  DecompressAdapterResult,
+  AdapterData,
+  CompeftRole,
+} from "./compeft/index.js";

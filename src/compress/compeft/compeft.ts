@@ -44,6 +44,13 @@ export interface CompeftTensor {
   readonly negative: Uint8Array;
 }
 
+/** A tensor stored as it is next to the compressed ones (e.g. a classifier head saved with an adapter). */
+export interface CompeftDenseTensor {
+  readonly name: string;
+  /** float32, float16, bfloat16 or float64. */
+  readonly tensor: Tensor;
+}
+
 /** A ComPEFT-compressed update: everything needed to rebuild the tensors exactly. */
 export interface CompeftCompressed {
   readonly density: number;
@@ -54,6 +61,10 @@ export interface CompeftCompressed {
   readonly scale: number;
   /** Tensors in sorted name order. */
   readonly tensors: readonly CompeftTensor[];
+  /** Tensors kept uncompressed (format version 2). */
+  readonly dense?: readonly CompeftDenseTensor[];
+  /** JSON metadata (format version 2), such as an adapter's config. */
+  readonly metadata?: Readonly<Record<string, unknown>>;
 }
 
 export type CompeftDType = "float32" | "float16" | "bfloat16" | "float64";
@@ -229,12 +240,18 @@ export function reconstructTensor(c: CompeftCompressed, t: CompeftTensor): Float
   return out;
 }
 
-/** Rebuilds every tensor, in sorted name order, as float32 (default) or in its source dtype. */
+/**
+ * Rebuilds every compressed tensor, in sorted name order, as float32 (default) or in its source
+ * dtype, followed by the dense tensors (as stored, or converted to float32).
+ */
 export function reconstruct(c: CompeftCompressed, dtype: ReconstructDType = "float32"): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   for (const t of c.tensors) {
     const x = reconstructTensor(c, t);
     out.set(t.name, dtype === "source" ? castTo(t.dtype, t.shape, x) : tensor("float32", t.shape, x));
+  }
+  for (const d of c.dense ?? []) {
+    out.set(d.name, dtype === "source" || d.tensor.dtype === "float32" ? d.tensor : tensor("float32", d.tensor.shape, toFloat32(d.tensor)));
   }
   return out;
 }

@@ -158,7 +158,7 @@ describe("decode errors", () => {
       assert.equal(e.code, "PEFT_ERR_COMPEFT_VERSION");
       assert.equal(e.version, 7);
       assert.match(e.message, /version 7/);
-      assert.match(e.message, /reads version 1/);
+      assert.match(e.message, /reads version 1, 2/);
       return true;
     });
   });
@@ -259,5 +259,65 @@ describe("files", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("format version 2: dense tensors and metadata", () => {
+  const dense = [
+    { name: "head.bias", tensor: { dtype: "float16", shape: [3], data: Uint16Array.of(0x3c00, 0xbc00, 0x7e00) } },
+    { name: "head.weight", tensor: { dtype: "float32", shape: [2, 2], data: Float32Array.of(1.5, -2, NaN, 1e-30) } },
+    { name: "norm", tensor: { dtype: "bfloat16", shape: [1], data: Uint16Array.of(0x3f80) } },
+    { name: "wide", tensor: { dtype: "float64", shape: [2], data: Float64Array.of(Math.PI, -0) } },
+  ] as const;
+  const withDense = (): CompeftCompressed => ({ ...sample(0.1, [300, 200]), dense, metadata: { adapter_config: { peft_type: "LORA", r: 8 }, note: [1, "x", null] } });
+
+  test("dense tensors round-trip bit for bit after the sparse ones; metadata as JSON", () => {
+    const c = withDense();
+    const bytes = encodeCompeft(c);
+    assert.equal(new DataView(bytes.buffer).getUint32(8, true), 2);
+    const back = decodeCompeft(bytes);
+    assert.deepEqual(back.metadata, c.metadata);
+    assert.deepEqual(back.dense!.map((d) => [d.name, d.tensor.dtype, d.tensor.shape]), dense.map((d) => [d.name, d.tensor.dtype, d.tensor.shape]));
+    back.dense!.forEach((d, i) => assert.deepEqual(new Uint8Array(d.tensor.data.buffer), new Uint8Array(dense[i]!.tensor.data.buffer.slice(0))));
+    // dense values are the last bytes of the file, in header order
+    const tail = 6 + 16 + 2 + 16;
+    assert.deepEqual(bytes.subarray(bytes.length - tail, bytes.length - tail + 6), new Uint8Array(dense[0].tensor.data.buffer));
+    const rec = reconstruct(back, "source");
+    assert.equal(rec.get("wide")!.dtype, "float64");
+    assert.equal(reconstruct(back).get("norm")!.dtype, "float32");
+    assert.deepEqual(reconstruct(back).get("norm")!.data, Float32Array.of(1));
+  });
+
+  test("truncation inside dense data names the tensor; bad v2 headers are header errors", () => {
+    const bytes = encodeCompeft(withDense());
+    assert.throws(() => decodeCompeft(bytes.subarray(0, bytes.length - 3), "d.cpeft"), (e: Error & { code?: string; tensor?: string }) => {
+      assert.equal(e.code, "PEFT_ERR_COMPEFT_TRUNCATED");
+      assert.equal(e.tensor, "wide");
+      return true;
+    });
+    const v2 = { ...HEADER, version: 2, dense: [], metadata: {} };
+    assert.equal(decodeCompeft(build(v2, [1, 4, 0], 2)).tensors[0]!.positions[0], 4);
+    const variants: [string, unknown][] = [
+      ["dense", { ...v2, dense: undefined }],
+      ["metadata", { ...v2, metadata: [1] }],
+      ["dense[0].name", { ...v2, dense: [{ name: "w", shape: [1], dtype: "float32" }] }],
+      ["dense[0].dtype", { ...v2, dense: [{ name: "d", shape: [1], dtype: "int64" }] }],
+      ["dense[0].shape", { ...v2, dense: [{ name: "d", shape: [-1], dtype: "float32" }] }],
+    ];
+    for (const [path, h] of variants) {
+      assert.throws(() => decodeCompeft(build(h, [1, 4, 0, 0, 0, 0, 0], 2)), (e: Error & { code?: string; path?: string }) => {
+        assert.equal(e.code, "PEFT_ERR_COMPEFT_HEADER", path);
+        assert.equal(e.path, path);
+        return true;
+      });
+    }
+  });
+
+  test("the encoder refuses dense tensors it cannot store", () => {
+    const c = sample(0.1, [100]);
+    const bad = (d: unknown) => () => encodeCompeft({ ...c, dense: [d as never] });
+    assert.throws(bad({ name: "i", tensor: { dtype: "int64", shape: [1], data: BigInt64Array.of(1n) } }), { code: "PEFT_ERR_COMPEFT_HEADER" });
+    assert.throws(bad({ name: "s", tensor: { dtype: "float32", shape: [3], data: Float32Array.of(1) } }), { code: "PEFT_ERR_COMPEFT_HEADER" });
+    assert.throws(bad({ name: c.tensors[0]!.name, tensor: { dtype: "float32", shape: [1], data: Float32Array.of(1) } }), { code: "PEFT_ERR_COMPEFT_HEADER" });
   });
 });

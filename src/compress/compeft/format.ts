@@ -1,21 +1,28 @@
 /**
- * The ComPEFT binary format (version 1), little-endian:
+ * The ComPEFT binary format, little-endian. Version 2 (written) extends version 1 (still read)
+ * with dense tensors and JSON metadata:
  *
  *     offset 0   8 bytes   magic 89 43 50 45 46 54 0D 0A  ("\x89CPEFT\r\n", PNG-style: the high
  *                          byte catches 7-bit transfers, CR LF catches newline conversion)
- *     offset 8   u32       format version (1)
+ *     offset 8   u32       format version (2; 1 for files without dense tensors and metadata)
  *     offset 12  u32       H, byte length of the JSON header
  *     offset 16  H bytes   UTF-8 JSON header:
- *                          { "format": "compeft", "version": 1, "density", "alpha", "std", "scale",
- *                            "tensors": [{ "name", "shape", "dtype", "baseline" }, …] }
+ *                          { "format": "compeft", "version": 2, "density", "alpha", "std", "scale",
+ *                            "tensors": [{ "name", "shape", "dtype", "baseline" }, …],
+ *                            "dense": [{ "name", "shape", "dtype" }, …],     (version 2)
+ *                            "metadata": { … } }                             (version 2, any JSON object)
  *     then, for each header tensor in order:
  *                varint    count of kept entries (≤ numel(shape))
  *                count ×   varint gap: position_j − position_(j−1) − 1, with position_(−1) = −1,
  *                          so positions are strictly increasing and every gap is valid
  *                ⌈count/8⌉ sign bytes: entry j is bit (j mod 8) of byte ⌊j/8⌋ (LSB first),
  *                          1 = negative; unused bits of the last byte are 0
+ *     then (version 2), for each dense tensor in order: numel · itemsize bytes of its values
+ *                          in its dtype, little-endian, stored as they are (not compressed)
  *     end of data (no trailing bytes).
  *
+ * Dense tensors hold what ComPEFT does not compress (a classifier head saved with the adapter,
+ * DoRA magnitudes); the metadata holds, for example, the adapter's `adapter_config.json`.
  * Varints are unsigned LEB128 (7 bits per byte, low group first, high bit = more), at most 5
  * bytes, value < 2^32. Decoding checks every field and raises a specific error: bad magic,
  * unsupported version, truncation (naming the tensor and byte offset), invalid header JSON,
@@ -29,12 +36,19 @@ import {
   CompeftTruncatedError,
   CompeftVersionError,
 } from "../../errors.js";
-import { numel } from "../../tensor.js";
-import { COMPEFT_DTYPES, compeftScale, type CompeftCompressed, type CompeftDType, type CompeftTensor } from "./compeft.js";
+import { BYTES_PER_ELEMENT, allocate, numel, type Tensor } from "../../tensor.js";
+import {
+  COMPEFT_DTYPES,
+  compeftScale,
+  type CompeftCompressed,
+  type CompeftDenseTensor,
+  type CompeftDType,
+  type CompeftTensor,
+} from "./compeft.js";
 
 export const COMPEFT_MAGIC: Uint8Array = Uint8Array.from([0x89, 0x43, 0x50, 0x45, 0x46, 0x54, 0x0d, 0x0a]);
-export const COMPEFT_FORMAT_VERSION = 1;
-export const COMPEFT_SUPPORTED_VERSIONS: readonly number[] = [1];
+export const COMPEFT_FORMAT_VERSION = 2;
+export const COMPEFT_SUPPORTED_VERSIONS: readonly number[] = [1, 2];
 const PREAMBLE = 16;
 
 interface HeaderTensor {
@@ -42,6 +56,12 @@ interface HeaderTensor {
   shape: number[];
   dtype: CompeftDType;
   baseline: number;
+}
+
+interface HeaderDense {
+  name: string;
+  shape: number[];
+  dtype: CompeftDType;
 }
 
 interface Header {
@@ -52,6 +72,8 @@ interface Header {
   std: number;
   scale: number;
   tensors: HeaderTensor[];
+  dense: HeaderDense[];
+  metadata: Record<string, unknown>;
 }
 
 /** Growable byte buffer. */
@@ -91,6 +113,7 @@ class Writer {
 
 /** Serialises a compressed update (see the module comment for the layout). */
 export function encodeCompeft(c: CompeftCompressed): Uint8Array {
+  const dense = c.dense ?? [];
   const header: Header = {
     format: "compeft",
     version: COMPEFT_FORMAT_VERSION,
@@ -99,8 +122,27 @@ export function encodeCompeft(c: CompeftCompressed): Uint8Array {
     std: c.std,
     scale: c.scale,
     tensors: c.tensors.map((t) => ({ name: t.name, shape: [...t.shape], dtype: t.dtype, baseline: t.baseline })),
+    dense: dense.map((d) => ({ name: d.name, shape: [...d.tensor.shape], dtype: d.tensor.dtype as CompeftDType })),
+    metadata: { ...(c.metadata ?? {}) },
   };
-  const json = new TextEncoder().encode(JSON.stringify(header));
+  const names = new Set(header.tensors.map((t) => t.name));
+  for (const d of dense) {
+    if (!(COMPEFT_DTYPES as readonly string[]).includes(d.tensor.dtype)) {
+      throw new CompeftHeaderError("encodeCompeft", `dense.${d.name}`, `dtype ${d.tensor.dtype} is not one of ${COMPEFT_DTYPES.join(", ")}`);
+    }
+    if (d.tensor.data.length !== numel(d.tensor.shape)) {
+      throw new CompeftHeaderError("encodeCompeft", `dense.${d.name}`, `has ${d.tensor.data.length} values for shape [${d.tensor.shape.join(", ")}]`);
+    }
+    if (names.has(d.name)) throw new CompeftHeaderError("encodeCompeft", `dense.${d.name}`, "is also the name of another tensor");
+    names.add(d.name);
+  }
+  let text: string;
+  try {
+    text = JSON.stringify(header);
+  } catch (e) {
+    throw new CompeftHeaderError("encodeCompeft", "metadata", `cannot be written as JSON (${e instanceof Error ? e.message : String(e)})`, { cause: e });
+  }
+  const json = new TextEncoder().encode(text);
   const w = new Writer();
   w.bytes(COMPEFT_MAGIC);
   w.u32(COMPEFT_FORMAT_VERSION);
@@ -118,6 +160,10 @@ export function encodeCompeft(c: CompeftCompressed): Uint8Array {
     const signs = new Uint8Array(Math.ceil(count / 8));
     for (let j = 0; j < count; j++) if (t.negative[j]) signs[j >> 3]! |= 1 << (j & 7);
     w.bytes(signs);
+  }
+  for (const d of dense) {
+    const a = d.tensor.data as ArrayBufferView;
+    w.bytes(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
   }
   return w.result();
 }
@@ -197,7 +243,26 @@ function parseHeader(json: unknown, file: string, version: number): Header {
     if (typeof b !== "number" || !Number.isFinite(b) || Math.fround(b) !== b) bad(`${p}.baseline`, `must be a finite float32, got ${JSON.stringify(b)}`);
     return { name, shape: shape as number[], dtype: t.dtype as CompeftDType, baseline: b as number };
   });
-  return { format: "compeft", version, density, alpha, std, scale, tensors };
+  if (version === 1) return { format: "compeft", version, density, alpha, std, scale, tensors, dense: [], metadata: {} };
+  if (!Array.isArray(json.dense)) return bad("dense", "must be an array (version 2)");
+  const dense = (json.dense as unknown[]).map((t, i): HeaderDense => {
+    const p = `dense[${i}]`;
+    if (!isObject(t)) return bad(p, "must be an object");
+    if (typeof t.name !== "string" || t.name === "") bad(`${p}.name`, "must be a non-empty string");
+    const name = t.name as string;
+    if (seen.has(name)) bad(`${p}.name`, `duplicate tensor name ${JSON.stringify(name)}`);
+    seen.add(name);
+    const shape = t.shape;
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      bad(`${p}.shape`, `must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+    }
+    if (!COMPEFT_DTYPES.includes(t.dtype as CompeftDType)) {
+      bad(`${p}.dtype`, `must be one of ${COMPEFT_DTYPES.join(", ")}, got ${JSON.stringify(t.dtype)}`);
+    }
+    return { name, shape: shape as number[], dtype: t.dtype as CompeftDType };
+  });
+  if (!isObject(json.metadata)) return bad("metadata", "must be a JSON object (version 2)");
+  return { format: "compeft", version, density, alpha, std, scale, tensors, dense, metadata: json.metadata };
 }
 
 function hex(bytes: Uint8Array): string {
@@ -247,8 +312,20 @@ export function decodeCompeft(bytes: Uint8Array, file = "<compeft bytes>"): Comp
     r.offset += nbytes;
     return { name: h.name, shape: h.shape, dtype: h.dtype, baseline: h.baseline, positions, negative };
   });
+  const dense = header.dense.map((h): CompeftDenseTensor => {
+    r.tensor = h.name;
+    const n = numel(h.shape);
+    const nbytes = n * BYTES_PER_ELEMENT[h.dtype];
+    r.need(nbytes, `the values of dense tensor '${h.name}'`);
+    const data = allocate(h.dtype, n);
+    new Uint8Array(data.buffer).set(bytes.subarray(r.offset, r.offset + nbytes));
+    r.offset += nbytes;
+    return { name: h.name, tensor: { dtype: h.dtype, shape: h.shape, data } as Tensor };
+  });
+  r.tensor = null;
   if (r.offset !== bytes.length) {
     throw new CompeftFormatError(file, null, r.offset, `${bytes.length - r.offset} unexpected bytes after the last tensor`);
   }
-  return { density: header.density, alpha: header.alpha, std: header.std, scale: header.scale, tensors };
+  const out: CompeftCompressed = { density: header.density, alpha: header.alpha, std: header.std, scale: header.scale, tensors };
+  return header.version === 1 ? out : { ...out, dense, metadata: header.metadata };
 }
