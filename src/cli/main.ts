@@ -10,13 +10,15 @@ import { Command, CommanderError } from "commander";
 import { PeftError } from "../errors.js";
 import { packageRoot } from "../util/paths.js";
 import * as combine from "./commands/combine.js";
+import * as compress from "./commands/compress.js";
+import * as decompress from "./commands/decompress.js";
 import * as forward from "./commands/forward.js";
 import * as inspect from "./commands/inspect.js";
 import * as merge from "./commands/merge.js";
 import { type CliContext, type CliIo, type CommandModule, createContext, processIo } from "./context.js";
 
 /** Every `peft` sub-command, in the order `peft --help` lists them. */
-export const COMMANDS: readonly CommandModule[] = [inspect, forward, combine, merge];
+export const COMMANDS: readonly CommandModule[] = [inspect, forward, combine, merge, compress, decompress];
 
 /** The `version` field of peft-ts's package.json. */
 export function packageVersion(): string {
