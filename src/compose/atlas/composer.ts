@@ -134,8 +134,10 @@ export function padHead(name: string, t: Tensor, shape: readonly number[], dtype
   return dtype === "float64" ? tensor("float64", shape, out as Float64Array) : tensor("float32", shape, out as Float32Array);
 }
 
+type GraphKind = AtlasObjective | "eval";
+
 export class AtlasComposer {
-  private session: CompiledGraph | null = null;
+  private readonly sessions = new Map<GraphKind, Promise<CompiledGraph>>();
   /** λ, flat: [T·B] (anisotropic, row-major [T, B]) or [T]. Mutable. */
   coefficients: Float32Array;
   private currentLayout: AtlasLayout;
@@ -171,12 +173,20 @@ export class AtlasComposer {
     return this.coefficients[coefficientIndex(this.layout, t, b)]!;
   }
 
-  private async compiled(): Promise<CompiledGraph> {
-    if (!this.session) {
-      const built = buildAtlasGraph(this.model, this.taskVectors, this.layout, { ...(this.options.dtype ? { dtype: this.options.dtype } : {}), fedParams: this.fedParams });
-      this.session = await CompiledGraph.create(built.graph, this.options.session ?? {});
+  /** The compiled graph of one kind (evaluation, or one objective with its gradient), built on first use. */
+  private compiled(kind: GraphKind): Promise<CompiledGraph> {
+    let s = this.sessions.get(kind);
+    if (!s) {
+      const built = buildAtlasGraph(this.model, this.taskVectors, this.layout, {
+        ...(this.options.dtype ? { dtype: this.options.dtype } : {}),
+        fedParams: this.fedParams,
+        objective: kind === "eval" ? null : kind,
+      });
+      s = CompiledGraph.create(built.graph, this.options.session ?? {});
+      this.sessions.set(kind, s);
+      s.catch(() => this.sessions.delete(kind));
     }
-    return this.session;
+    return s;
   }
 
   private coefTensor(values: ArrayLike<number> = this.coefficients): Tensor {
@@ -198,11 +208,18 @@ export class AtlasComposer {
     return feeds;
   }
 
-  /** One run on `examples` as one batch; returns the requested outputs. */
+  /**
+   * One run on `examples` as one batch; returns the requested outputs. The graph is the one of the
+   * objective whose gradient is requested (`grad_ce`, `grad_entropy`), else the evaluation graph.
+   */
   async run(examples: readonly TokenizedExample[], outputs: readonly string[], opts: { head?: AtlasHead; coefficients?: ArrayLike<number> } = {}): Promise<Record<string, Tensor>> {
     const rows = examples.map((e) => ({ ids: e.ids, label: e.label ?? 0 }));
     const batch = collate(rows, "seq-cls", this.options.padId ?? 0, this.options.maxLength);
-    const s = await this.compiled();
+    const kind: GraphKind = outputs.includes(ATLAS_OUTPUTS.gradCe) ? "cross-entropy" : outputs.includes(ATLAS_OUTPUTS.gradEntropy) ? "entropy" : "eval";
+    if (kind !== "eval" && outputs.includes(ATLAS_OUTPUTS.gradCe) && outputs.includes(ATLAS_OUTPUTS.gradEntropy)) {
+      throw new ConfigError("aTLAS run", "outputs", "ask for one objective's gradient per run");
+    }
+    const s = await this.compiled(kind);
     return s.run(
       {
         input_ids: batch.inputIds,
@@ -226,15 +243,18 @@ export class AtlasComposer {
   /** Accuracy (labelled examples), mean cross-entropy and mean entropy with the current λ. */
   async evaluate(examples: readonly TokenizedExample[], opts: { head?: AtlasHead; batchSize?: number } = {}): Promise<AtlasEvalResult> {
     const bs = opts.batchSize ?? 64;
-    const preds: number[] = [];
+    const preds = new Int32Array(examples.length);
     let loss = 0;
     let ent = 0;
-    for (let i = 0; i < examples.length; i += bs) {
-      const chunk = examples.slice(i, i + bs);
+    // batches of similar lengths waste little on padding; results go back to input order
+    const order = [...examples.keys()].sort((a, b) => examples[a]!.ids.length - examples[b]!.ids.length || a - b);
+    for (let i = 0; i < order.length; i += bs) {
+      const idx = order.slice(i, i + bs);
+      const chunk = idx.map((j) => examples[j]!);
       const out = await this.run(chunk, [ATLAS_OUTPUTS.logits, ATLAS_OUTPUTS.lossCe, ATLAS_OUTPUTS.lossEntropy], opts);
       const logits = out[ATLAS_OUTPUTS.logits]!;
       // padded (masked) classes never win, so the argmax over all columns is the head's own
-      preds.push(...argmaxRows(logits.data as Float32Array, logits.shape[1]!));
+      argmaxRows(logits.data as Float32Array, logits.shape[1]!).forEach((p, k) => (preds[idx[k]!] = p));
       loss += Number(out[ATLAS_OUTPUTS.lossCe]!.data[0]) * chunk.length;
       ent += Number(out[ATLAS_OUTPUTS.lossEntropy]!.data[0]) * chunk.length;
     }
@@ -244,7 +264,7 @@ export class AtlasComposer {
       accuracy: labelled && examples.length > 0 ? accuracy(preds, examples.map((e) => e.label!)) : Number.NaN,
       loss: labelled ? loss / n : Number.NaN,
       entropy: ent / n,
-      predictions: Int32Array.from(preds),
+      predictions: preds,
     };
   }
 
@@ -373,8 +393,7 @@ export class AtlasComposer {
     const keep = new Set(order.slice(0, Math.max(1, Math.min(n, order.length))));
     const B = this.layout.blocks.length;
     this.currentLayout = restrictLayout(this.layout, (t, b) => keep.has(t * B + b));
-    await this.session?.release();
-    this.session = null;
+    await this.release();
     return { before, after: keptSize(this.layout, this.taskVectors) };
   }
 
@@ -383,8 +402,10 @@ export class AtlasComposer {
     return composeAtlasWeights(this.model.weights, this.taskVectors, this.layout, this.coefficients);
   }
 
+  /** Releases the compiled graphs (they are rebuilt on next use). */
   async release(): Promise<void> {
-    await this.session?.release();
-    this.session = null;
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    await Promise.all(all.map(async (p) => (await p).release()));
   }
 }

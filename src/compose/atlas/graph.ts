@@ -18,7 +18,9 @@
  *
  * Outputs: `logits` [batch, labels]; `loss_ce` (mean cross-entropy against the `labels` input)
  * and `loss_entropy` (mean Shannon entropy of the softmax: the unsupervised test-time objective),
- * and, unless `gradients: false`, their gradients `grad_ce` / `grad_entropy` with respect to λ.
+ * and, for the graph's `objective`, its gradient with respect to λ (`grad_ce` or `grad_entropy`).
+ * onnxruntime runs every node of a graph whatever outputs are fetched, so evaluation uses a graph
+ * without gradients (`objective: null`) and each objective its own graph.
  */
 import { GraphBuildError } from "../../errors.js";
 import * as G from "../../graph/api.js";
@@ -109,8 +111,8 @@ export interface AtlasGraphOptions {
   readonly dtype?: "float32" | "float64";
   /** Parameters fed at run time (task heads), e.g. `["classifier.weight", "classifier.bias"]`. */
   readonly fedParams?: readonly string[];
-  /** Append ∂loss/∂λ outputs (default true). */
-  readonly gradients?: boolean;
+  /** The objective whose ∂loss/∂λ is appended; null: an evaluation graph without gradients. Default cross-entropy. */
+  readonly objective?: "cross-entropy" | "entropy" | null;
 }
 
 export interface AtlasGraph {
@@ -148,9 +150,8 @@ export function buildAtlasGraph(model: LoadedModel, taskVectors: readonly AtlasT
   const ent = meanSoftmaxEntropy(logits);
   g.output(ce, ATLAS_OUTPUTS.lossCe);
   g.output(ent, ATLAS_OUTPUTS.lossEntropy);
-  if (opts.gradients ?? true) {
-    g.output(grad(ce, [coef])[0]!, ATLAS_OUTPUTS.gradCe);
-    g.output(grad(ent, [coef])[0]!, ATLAS_OUTPUTS.gradEntropy);
-  }
+  const objective = opts.objective === undefined ? "cross-entropy" : opts.objective;
+  if (objective === "cross-entropy") g.output(grad(ce, [coef])[0]!, ATLAS_OUTPUTS.gradCe);
+  if (objective === "entropy") g.output(grad(ent, [coef])[0]!, ATLAS_OUTPUTS.gradEntropy);
   return { graph: g, coef, logits, fedParams };
 }
