@@ -30,7 +30,7 @@ export interface ForwardInputs {
 }
 
 export interface BuildOptions {
-  /** Trainable graph: active adapters' tensors become graph inputs (and dropout is on). */
+  /** Trainable graph: the tensors of active adapters not loaded for inference become graph inputs (and dropout is on). */
   readonly training?: boolean;
   /** Mixed-adapter batch over these adapters (input `adapter_index` [batch]). */
   readonly mixedAdapters?: readonly string[];
@@ -287,7 +287,7 @@ export class PeftModel {
         if (!v) {
           const t = a.tensors.get(key)!;
           const cast = opts.dtype === "float64" && t.dtype === "float32" ? { dtype: "float64" as const, shape: t.shape, data: Float64Array.from(t.data as Float32Array) } : t;
-          if (training) {
+          if (training && !a.config.inferenceMode) {
             v = g.input(name, cast.dtype, cast.shape);
             trainable.set(name, cast);
             owners.set(name, { adapter: a.name, key });
@@ -301,7 +301,7 @@ export class PeftModel {
         for (const [k, t] of a.tensors) {
           if (this.base.weights.has(k)) {
             overrides.set(k, t);
-            if (training) {
+            if (training && !a.config.inferenceMode) {
               trainableBase.add(k);
               owners.set(k, { adapter: a.name, key: k });
             }

@@ -3,6 +3,7 @@
  * inputs, the task loss, and the loss's gradient with respect to every trainable input (reverse-mode
  * autodiff appended to the same graph).
  */
+import { AdapterStateError } from "../errors.js";
 import { grad } from "../graph/autodiff.js";
 import type { PeftModel } from "../peft/peft-model.js";
 import { CompiledGraph, type SessionOptions } from "../runtime/session.js";
@@ -66,6 +67,12 @@ export class TrainStep {
     const loss = taskLoss(opts.task, built.outputs.logits, labels, opts.prefixTokens ?? 0);
     g.output(loss, "loss");
     const names = [...built.trainable.keys()];
+    if (names.length === 0) {
+      throw new AdapterStateError(
+        pm.activeAdapters.join(",") || "(none)",
+        "has no trainable tensors: load adapters with { isTrainable: true } or create them with PeftModel.create/addAdapter",
+      );
+    }
     const params = names.map((n) => g.inputs.find((v) => v.name === n)!);
     if (opts.gradients ?? true) grad(loss, params).forEach((gv, i) => g.output(gv, GRAD_PREFIX + names[i]!));
     if (opts.withLogits) g.output(built.outputs.logits, "logits");

@@ -25,6 +25,14 @@ function llamaLora(seed = 1): PeftModel {
 }
 
 describe("trainer", () => {
+  test("an adapter loaded for inference is frozen: nothing to train is an error", async () => {
+    const pm = PeftModel.fromPretrained(loadModel(fixturePath("peft-parity", "llama", "base")), fixturePath("peft-parity", "llama", "lora"));
+    await assert.rejects(
+      new Trainer(pm, { task: "causal-lm", epochs: 1, batchSize: 2, lr: 1e-3, seed: 0 }, corpus(4, 1)).fit(),
+      (e: Error & { code?: string }) => e.code === "PEFT_ERR_ADAPTER_STATE" && /isTrainable/.test(e.message),
+    );
+  });
+
   test("collate pads right, masks padding and ignores it in LM labels", () => {
     const b = collate([{ ids: [5, 6, 7] }, { ids: [8] }], "causal-lm", 0);
     assert.deepEqual([...b.inputIds.data].map(Number), [5, 6, 7, 8, 0, 0]);
