@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import { CompiledGraph } from "../src/runtime/session.js";
 import { toOnnx } from "../src/graph/onnx.js";
 import { f32, type Tensor } from "../src/tensor.js";
-import { GPT2_SMALL_SHAPES, builderLinearGraph, builderMatmulGraph, measureMatmulCeiling, parseShapes, plainMatmulModel } from "./matmul.js";
+import { GPT2_SMALL_SHAPES, type MatmulCeiling, builderLinearGraph, builderMatmulGraph, measureMatmulCeiling, mixCeilingGflops, parseShapes, plainMatmulModel } from "./matmul.js";
 
 function naive(a: Tensor, b: Tensor): Float64Array {
   const [m, k] = a.shape as [number, number];
@@ -61,6 +61,39 @@ describe("bench matmul", () => {
     const r = await measureMatmulCeiling({ threads: 1, shapes: parseShapes("8x8x8"), repeat: 1, warmup: 1, variants: ["plain"] });
     assert.deepEqual(Object.keys(r.shapes[0]!.timings), ["plain"]);
     assert.deepEqual(r.ratio, {});
+  });
+
+  test("transferOutput: false times the product through a one-element probe, same product", async () => {
+    const w = f32([4, 5], Array.from({ length: 20 }, (_, i) => ((i * 7) % 11) / 4 - 1));
+    const x = f32([3, 4], Array.from({ length: 12 }, (_, i) => (i % 5) - 2));
+    const s = await CompiledGraph.create(plainMatmulModel(w, 3, true), { threads: 1 });
+    try {
+      const probe = (await s.run({ x }, ["probe"])).probe!;
+      assert.deepEqual([...probe.shape], [1, 1]);
+      assert.ok(Math.abs(Number(probe.data[0]) - naive(x, w)[0]!) < 1e-5);
+    } finally {
+      await s.release();
+    }
+    const r = await measureMatmulCeiling({ threads: 1, shapes: parseShapes("16x32x8"), repeat: 1, warmup: 1, transferOutput: false });
+    assert.equal(r.transferOutput, false);
+    assert.ok(r.shapes[0]!.maxAbsDiff.matmul! < 1e-4 && r.shapes[0]!.maxAbsDiff.linear! < 1e-4);
+  });
+
+  test("mixCeilingGflops weights each shape's speed by its FLOPs in the mix", () => {
+    const timing = (gflops: number) => ({ bestMs: 1, medianMs: 1, gflops });
+    const c = {
+      shapes: [
+        { name: "a", m: 10, k: 10, n: 10, gflop: 2e-6, timings: { plain: timing(100) }, maxAbsDiff: {} },
+        { name: "b", m: 10, k: 10, n: 30, gflop: 6e-6, timings: { plain: timing(50) }, maxAbsDiff: {} },
+      ],
+    } as unknown as MatmulCeiling;
+    // 1×a (2000 flops at 100) + 3×b (18000 flops at 50): 20000 flops in 20 + 360 ns
+    const got = mixCeilingGflops(c, [
+      { name: "a", m: 10, k: 10, n: 10, count: 1 },
+      { name: "b", m: 10, k: 10, n: 30, count: 3 },
+    ]);
+    assert.ok(Math.abs(got - 20000 / 380) < 1e-3, String(got));
+    assert.throws(() => mixCeilingGflops(c, [{ name: "zz", m: 1, k: 1, n: 1, count: 1 }]), /no plain timing/);
   });
 
   test("parseShapes accepts names and MxKxN and rejects anything else", () => {

@@ -60,6 +60,8 @@ export interface MatmulCeiling {
   readonly ep: ExecutionProvider;
   readonly repeat: number;
   readonly warmup: number;
+  /** Whether timed runs copied the product out to JavaScript. */
+  readonly transferOutput: boolean;
   readonly shapes: readonly MatmulShapeResult[];
   /** Σ flops / Σ best time of each variant over all shapes (the shape mix's throughput). */
   readonly gflops: Readonly<Partial<Record<MatmulVariant, number>>>;
@@ -81,6 +83,13 @@ export interface MatmulCeilingOptions {
   warmup?: number;
   /** Which graphs to time (default all three; `plain` is always included). */
   variants?: readonly MatmulVariant[];
+  /**
+   * Copy the product out to JavaScript in every timed run (default true, as a graph output is).
+   * False fetches a one-element slice instead: the kernel rate, which is what a training graph's
+   * internal products see (for the lm_head shape the copy of the [1024, 50257] output is a large
+   * share of the time).
+   */
+  transferOutput?: boolean;
   onProgress?: (msg: string) => void;
 }
 
@@ -109,40 +118,56 @@ function transpose2d(t: Tensor<"float32">): Tensor<"float32"> {
   return tensor("float32", [c, r], out);
 }
 
-/** A one-node ONNX model written directly with onnx-proto: y = MatMul(x, w), w an initializer. */
-export function plainMatmulModel(w: Tensor<"float32">, m: number): Uint8Array {
+/**
+ * A one-node ONNX model written directly with onnx-proto: y = MatMul(x, w), w an initializer.
+ * With `probe`, a second output `probe` = y[0:1, 0:1]: fetching only it times the product without
+ * copying y out to JavaScript (the kernel rate a graph that consumes y internally sees).
+ */
+export function plainMatmulModel(w: Tensor<"float32">, m: number, probe = false): Uint8Array {
   const [k, n] = w.shape as [number, number];
   const F32 = onnx.TensorProto.DataType.FLOAT;
+  const I64 = onnx.TensorProto.DataType.INT64;
   const vi = (name: string, dims: number[]) => ({ name, type: { tensorType: { elemType: F32, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } });
+  const ints = (name: string, v: number[]) => ({ name, dims: [v.length], dataType: I64, rawData: new Uint8Array(BigInt64Array.from(v, BigInt).buffer) });
   const model = onnx.ModelProto.create({
     irVersion: IR_VERSION,
     producerName: "peft-ts-bench",
     opsetImport: [{ domain: "", version: OPSET }],
     graph: {
       name: "plain_matmul",
-      node: [{ opType: "MatMul", input: ["x", "w"], output: ["y"], name: "matmul" }],
+      node: [
+        { opType: "MatMul", input: ["x", "w"], output: ["y"], name: "matmul" },
+        ...(probe ? [{ opType: "Slice", input: ["y", "probe_starts", "probe_ends"], output: ["probe"], name: "probe" }] : []),
+      ],
       input: [vi("x", [m, k])],
-      output: [vi("y", [m, n])],
-      initializer: [{ name: "w", dims: [k, n], dataType: F32, rawData: new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength) }],
+      output: [vi("y", [m, n]), ...(probe ? [vi("probe", [1, 1])] : [])],
+      initializer: [
+        { name: "w", dims: [k, n], dataType: F32, rawData: new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength) },
+        ...(probe ? [ints("probe_starts", [0, 0]), ints("probe_ends", [1, 1])] : []),
+      ],
     },
   });
   return onnx.ModelProto.encode(model).finish();
 }
 
-/** The same product from peft-ts's builder: `ops.matmul(x, w)` with w [K, N]. */
-export function builderMatmulGraph(w: Tensor<"float32">, m: number): Graph {
-  const g = new Graph("bench_matmul");
-  const x = g.input("x", "float32", [m, w.shape[0]!]);
-  g.output(ops.matmul(x, g.initializer("w", w)), "y");
+function withProbe(g: Graph, y: ReturnType<typeof ops.matmul>, probe: boolean): Graph {
+  g.output(y, "y");
+  if (probe) g.output(ops.slice(y, [0, 0], [1, 1], [0, 1]), "probe");
   return g;
 }
 
+/** The same product from peft-ts's builder: `ops.matmul(x, w)` with w [K, N]. */
+export function builderMatmulGraph(w: Tensor<"float32">, m: number, probe = false): Graph {
+  const g = new Graph("bench_matmul");
+  const x = g.input("x", "float32", [m, w.shape[0]!]);
+  return withProbe(g, ops.matmul(x, g.initializer("w", w)), probe);
+}
+
 /** peft-ts's `linear(x, W, null)` = x·Wᵀ with W [N, K] (PyTorch nn.Linear layout). */
-export function builderLinearGraph(wNK: Tensor<"float32">, m: number): Graph {
+export function builderLinearGraph(wNK: Tensor<"float32">, m: number, probe = false): Graph {
   const g = new Graph("bench_linear");
   const x = g.input("x", "float32", [m, wNK.shape[1]!]);
-  g.output(linear(x, g.initializer("w", wNK), null), "y");
-  return g;
+  return withProbe(g, linear(x, g.initializer("w", wNK), null), probe);
 }
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): number {
@@ -162,20 +187,19 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
 async function timeInterleaved(
   sessions: readonly CompiledGraph[],
   x: Tensor,
-  opts: { repeat: number; warmup: number },
+  opts: { repeat: number; warmup: number; fetch: readonly string[] },
 ): Promise<{ times: number[][]; outputs: Float32Array[] }> {
   const outputs: Float32Array[] = [];
   for (const s of sessions) {
-    let y: Float32Array | null = null;
-    for (let i = 0; i < opts.warmup; i++) y ??= (await s.run({ x }))["y"]!.data as Float32Array;
-    outputs.push(y ?? ((await s.run({ x }))["y"]!.data as Float32Array));
+    outputs.push((await s.run({ x }, ["y"]))["y"]!.data as Float32Array);
+    for (let i = 1; i < opts.warmup; i++) await s.run({ x }, opts.fetch);
   }
   const times: number[][] = sessions.map(() => []);
   for (let r = 0; r < opts.repeat; r++) {
     for (let j = 0; j < sessions.length; j++) {
       const idx = (r + j) % sessions.length;
       const t0 = performance.now();
-      await sessions[idx]!.run({ x });
+      await sessions[idx]!.run({ x }, opts.fetch);
       times[idx]!.push(performance.now() - t0);
     }
   }
@@ -212,6 +236,7 @@ export async function measureMatmulCeiling(options: MatmulCeilingOptions = {}): 
   const shapes = options.shapes ?? GPT2_SMALL_SHAPES;
   const variants = MATMUL_VARIANTS.filter((v) => v === "plain" || (options.variants ?? MATMUL_VARIANTS).includes(v));
   const say = options.onProgress ?? (() => undefined);
+  const probe = !(options.transferOutput ?? true);
 
   const results: MatmulShapeResult[] = [];
   const totalFlops = { plain: 0, matmul: 0, linear: 0 };
@@ -225,10 +250,11 @@ export async function measureMatmulCeiling(options: MatmulCeilingOptions = {}): 
     const sessions: CompiledGraph[] = [];
     try {
       for (const v of variants) {
-        const bytes = v === "plain" ? plainMatmulModel(w, s.m) : v === "matmul" ? toOnnx(builderMatmulGraph(w, s.m)) : toOnnx(builderLinearGraph(transpose2d(w), s.m));
+        const bytes =
+          v === "plain" ? plainMatmulModel(w, s.m, probe) : v === "matmul" ? toOnnx(builderMatmulGraph(w, s.m, probe)) : toOnnx(builderLinearGraph(transpose2d(w), s.m, probe));
         sessions.push(await CompiledGraph.create(bytes, { threads, ep }));
       }
-      const { times, outputs } = await timeInterleaved(sessions, x, { repeat, warmup });
+      const { times, outputs } = await timeInterleaved(sessions, x, { repeat, warmup, fetch: probe ? ["probe"] : ["y"] });
       variants.forEach((v, j) => {
         const t = timing(times[j]!, flops);
         timings[v] = t;
@@ -251,12 +277,31 @@ export async function measureMatmulCeiling(options: MatmulCeilingOptions = {}): 
     ep,
     repeat,
     warmup,
+    transferOutput: !probe,
     shapes: results,
     gflops,
     ratio,
     ceilingGflops: gflops.plain!,
     peakGflops: Math.max(...results.map((r) => r.timings.plain!.gflops)),
   };
+}
+
+/**
+ * The plain-MatMul speed of a workload's matmul mix: shape i runs `count` times, so the mix takes
+ * Σ count·flops_i / gflops_i seconds for Σ count·flops_i FLOPs. Shapes are matched by name.
+ */
+export function mixCeilingGflops(c: MatmulCeiling, mix: readonly (MatmulShape & { readonly count: number })[]): number {
+  let flops = 0;
+  let sec = 0;
+  for (const s of mix) {
+    const r = c.shapes.find((x) => x.name === s.name);
+    const t = r?.timings.plain;
+    if (!t) throw new InvalidArgumentError(`no plain timing for shape '${s.name}'`);
+    const f = 2 * s.m * s.k * s.n * s.count;
+    flops += f;
+    sec += f / (t.gflops * 1e9);
+  }
+  return sig(flops / sec / 1e9);
 }
 
 /** `--shapes`: names from GPT2_SMALL_SHAPES and/or `MxKxN`, comma-separated. */
@@ -282,15 +327,25 @@ export function register(program: Command): void {
     .option("--repeat <n>", "timed runs per shape and variant (best counts)", positiveInt("--repeat"), 5)
     .option("--warmup <n>", "untimed runs before timing", positiveInt("--warmup"), 2)
     .option("--shapes <list>", `comma-separated MxKxN or names (${GPT2_SMALL_SHAPES.map((s) => s.name).join(", ")})`, parseShapes)
-    .action(async (o: { threads?: number; ep: ExecutionProvider; repeat: number; warmup: number; shapes?: MatmulShape[] }) => {
+    .option("--no-transfer", "fetch a one-element slice instead of the product (kernel rate, no copy to JavaScript)")
+    .action(async (o: { threads?: number; ep: ExecutionProvider; repeat: number; warmup: number; shapes?: MatmulShape[]; transfer: boolean }) => {
       const threads = o.threads ?? cpus().length;
       const t0 = performance.now();
-      const r = await measureMatmulCeiling({ threads, ep: o.ep, repeat: o.repeat, warmup: o.warmup, shapes: o.shapes ?? GPT2_SMALL_SHAPES, onProgress: progress });
+      const r = await measureMatmulCeiling({
+        threads,
+        ep: o.ep,
+        repeat: o.repeat,
+        warmup: o.warmup,
+        shapes: o.shapes ?? GPT2_SMALL_SHAPES,
+        transferOutput: o.transfer,
+        onProgress: progress,
+      });
       emitResult({
         bench: "matmul",
         env: benchEnvironment({ threads, ep: o.ep }),
         repeat: r.repeat,
         warmup: r.warmup,
+        transferOutput: r.transferOutput,
         ceilingGflops: r.ceilingGflops,
         peakGflops: r.peakGflops,
         gflops: r.gflops,

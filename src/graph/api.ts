@@ -191,13 +191,70 @@ export function range(start: Value, limit: Value, delta: Value): Value {
 export function shapeOf(x: Value): Value {
   return x.graph.op1("Shape", [x]);
 }
+
+const shapeTensors = new WeakMap<Graph, Map<string, Value>>();
+
+function cached(g: Graph, key: string, make: () => Value | null): Value | null {
+  let cache = shapeTensors.get(g);
+  if (!cache) shapeTensors.set(g, (cache = new Map()));
+  let v = cache.get(key);
+  if (!v) {
+    const made = make();
+    if (!made) return null;
+    cache.set(key, (v = made));
+  }
+  return v;
+}
+
+/** A symbolic dim (`"batch"`, `"batch*seq"`, `"seq+4"`) as int64 [1], read off the graph inputs' shapes. */
+function symbolicDim(g: Graph, d: string): Value | null {
+  return cached(g, `dim:${d}`, () => {
+    // dimProduct(["seq+4", "batch"]) spells "seq+4*batch": sums inside products are ambiguous
+    if (d.includes("+") && d.includes("*")) return null;
+    if (d.includes("+")) {
+      const parts = d.split("+").map((t) => (/^\d+$/.test(t) ? g.ints([Number(t)]) : symbolicDim(g, t)));
+      return parts.every((p) => p !== null) ? parts.reduce((acc, p) => add(acc!, p!))! : null;
+    }
+    if (d.includes("*")) {
+      const parts = d.split("*").map((t) => (/^\d+$/.test(t) ? g.ints([Number(t)]) : symbolicDim(g, t)));
+      return parts.every((p) => p !== null) ? parts.reduce((acc, p) => mul(acc!, p!))! : null;
+    }
+    for (const inp of g.inputs) {
+      const j = inp.shape.indexOf(d);
+      if (j >= 0) return slice(shapeOf(inp), [j], [j + 1], [0]);
+    }
+    return null;
+  });
+}
+
+/**
+ * The shape of `x` as an int64 vector, built as cheaply as the static shape allows: a constant
+ * when every dim is a number; from the graph inputs' shapes when the dims are named (dims with
+ * equal names have equal sizes at run time), cached per graph, so backward graphs neither
+ * recompute the same shape for every reshape nor keep a large activation alive just to read its
+ * shape; `Shape(x)` otherwise. `last` replaces the last dim.
+ */
+export function shapeTensor(x: Value, last?: number): Value {
+  const g = x.graph;
+  const dims = last === undefined ? [...x.shape] : [...x.shape.slice(0, -1), last];
+  if (dims.every((d): d is number => typeof d === "number")) return g.ints(dims);
+  const named = dims.some((d) => d === null)
+    ? null
+    : cached(g, `shape:${JSON.stringify(dims)}`, () => {
+        const parts = dims.map((d) => (typeof d === "number" ? g.ints([d]) : symbolicDim(g, d!)));
+        return parts.every((p) => p !== null) ? concat(parts as Value[], 0) : null;
+      });
+  if (named) return named;
+  return last === undefined ? shapeOf(x) : concat([slice(shapeOf(x), [0], [-1], [0]), g.ints([last])], 0);
+}
+
 export function pad(x: Value, pads: readonly number[], value = 0): Value {
   const g = x.graph;
   return g.op1("Pad", [x, g.ints(pads), g.scalar(value, x.dtype)]);
 }
 /** Zeros with the runtime shape and dtype of `x`. */
 export function zerosLike(x: Value): Value {
-  return expand(x.graph.scalar(0, x.dtype), shapeOf(x));
+  return expand(x.graph.scalar(0, x.dtype), shapeTensor(x));
 }
 export function randomUniformLike(x: Value, seed: number): Value {
   return x.graph.op1("RandomUniformLike", [x], { seed, dtype: onnxDataType(x.dtype) });

@@ -135,9 +135,28 @@ const CASES: Case[] = [
   { name: "rms norm", ops: [], inputs: [{ name: "x", shape: [2, 4] }, { name: "w", shape: [4] }], f: (x, w) => rmsNorm(x, w, 1e-6) },
   {
     name: "cross entropy with ignored rows",
-    ops: ["GatherElements", "LogSoftmax"],
+    ops: ["SoftmaxCrossEntropyLoss"],
     inputs: [{ name: "z", shape: [4, 3] }, { name: "y", shape: [4], values: [2, -100, 0, 1], int: true }],
     f: (z, y) => crossEntropy(z, y),
+  },
+  {
+    name: "softmax cross-entropy: per-row losses and log-probabilities both used",
+    ops: ["SoftmaxCrossEntropyLoss"],
+    inputs: [{ name: "z", shape: [3, 5] }, { name: "y", shape: [3], values: [4, 0, -1], int: true }],
+    f: (z, y) => {
+      const [rows, lp] = z.graph.op("SoftmaxCrossEntropyLoss", [z, y], { reduction: "none", ignore_index: -1 });
+      return G.add(G.mul(rows!, 3), G.reduceSum(G.mul(lp!, lp!), [1], false));
+    },
+  },
+  {
+    name: "custom gradient replaces the ops' rules",
+    ops: [],
+    inputs: [{ name: "x", shape: [5] }],
+    // y = x³ behind a stop-gradient (the ops' rules would give 0); the rule gives 3x²
+    f: (x) => {
+      const y = x.graph.stopGradient(G.mul(G.mul(x, x), x));
+      return x.graph.customGradient(y, [x], (dy) => [G.mul(dy, G.mul(G.mul(x, x), 3))]);
+    },
   },
 ];
 

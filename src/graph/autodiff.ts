@@ -44,14 +44,22 @@ export function grad(loss: Value, wrt: readonly Value[], opts: GradOptions = {})
   const nodes = [...g.nodes];
   // values that depend on some wrt entry
   const live = new Set<number>(wrt.map((w) => w.id));
+  // a custom gradient's output depends on its declared inputs, whatever computes it
+  const sources = (n: (typeof nodes)[number]) => g.customGradients.get(n.id)?.inputs ?? n.inputs;
   for (const n of nodes) {
     if (g.stopped.has(n.id)) continue;
-    if (n.inputs.some((i) => live.has(i.id))) for (const o of n.outputs) live.add(o.id);
+    if (sources(n).some((i) => live.has(i.id))) for (const o of n.outputs) live.add(o.id);
   }
   if (!live.has(loss.id)) return wrt.map((w) => G.zerosLike(w));
 
   return g.withScope("grad", () => {
     const grads = new Map<number, Value>();
+    const accumulate = (inp: Value, gi: Value | null): void => {
+      if (!gi || !live.has(inp.id) || !isFloat(inp)) return;
+      const reduced = unbroadcast(gi, inp.shape);
+      const prev = grads.get(inp.id);
+      grads.set(inp.id, prev ? G.add(prev, reduced) : reduced);
+    };
     const seed = opts.seed ?? g.scalar(1, loss.dtype);
     grads.set(loss.id, loss.rank === 0 ? seed : G.expand(seed, G.shapeOf(loss)));
     for (let k = nodes.length - 1; k >= 0; k--) {
@@ -59,20 +67,23 @@ export function grad(loss: Value, wrt: readonly Value[], opts: GradOptions = {})
       if (g.stopped.has(n.id)) continue;
       const gouts = n.outputs.map((o) => grads.get(o.id) ?? null);
       if (gouts.every((x) => x === null)) continue;
-      if (!n.inputs.some((i) => live.has(i.id) && isFloat(i))) continue;
+      if (!sources(n).some((i) => live.has(i.id) && isFloat(i))) continue;
+      const custom = g.customGradients.get(n.id);
+      if (custom) {
+        const gins = custom.rule(gouts[0]!);
+        if (gins.length !== custom.inputs.length) {
+          throw new NoGradientError(n.op, `custom gradient returned ${gins.length} gradients for ${custom.inputs.length} inputs`);
+        }
+        custom.inputs.forEach((inp, i) => accumulate(inp, gins[i] ?? null));
+        continue;
+      }
       const rule = OPS[n.op as OpName].vjp;
       if (rule === nonDifferentiable) continue;
       const gins = rule(g, n, gouts);
       if (gins.length < n.inputs.length || gins.slice(n.inputs.length).some((x) => x !== null)) {
         throw new NoGradientError(n.op, `rule returned ${gins.length} gradients for ${n.inputs.length} inputs`);
       }
-      n.inputs.forEach((inp, i) => {
-        const gi = gins[i];
-        if (!gi || !live.has(inp.id) || !isFloat(inp)) return;
-        const reduced = unbroadcast(gi, inp.shape);
-        const prev = grads.get(inp.id);
-        grads.set(inp.id, prev ? G.add(prev, reduced) : reduced);
-      });
+      n.inputs.forEach((inp, i) => accumulate(inp, gins[i] ?? null));
     }
     return wrt.map((w) => grads.get(w.id) ?? G.zerosLike(w));
   });

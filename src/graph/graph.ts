@@ -11,6 +11,15 @@ export interface GraphOutput {
 }
 
 /**
+ * A hand-written gradient (see `Graph.customGradient`): given dL/dy, the gradients of the
+ * declared inputs (null where an input gets none).
+ */
+export interface CustomGradient {
+  readonly inputs: readonly Value[];
+  readonly rule: (dy: Value) => (Value | null)[];
+}
+
+/**
  * A typed ONNX graph under construction. Inputs get symbolic dims (`"batch"`, `"seq"`), frozen
  * weights become initializers, every op call appends a node whose output shape is inferred at
  * once (so autodiff can reduce broadcasts). `toOnnx()` (see `onnx.ts`) emits the model bytes.
@@ -26,6 +35,8 @@ export class Graph {
   private readonly scalarCache = new Map<string, Value>();
   /** Nodes whose output autodiff treats as a constant (see `stopGradient`). */
   readonly stopped = new Set<number>();
+  /** Hand-written gradients by boundary node id (see `customGradient`). */
+  readonly customGradients = new Map<number, CustomGradient>();
 
   constructor(readonly name = "peft_ts") {}
 
@@ -131,6 +142,18 @@ export class Graph {
     const y = this.op1("Identity", [x]);
     this.stopped.add(y.producer!.id);
     return y;
+  }
+
+  /**
+   * `y` (computed from `inputs` by ordinary ops) with a hand-written gradient: autodiff passes
+   * dL/dy to `rule` and adds what it returns to `inputs`, instead of differentiating the nodes
+   * between them. For composites whose generic backward would take many more passes over the
+   * data than the closed form (GELU, cross-entropy); each rule is checked against finite differences.
+   */
+  customGradient(y: Value, inputs: readonly Value[], rule: (dy: Value) => (Value | null)[]): Value {
+    const out = this.op1("Identity", [y]);
+    this.customGradients.set(out.producer!.id, { inputs: [...inputs], rule });
+    return out;
   }
 
   /** Single-output convenience. */

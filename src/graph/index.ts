@@ -1,4 +1,4 @@
-export { Graph, type GraphOutput } from "./graph.js";
+export { Graph, type GraphOutput, type CustomGradient } from "./graph.js";
 export { Value, type Dim, type Shape, type Node, type Attrs, type AttrValue, type ValueInfo } from "./types.js";
 export { grad, unbroadcast, type GradOptions } from "./autodiff.js";
 export { toOnnx, toModelProto, summarize, formatSummary, liveNodes, type GraphSummary, type OnnxExportOptions } from "./onnx.js";
@@ -6,5 +6,5 @@ export { OPS, OP_NAMES, type OpName } from "./ops/index.js";
 export { nonDifferentiable, type OpDef, type VjpRule } from "./op-def.js";
 export { OPSET } from "./opset.js";
 export * as ops from "./api.js";
-export { gelu, geluTanh, silu, activation, rmsNorm, linear, crossEntropy, dropout } from "./composite.js";
+export { gelu, geluTanh, silu, activation, rmsNorm, linear, dense, crossEntropy, nextTokenCrossEntropy, dropout } from "./composite.js";
 export { gradCheck, type GradCheckInput, type GradCheckOptions, type GradCheckResult } from "./gradcheck.js";

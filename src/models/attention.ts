@@ -1,6 +1,7 @@
 /** Pieces shared by the transformer models: masks, multi-head attention, positions. */
 import * as G from "../graph/api.js";
 import type { Value } from "../graph/types.js";
+import type { DType } from "../tensor.js";
 
 /** The most negative finite value of the dtype, which transformers uses for masked scores. */
 export function maskValue(dtype: string): number {
@@ -36,6 +37,24 @@ export function mergeHeads(x: Value): Value {
   return G.reshape(G.transpose(x, [0, 2, 1, 3]), [0, 0, -1]);
 }
 
+const maskBiases = new WeakMap<Value, Value>();
+
+/**
+ * `allowed` (bool) as an additive bias: 0 where attention is allowed, the dtype's most negative
+ * value elsewhere; built once per mask and shared by every layer. Adding it gives the same
+ * softmax as selecting with `Where` (a finite score plus that value rounds to the value), and its
+ * backward is the identity instead of another `Where` over every score.
+ */
+export function attentionBias(allowed: Value, dtype: DType): Value {
+  let b = maskBiases.get(allowed);
+  if (!b || b.dtype !== dtype) {
+    const g = allowed.graph;
+    b = G.where(allowed, g.scalar(0, dtype), g.scalar(maskValue(dtype), dtype));
+    maskBiases.set(allowed, b);
+  }
+  return b;
+}
+
 /**
  * softmax(q·kᵀ·scale, masked)·v for q [B, H, S, D] and k, v [B, Hkv, S, D]. Grouped-query
  * attention (Hkv < H) is computed by viewing q as [B, Hkv, H/Hkv, S, D], so k and v broadcast
@@ -54,19 +73,19 @@ export function attention(
   let qq = q;
   let kk = k;
   let vv = v;
-  let mask = allowed;
+  let mask = attentionBias(allowed, q.dtype);
   const grouped = kvHeads !== heads;
   if (grouped) {
     const rep = heads / kvHeads;
     qq = G.reshape(q, [0, kvHeads, rep, -1, q.shape[3] as number]);
     kk = G.unsqueeze(k, [2]);
     vv = G.unsqueeze(v, [2]);
-    mask = G.unsqueeze(allowed, [1]);
+    mask = G.unsqueeze(mask, [1]);
   }
   const kt = G.transpose(kk, grouped ? [0, 1, 2, 4, 3] : [0, 1, 3, 2]);
   let scores = G.matmul(qq, kt);
   if (scale !== 1) scores = G.mul(scores, scale);
-  scores = G.where(mask, scores, maskValue(q.dtype));
+  scores = G.add(scores, mask);
   let probs = G.softmax(scores, -1);
   if (opts.dropout) probs = opts.dropout(probs);
   const out = G.matmul(probs, vv);

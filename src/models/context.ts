@@ -4,7 +4,7 @@
  * tuners rewrite layers by their Hugging Face module name (`bert.encoder.layer.0.attention.self.query`).
  */
 import { MissingTensorError, ShapeMismatchError } from "../errors.js";
-import * as G from "../graph/api.js";
+import { dense } from "../graph/composite.js";
 import type { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
 import { type DType, type Tensor, toFloat32 as toF32 } from "../tensor.js";
@@ -87,6 +87,9 @@ export interface ContextOptions {
   dryRun?: boolean;
 }
 
+/** Frozen tensors from this size up are shared when byte-identical (see `ModelContext.param`). */
+const DEDUPE_MIN_BYTES = 1 << 20;
+
 export class ModelContext {
   readonly dtype: DType;
   private readonly params = new Map<string, Value>();
@@ -151,10 +154,29 @@ export class ModelContext {
       v = this.g.input(name, t.dtype, t.shape);
       this.inputParams.set(name, t);
     } else {
-      v = this.g.initializer(name, t);
+      v = this.sharedInitializer(t) ?? this.g.initializer(name, t);
+      if (t.data.byteLength >= DEDUPE_MIN_BYTES) this.largeFrozen.push({ t, v });
     }
     this.params.set(name, v);
     return v;
+  }
+
+  /** Large frozen tensors already in the graph (to share identical ones, e.g. tied embeddings). */
+  private readonly largeFrozen: { t: Tensor; v: Value }[] = [];
+
+  /**
+   * An initializer already holding exactly `t`'s bytes (GPT-2's `lm_head.weight` is
+   * `transformer.wte.weight`): one initializer instead of two copies in the model bytes and in
+   * onnxruntime. Only large tensors are compared (a byte compare that stops at the first difference).
+   */
+  private sharedInitializer(t: Tensor): Value | null {
+    if (t.data.byteLength < DEDUPE_MIN_BYTES) return null;
+    const bytes = (x: Tensor) => Buffer.from(x.data.buffer, x.data.byteOffset, x.data.byteLength);
+    for (const c of this.largeFrozen) {
+      if (c.t.dtype !== t.dtype || c.t.shape.length !== t.shape.length || c.t.shape.some((d, i) => d !== t.shape[i])) continue;
+      if (c.t.data === t.data || bytes(c.t).equals(bytes(t))) return c.v;
+    }
+    return null;
   }
 
   /** A linear layer by HF module name: `${name}.weight` (+ `.bias` if present), rewritten by a tuner hook if any. */
@@ -165,10 +187,8 @@ export class ModelContext {
     const [d0, d1] = weight.shape as [number, number];
     const inFeatures = fanInFanOut ? d0 : d1;
     const outFeatures = fanInFanOut ? d1 : d0;
-    const base = (inp: Value): Value => {
-      const y = G.matmul(inp, fanInFanOut ? weight : G.transpose(weight, [1, 0]));
-      return bias ? G.add(y, bias) : y;
-    };
+    // one Gemm with the bias accumulated; the stored layout is used as is (transB for [out, in])
+    const base = (inp: Value): Value => dense(inp, weight, bias, { transB: !fanInFanOut });
     this.linearSites.push({ name, inFeatures, outFeatures, fanInFanOut });
     const hook = this.options.hooks?.linear?.(name);
     return this.g.withScope(name, () =>

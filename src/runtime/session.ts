@@ -25,6 +25,12 @@ export interface SessionOptions {
   spinning?: boolean;
   /** Keep the onnxruntime CPU memory arena (default true). */
   memoryArena?: boolean;
+  /**
+   * onnxruntime's memory pattern: after the first runs, one pre-planned block holds every
+   * intermediate tensor (default true). With the arena on, a training step then keeps both the
+   * arena's chunks and the block (measured: GPT-2 small peak RSS 4.7 GB with it, 3.2 GB without).
+   */
+  memoryPattern?: boolean;
 }
 
 export type Feeds = Record<string, Tensor>;
@@ -51,6 +57,7 @@ function sessionOptions(o: SessionOptions): ort.InferenceSession.SessionOptions 
     executionProviders: [ep],
     graphOptimizationLevel: o.optimization ?? "all",
     enableCpuMemArena: o.memoryArena ?? true,
+    enableMemPattern: o.memoryPattern ?? true,
     extra: { session: { intra_op: { allow_spinning: o.spinning ? "1" : "0" } } },
   };
   if (o.threads !== undefined) opts.intraOpNumThreads = o.threads;

@@ -61,10 +61,11 @@ export const matmulOps = {
       const { transA, transB } = n.attrs;
       const alpha = (n.attrs.alpha as number | undefined) ?? 1;
       const beta = (n.attrs.beta as number | undefined) ?? 1;
-      const g = alpha === 1 ? dy! : G.mul(dy!, alpha);
-      // Y = op(A)·op(B): d op(A) = dY·op(B)ᵀ, d op(B) = op(A)ᵀ·dY
-      const da = transA ? G.gemm(b, g, null, { transA: !!transB, transB: true }) : G.gemm(g, b, null, { transB: !transB });
-      const db = transB ? G.gemm(g, a, null, { transA: true, transB: !!transA }) : G.gemm(a, g, null, { transA: !transA });
+      const g = dy!;
+      const al = alpha === 1 ? {} : { alpha };
+      // Y = alpha·op(A)·op(B): d op(A) = alpha·dY·op(B)ᵀ, d op(B) = alpha·op(A)ᵀ·dY (alpha stays in the Gemm)
+      const da = transA ? G.gemm(b, g, null, { transA: !!transB, transB: true, ...al }) : G.gemm(g, b, null, { transB: !transB, ...al });
+      const db = transB ? G.gemm(g, a, null, { transA: true, transB: !!transA, ...al }) : G.gemm(a, g, null, { transA: !transA, ...al });
       const dc = c ? (beta === 1 ? dy! : G.mul(dy!, beta)) : null;
       return c ? [da, db, dc] : [da, db];
     },

@@ -4,7 +4,7 @@ export const OP_NAMES = [
   "Tanh", "Erf", "Sigmoid", "Relu", "Abs", "Sign", "Cos", "Sin", "Equal", "Less", "Greater", "Not", "And",
   "Where", "MatMul", "Gemm", "ReduceSum", "ReduceMean", "ReduceMax", "Reshape", "Transpose", "Concat",
   "Split", "Slice", "Pad", "Squeeze", "Unsqueeze", "Expand", "Cast", "CumSum", "Shape", "Size", "Range",
-  "Softmax", "LogSoftmax", "LayerNormalization", "Gather", "GatherElements", "ScatterElements", "ScatterND",
+  "Softmax", "LogSoftmax", "SoftmaxCrossEntropyLoss", "LayerNormalization", "Gather", "GatherElements", "ScatterElements", "ScatterND",
   "RandomUniformLike",
 ] as const;
 

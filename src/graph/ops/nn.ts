@@ -32,6 +32,40 @@ export const nnOps = {
       return [G.sub(dy!, G.mul(G.exp(y), G.reduceSum(dy!, [axisOf(n)])))];
     },
   },
+  // rows of scores [N, C] against class ids [N]; reduction "none": loss [N] (0 at ignored rows) and log_prob [N, C]
+  SoftmaxCrossEntropyLoss: {
+    type: "SoftmaxCrossEntropyLoss",
+    attrs: { reduction: "string", ignore_index: "int" },
+    infer: (inputs, attrs) => {
+      arity("SoftmaxCrossEntropyLoss", inputs, 2);
+      const [x, labels] = inputs as [Value, Value];
+      if (x.rank !== 2 || labels.rank !== 1) throw new GraphBuildError("SoftmaxCrossEntropyLoss", "expects scores [N, C] and labels [N]");
+      if (labels.dtype !== "int64" && labels.dtype !== "int32") throw new GraphBuildError("SoftmaxCrossEntropyLoss", `labels must be int64 or int32, got ${labels.dtype}`);
+      if (attrs.reduction !== "none") throw new GraphBuildError("SoftmaxCrossEntropyLoss", "only reduction 'none' is supported (reduce the per-row losses with ordinary ops)");
+      return [
+        { dtype: x.dtype, shape: [x.shape[0]!] },
+        { dtype: x.dtype, shape: x.shape },
+      ];
+    },
+    // d loss_i / d x_i = softmax(x_i) − onehot(label_i), zero at ignored rows; log_prob as LogSoftmax
+    vjp: (_g, n, [dl, dlp]) => {
+      const [x, labels] = n.inputs as [Value, Value];
+      const p = G.exp(n.outputs[1]!);
+      const ignore = n.attrs.ignore_index as number | undefined;
+      let dx: Value | null = null;
+      if (dl) {
+        const ignored = ignore === undefined ? null : G.equal(labels, ignore);
+        const s = G.unsqueeze(ignored ? G.where(ignored, 0, dl) : dl, [1]);
+        const at = G.unsqueeze(ignored ? G.where(ignored, 0, labels) : labels, [1]);
+        dx = G.scatterElementsAdd(G.mul(p, s), at, G.neg(s), 1);
+      }
+      if (dlp) {
+        const t = G.sub(dlp, G.mul(p, G.reduceSum(dlp, [1])));
+        dx = dx ? G.add(dx, t) : t;
+      }
+      return [dx ? (dx.dtype === x.dtype ? dx : G.cast(dx, x.dtype)) : null, null];
+    },
+  },
   LayerNormalization: {
     type: "LayerNormalization",
     attrs: { axis: "int", epsilon: "float", stash_type: "int" },

@@ -29,7 +29,7 @@ function spread(n: Node, dy: Value): Value {
   const x = n.inputs[0]!;
   const keep = (n.attrs.keepdims as number | undefined) ?? 1;
   const g = keep ? dy : G.unsqueeze(dy, axesOf(n));
-  return G.expand(g, G.shapeOf(x));
+  return G.expand(g, G.shapeTensor(x));
 }
 
 /** Number of elements reduced, as a scalar of x's dtype. */

@@ -43,11 +43,34 @@ function reshapeInfer(x: Value, target: number[]): Dim[] {
   return out;
 }
 
-/** The shape a runtime shape tensor stands for, when it can be traced to a Shape node or a constant. */
+/**
+ * The shape a runtime shape tensor stands for, when it can be traced to a constant, a Shape node,
+ * unit-step 1-D Slices of those, products and sums of one-element ones, and Concats of all these
+ * (`[...shape(x)[:-1], n]`, `G.shapeTensor`).
+ */
 function shapeValueDims(s: Value): Dim[] | null {
   const c = constInts(s);
   if (c) return c;
-  if (s.producer?.op === "Shape") return [...s.producer.inputs[0]!.shape];
+  const p = s.producer;
+  if (!p || s.rank !== 1) return null;
+  if (p.op === "Shape") return [...p.inputs[0]!.shape];
+  if (p.op === "Concat") {
+    const parts = p.inputs.map(shapeValueDims);
+    return parts.every((d): d is Dim[] => d !== null) ? parts.flat() : null;
+  }
+  if ((p.op === "Mul" || p.op === "Add") && p.inputs.every((i) => i.rank === 1)) {
+    const [a, b] = p.inputs.map(shapeValueDims);
+    if (!a || !b || a.length !== 1 || b.length !== 1) return null;
+    return [p.op === "Mul" ? dimProduct([a[0]!, b[0]!]) : dimSum([a[0]!, b[0]!])];
+  }
+  if (p.op === "Slice") {
+    const base = shapeValueDims(p.inputs[0]!);
+    const [st, en] = [constInts(p.inputs[1]), constInts(p.inputs[2])];
+    const steps = p.inputs[4] ? constInts(p.inputs[4]) : [1];
+    if (!base || !st || !en || st.length !== 1 || !steps || steps[0] !== 1) return null;
+    const norm = (v: number) => Math.min(Math.max(v < 0 ? v + base.length : v, 0), base.length);
+    return base.slice(norm(st[0]!), norm(en[0]!));
+  }
   return null;
 }
 
@@ -109,9 +132,11 @@ export const shapeOps = {
       const target = constInts(s);
       if (target) return [{ dtype: x.dtype, shape: reshapeInfer(x, target) }];
       const traced = shapeValueDims(s);
-      return [{ dtype: x.dtype, shape: traced ?? new Array<Dim>((s.shape[0] as number) ?? 0).fill(null) }];
+      // a traced constant part may use Reshape's 0 / -1 codes: only positive or symbolic dims are exact
+      const exact = traced && traced.every((d) => typeof d !== "number" || d > 0) ? traced : null;
+      return [{ dtype: x.dtype, shape: exact ?? new Array<Dim>((s.shape[0] as number) ?? 0).fill(null) }];
     },
-    vjp: (_g, n, [dy]) => [G.reshape(dy!, G.shapeOf(n.inputs[0]!)), null],
+    vjp: (_g, n, [dy]) => [G.reshape(dy!, G.shapeTensor(n.inputs[0]!)), null],
   },
   Transpose: {
     type: "Transpose",
@@ -237,7 +262,7 @@ export const shapeOps = {
       const axes = requireConstInts("Squeeze", inputs[1], "axes").map((a) => normAxis("Squeeze", a, x.rank));
       return [{ dtype: x.dtype, shape: x.shape.filter((_, i) => !axes.includes(i)) }];
     },
-    vjp: (_g, n, [dy]) => [G.reshape(dy!, G.shapeOf(n.inputs[0]!)), null],
+    vjp: (_g, n, [dy]) => [G.reshape(dy!, G.shapeTensor(n.inputs[0]!)), null],
   },
   Unsqueeze: {
     type: "Unsqueeze",
@@ -252,7 +277,7 @@ export const shapeOps = {
       for (let i = 0; i < r; i++) shape.push(axes.includes(i) ? 1 : x.shape[j++]!);
       return [{ dtype: x.dtype, shape }];
     },
-    vjp: (_g, n, [dy]) => [G.reshape(dy!, G.shapeOf(n.inputs[0]!)), null],
+    vjp: (_g, n, [dy]) => [G.reshape(dy!, G.shapeTensor(n.inputs[0]!)), null],
   },
   Expand: {
     type: "Expand",

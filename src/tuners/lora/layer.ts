@@ -1,7 +1,7 @@
 /** Graph builders for a LoRA-adapted linear layer (plain, rsLoRA, DoRA) and mixed-adapter batches. */
 import { GraphBuildError } from "../../errors.js";
 import * as G from "../../graph/api.js";
-import { dropout } from "../../graph/composite.js";
+import { dense, dropout } from "../../graph/composite.js";
 import type { Value } from "../../graph/types.js";
 import type { LinearSite } from "../../models/context.js";
 
@@ -13,11 +13,9 @@ export interface LoraFactors {
   readonly dropout: number;
 }
 
-/** x·Aᵀ·Bᵀ·scaling. */
-export function loraDelta(x: Value, f: LoraFactors): Value {
-  const xa = G.matmul(x, G.transpose(f.A, [1, 0]));
-  const y = G.matmul(xa, G.transpose(f.B, [1, 0]));
-  return f.scaling === 1 ? y : G.mul(y, f.scaling);
+/** x·Aᵀ·Bᵀ·scaling (+ `base`, accumulated by the second Gemm instead of a separate Add). */
+export function loraDelta(x: Value, f: LoraFactors, base: Value | null = null): Value {
+  return dense(dense(x, f.A, null, { transB: true }), f.B, base, { transB: true, alpha: f.scaling });
 }
 
 /** The stored weight as [out, in]. */
@@ -32,8 +30,8 @@ function weightOutIn(site: LinearSite): Value {
 export function applyLora(site: LinearSite, f: LoraFactors, training: boolean, seed: number): Value {
   const xd = training && f.dropout > 0 ? dropout(site.x, f.dropout, seed) : site.x;
   const base = site.base(site.x);
+  if (!f.magnitude) return loraDelta(xd, f, base);
   const delta = loraDelta(xd, f);
-  if (!f.magnitude) return G.add(base, delta);
   const w = weightOutIn(site);
   const combined = G.add(w, G.mul(G.matmul(f.B, f.A), f.scaling));
   const norm = site.g.stopGradient(G.sqrt(G.reduceSum(G.mul(combined, combined), [1], false)));
@@ -64,7 +62,8 @@ export function applyMixedLora(site: LinearSite, s: StackedLora, rowIndex: Value
   const a = G.gather(s.A, rowIndex); // [b, r, in]
   const b = G.gather(s.B, rowIndex); // [b, out, r]
   const sc = G.unsqueeze(G.gather(s.scaling, rowIndex), [1, 2]); // [b, 1, 1]
-  let y = G.mul(G.matmul(G.matmul(x, G.transpose(a, [0, 2, 1])), G.transpose(b, [0, 2, 1])), sc);
+  // scale the rank-r activations, not the [b, seq, out] product
+  let y = G.matmul(G.mul(G.matmul(x, G.transpose(a, [0, 2, 1])), sc), G.transpose(b, [0, 2, 1]));
   if (rank2) y = G.squeeze(y, [1]);
   return G.add(base, y);
 }
