@@ -12,13 +12,16 @@ import { packageRoot } from "../util/paths.js";
 import * as combine from "./commands/combine.js";
 import * as compress from "./commands/compress.js";
 import * as decompress from "./commands/decompress.js";
+import * as demo from "./commands/demo.js";
+import * as evaluate from "./commands/eval.js";
 import * as forward from "./commands/forward.js";
 import * as inspect from "./commands/inspect.js";
 import * as merge from "./commands/merge.js";
+import * as train from "./commands/train.js";
 import { type CliContext, type CliIo, type CommandModule, createContext, processIo } from "./context.js";
 
 /** Every `peft` sub-command, in the order `peft --help` lists them. */
-export const COMMANDS: readonly CommandModule[] = [inspect, forward, combine, merge, compress, decompress];
+export const COMMANDS: readonly CommandModule[] = [inspect, forward, combine, merge, compress, decompress, train, evaluate, demo];
 
 /** The `version` field of peft-ts's package.json. */
 export function packageVersion(): string {

@@ -1,0 +1,121 @@
+/** `peft train`: train a LoRA / (IA)³ adapter on a dataset and write a run folder. */
+import { type Command, Option } from "commander";
+import { ConfigError } from "../../errors.js";
+import type { CliContext } from "../context.js";
+import { DEFAULT_SPLIT, parseSplitFractions } from "../train/data.js";
+import {
+  parseFraction,
+  parseNonNegativeInt,
+  parseNonNegativeNumber,
+  parsePositiveInt,
+  parsePositiveNumber,
+  parseTargetSpec,
+} from "../train/options.js";
+import { formatTrainSummary } from "../train/report.js";
+import { TRAIN_DEFAULTS, type ScheduleName, type TrainMethod, type TrainRunOptions, runTraining } from "../train/run.js";
+import type { TargetSpec } from "../../tuners/common/target.js";
+
+interface RawTrainOptions {
+  model: string;
+  data: string;
+  out: string;
+  method: TrainMethod;
+  r: number;
+  alpha: number;
+  dropout: number;
+  target?: TargetSpec;
+  feedforward?: TargetSpec;
+  epochs: number;
+  lr: number;
+  batchSize: number;
+  seed: number;
+  weightDecay: number;
+  warmupRatio: number;
+  schedule: ScheduleName;
+  gradAccum: number;
+  maxGradNorm: number;
+  evalEvery?: number;
+  patience?: number;
+  maxLength?: number;
+  threads?: number;
+  maxExamples?: number;
+  maxSteps?: number;
+  split: string;
+  resume?: boolean;
+  overwrite?: boolean;
+  plot: boolean;
+  progress: boolean;
+  json?: boolean;
+}
+
+export function register(program: Command, ctx: CliContext): void {
+  const d = TRAIN_DEFAULTS;
+  program
+    .command("train")
+    .description("train a LoRA or (IA)³ adapter on a labelled dataset; writes the adapter (PEFT format), metrics.json, config.json and loss curves to --out")
+    .requiredOption("--model <model>", "'use-lite' (Universal Sentence Encoder lite) or a model folder (config.json + model.safetensors + tokenizer.json)")
+    .requiredOption("--data <data>", "built-in dataset (uci-sentiment, uci-amazon, uci-imdb, uci-yelp) or a .jsonl/.csv file with text and label")
+    .requiredOption("--out <dir>", "run folder to write (e.g. runs/my-run)")
+    .addOption(new Option("--method <method>", "adapter type").choices(["lora", "ia3"]).default(d.method))
+    .option("--r <n>", "LoRA rank", parsePositiveInt, d.r)
+    .option("--alpha <x>", "LoRA alpha (scale alpha/r)", parsePositiveNumber, d.alpha)
+    .option("--dropout <p>", "LoRA dropout", parseFraction, d.dropout)
+    .option("--target <modules>", "modules to adapt: 'all-linear' or comma-separated names (default: the model's usual targets, e.g. query,value)", parseTargetSpec)
+    .option("--feedforward <modules>", "(IA)³ only: feed-forward modules among the targets (comma-separated names)", parseTargetSpec)
+    .option("--epochs <n>", "training epochs (may be fractional)", parsePositiveNumber, d.epochs)
+    .option("--lr <x>", "peak learning rate (AdamW)", parsePositiveNumber, d.lr)
+    .option("--batch-size <n>", "examples per micro-batch", parsePositiveInt, d.batchSize)
+    .option("--seed <n>", "seed of the split, the adapter and head initialisation, the data order and dropout", parseNonNegativeInt, d.seed)
+    .option("--weight-decay <x>", "AdamW weight decay (not on biases and norms)", parseNonNegativeNumber, d.weightDecay)
+    .option("--warmup-ratio <x>", "fraction of the steps with a linear warm-up", parseFraction, d.warmupRatio)
+    .addOption(new Option("--schedule <kind>", "learning-rate schedule after warm-up").choices(["linear", "cosine", "constant"]).default(d.schedule))
+    .option("--grad-accum <n>", "micro-batches per optimizer step", parsePositiveInt, d.gradAccum)
+    .option("--max-grad-norm <x>", "clip the gradient norm (0: off)", parseNonNegativeNumber, d.maxGradNorm)
+    .option("--eval-every <n>", "evaluate on the validation split every N steps (default: each epoch)", parsePositiveInt)
+    .option("--patience <n>", "early stopping: stop after N evaluations without improvement and keep the best adapter", parsePositiveInt)
+    .option("--max-length <n>", "truncate texts to N tokens", parsePositiveInt)
+    .option("--threads <n>", "onnxruntime intra-op threads (default: all cores)", parsePositiveInt)
+    .option("--max-examples <n>", "use a stratified random subset of N examples (quick runs)", parsePositiveInt)
+    .option("--max-steps <n>", "stop after N optimizer steps", parsePositiveInt)
+    .option("--split <fractions>", "train,validation,test fractions of the seeded stratified split", `${DEFAULT_SPLIT.train},${DEFAULT_SPLIT.validation},${DEFAULT_SPLIT.test}`)
+    .option("--resume", "continue the run in --out from its checkpoint (same options)")
+    .option("--overwrite", "replace the run in --out")
+    .option("--no-plot", "do not render curves.svg / curves.png")
+    .option("--no-progress", "plain log lines even on a terminal")
+    .option("--json", "print metrics.json to stdout instead of the summary")
+    .action(async (o: RawTrainOptions) => {
+      if (o.resume && o.overwrite) throw new ConfigError("peft train", "--resume", "cannot be combined with --overwrite; pick one");
+      const opts: TrainRunOptions = {
+        model: o.model,
+        data: o.data,
+        out: o.out,
+        method: o.method,
+        r: o.r,
+        alpha: o.alpha,
+        dropout: o.dropout,
+        target: o.target ?? null,
+        feedforward: o.feedforward ?? null,
+        epochs: o.epochs,
+        lr: o.lr,
+        batchSize: o.batchSize,
+        seed: o.seed,
+        weightDecay: o.weightDecay,
+        warmupRatio: o.warmupRatio,
+        schedule: o.schedule,
+        gradAccum: o.gradAccum,
+        maxGradNorm: o.maxGradNorm,
+        evalEvery: o.evalEvery ?? null,
+        patience: o.patience ?? null,
+        maxLength: o.maxLength ?? null,
+        threads: o.threads ?? null,
+        maxExamples: o.maxExamples ?? null,
+        maxSteps: o.maxSteps ?? null,
+        split: parseSplitFractions(o.split),
+        mode: o.resume ? "resume" : o.overwrite ? "overwrite" : "new",
+        plot: o.plot,
+      };
+      const r = await runTraining(opts, ctx, { progress: o.progress ? {} : { tty: false } });
+      if (o.json) ctx.json(r.metrics);
+      else ctx.out(formatTrainSummary(r));
+    });
+}

@@ -1,0 +1,157 @@
+/**
+ * `peft eval`: an adapter's loss and accuracy / macro-F1 (classification) or loss and perplexity
+ * (causal LM) on one split of a dataset. When the adapter folder is a `peft train` run, its
+ * config.json supplies the model, the label ids, the truncation and the split (seed and
+ * fractions), so `--split test` is exactly the run's held-out test set (checked by the split hash).
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { ConfigError, MissingFileError } from "../../errors.js";
+import type { SplitName } from "../../data/split.js";
+import { readJsonObject } from "../../io/json-file.js";
+import { PeftModel } from "../../peft/peft-model.js";
+import { accuracy, argmaxRows, macroF1, perplexity } from "../../train/metrics.js";
+import { TrainStep } from "../../train/step.js";
+import { type TokenizedExample, collate } from "../../train/trainer.js";
+import { DEFAULT_SPLIT, type SplitFractions, loadRunData, tokenizeExamples } from "./data.js";
+import { openModelSource } from "./model-source.js";
+import { RUN_FILES } from "./run-dir.js";
+
+export type EvalSplit = SplitName | "all";
+
+export interface EvalRunOptions {
+  readonly adapter: string;
+  readonly data: string;
+  /** Default: the run's model (from the adapter folder's config.json). */
+  readonly model?: string;
+  readonly split: EvalSplit;
+  readonly batchSize: number;
+  readonly threads?: number;
+  readonly maxLength?: number;
+  /** Split seed and fractions when the folder is not a run of this dataset (defaults 0 and 0.8/0.1/0.1). */
+  readonly seed?: number;
+  readonly fractions?: SplitFractions;
+}
+
+export interface EvalReport {
+  readonly adapter: string;
+  readonly model: string;
+  readonly data: string;
+  readonly split: EvalSplit;
+  readonly task: "seq-cls" | "causal-lm";
+  readonly examples: number;
+  readonly loss: number;
+  readonly accuracy?: number;
+  readonly f1?: number;
+  readonly perplexity?: number;
+  /** SHA-256 of the split's index lists (equal to the run's when it is the run's split). */
+  readonly splitHash: string;
+  readonly seconds: number;
+}
+
+interface SavedRun {
+  readonly options: Record<string, unknown>;
+  readonly labelNames?: string[];
+  readonly splitHash?: string;
+  readonly dataName?: string;
+}
+
+function readRun(adapter: string): SavedRun | null {
+  const file = join(adapter, RUN_FILES.config);
+  if (!existsSync(file)) return null;
+  const raw = readJsonObject(file);
+  const options = raw.options;
+  if (typeof options !== "object" || options === null) return null; // a model config.json, not a run
+  const ds = raw.dataset as { labelNames?: unknown; name?: unknown } | undefined;
+  const split = raw.split as { hash?: unknown } | undefined;
+  return {
+    options: options as Record<string, unknown>,
+    ...(Array.isArray(ds?.labelNames) ? { labelNames: ds.labelNames as string[] } : {}),
+    ...(typeof ds?.name === "string" ? { dataName: ds.name } : {}),
+    ...(typeof split?.hash === "string" ? { splitHash: split.hash } : {}),
+  };
+}
+
+const num = (v: unknown): number | undefined => (typeof v === "number" ? v : undefined);
+
+/** Loss and metrics of `pm`'s active adapter on some examples (no dropout; batches grouped by length). */
+export async function evaluateExamples(
+  pm: PeftModel,
+  task: "seq-cls" | "causal-lm",
+  examples: readonly TokenizedExample[],
+  opts: { batchSize: number; padId: number; threads?: number },
+): Promise<{ loss: number; accuracy?: number; f1?: number; perplexity?: number }> {
+  const step = await TrainStep.create(pm, { task, dropout: false, gradients: false, withLogits: task === "seq-cls", session: opts.threads !== undefined ? { threads: opts.threads } : {} });
+  try {
+    const order = examples.map((_, i) => i).sort((a, b) => examples[a]!.ids.length - examples[b]!.ids.length);
+    let lossSum = 0;
+    let weight = 0;
+    const preds: number[] = [];
+    const labels: number[] = [];
+    for (let s = 0; s < order.length; s += opts.batchSize) {
+      const chunk = order.slice(s, s + opts.batchSize).map((i) => examples[i]!);
+      const r = await step.run(collate(chunk, task, opts.padId), new Map());
+      const w = task === "seq-cls" ? chunk.length : Math.max(1, chunk.reduce((t, e) => t + Math.max(0, e.ids.length - 1), 0));
+      lossSum += r.loss * w;
+      weight += w;
+      if (r.logits) {
+        preds.push(...argmaxRows(r.logits.data as Float32Array, r.logits.shape[1]!));
+        labels.push(...chunk.map((e) => e.label!));
+      }
+    }
+    const loss = lossSum / Math.max(1, weight);
+    return task === "seq-cls" ? { loss, accuracy: accuracy(preds, labels), f1: macroF1(preds, labels) } : { loss, perplexity: perplexity(loss) };
+  } finally {
+    await step.release();
+  }
+}
+
+export async function runEvaluation(opts: EvalRunOptions): Promise<EvalReport> {
+  const t0 = performance.now();
+  const command = "peft eval";
+  if (!existsSync(join(opts.adapter, RUN_FILES.adapterConfig))) {
+    throw new MissingFileError(join(opts.adapter, RUN_FILES.adapterConfig), "--adapter takes a PEFT adapter folder (adapter_config.json + adapter_model.safetensors), e.g. the --out of peft train");
+  }
+  const run = readRun(opts.adapter);
+  const model = opts.model ?? (typeof run?.options.model === "string" ? run.options.model : undefined);
+  if (!model) throw new ConfigError(command, "--model", `${opts.adapter} is not a peft train run folder, so the base model is unknown; pass --model`);
+  const sameData = run !== null && run.options.data === opts.data;
+  const seed = opts.seed ?? (sameData ? num(run.options.seed) : undefined) ?? 0;
+  const savedSplit = sameData ? (run.options.split as SplitFractions | undefined) : undefined;
+  const fractions = opts.fractions ?? savedSplit ?? DEFAULT_SPLIT;
+  const maxExamples = sameData ? num(run.options.maxExamples) : undefined;
+  const data = loadRunData({
+    data: opts.data,
+    seed,
+    fractions,
+    command,
+    ...(maxExamples !== undefined ? { maxExamples } : {}),
+    ...(run?.labelNames ? { labelNames: run.labelNames } : {}),
+  });
+  if (sameData && opts.seed === undefined && opts.fractions === undefined && run.splitHash && run.splitHash !== data.split.info.hash) {
+    throw new ConfigError(command, "--data", `${opts.data} no longer gives the run's split (hash ${run.splitHash} vs ${data.split.info.hash}): the dataset changed since training`);
+  }
+  const maxLength = opts.maxLength ?? num(run?.options.maxLength);
+  const source = openModelSource(model, { numLabels: data.dataset.numLabels, seed, command, ...(maxLength !== undefined ? { maxLength } : {}) });
+  const indices = opts.split === "all" ? data.examples.map((_, i) => i) : data.split[opts.split];
+  if (indices.length === 0) throw new ConfigError(command, "--split", `the ${opts.split} split of ${opts.data} is empty; pick another split or 'all'`);
+  const examples = tokenizeExamples(data.examples, indices, (t) => source.encode(t));
+  // loaded as trainable so the adapter tensors are inputs of the (gradient-free) loss graph, as in training evaluation
+  const pm = PeftModel.fromPretrained(source.model, opts.adapter, { isTrainable: true });
+  try {
+    const r = await evaluateExamples(pm, source.task, examples, { batchSize: opts.batchSize, padId: source.padId, ...(opts.threads !== undefined ? { threads: opts.threads } : {}) });
+    return {
+      adapter: opts.adapter,
+      model,
+      data: opts.data,
+      split: opts.split,
+      task: source.task,
+      examples: examples.length,
+      ...r,
+      splitHash: data.split.info.hash,
+      seconds: (performance.now() - t0) / 1000,
+    };
+  } finally {
+    await pm.dispose();
+  }
+}

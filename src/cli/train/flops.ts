@@ -1,0 +1,115 @@
+/**
+ * Matrix-product FLOPs of a training run, read off the model's own graph: every MatMul/Gemm of
+ * the forward graph with its shapes, where the symbolic dims `batch` and `seq` become the actual
+ * batch size and padded length of each step. Terms are split into
+ *   - base: products with a frozen weight (the model's linear layers) and between activations
+ *     (attention scores and context);
+ *   - trainable: products with a trainable tensor (LoRA A/B, IA³ vectors are elementwise and
+ *     do not count, `modules_to_save` heads).
+ * A training step costs 2× the base forward FLOPs (forward + gradient of the input; frozen
+ * weights get no weight gradient) plus 3× the trainable ones (forward, input and weight
+ * gradient). Elementwise work, softmax and norms are not counted: this is the matmul FLOP count
+ * used for achieved-FLOP/s ratios against `measureMatmulCeiling`.
+ */
+import type { Node, Shape, Value } from "../../graph/types.js";
+import type { PeftModel } from "../../peft/peft-model.js";
+
+export interface MatmulTerm {
+  /** The node's name (scope and op), for reports. */
+  readonly name: string;
+  /** Output shape with symbolic dims. */
+  readonly out: Shape;
+  /** The contracted dimension. */
+  readonly k: Shape[number];
+  readonly trainable: boolean;
+}
+
+export interface FlopSplit {
+  readonly base: number;
+  readonly trainable: number;
+}
+
+/** Every matrix product of `pm`'s forward graph (its active adapters applied, dropout off). */
+export function matmulTerms(pm: PeftModel): MatmulTerm[] {
+  const built = pm.buildGraph({ training: true, dropout: false });
+  const g = built.graph;
+  const trainableNames = new Set(built.trainable.keys());
+  // values computed from parameters only (no data input): weight-like operands
+  const paramLike = new Set<number>();
+  const fromTrainable = new Set<number>();
+  for (const v of g.inputs) {
+    if (v.name !== null && trainableNames.has(v.name)) {
+      paramLike.add(v.id);
+      fromTrainable.add(v.id);
+    }
+  }
+  const isParamLike = (v: Value) => v.kind === "initializer" || paramLike.has(v.id);
+  const terms: MatmulTerm[] = [];
+  for (const n of g.nodes as readonly Node[]) {
+    if (n.inputs.length > 0 && n.inputs.every(isParamLike)) {
+      for (const o of n.outputs) paramLike.add(o.id);
+      if (n.inputs.some((i) => fromTrainable.has(i.id))) for (const o of n.outputs) fromTrainable.add(o.id);
+    }
+    if (n.op !== "MatMul" && n.op !== "Gemm") continue;
+    const [a, b] = n.inputs as [Value, Value];
+    const transA = n.op === "Gemm" && n.attrs.transA === 1;
+    const k = transA ? a.shape[a.shape.length - 2]! : a.shape[a.shape.length - 1]!;
+    const weight = isParamLike(a) ? a : isParamLike(b) ? b : null;
+    terms.push({ name: n.name, out: n.outputs[0]!.shape, k, trainable: weight !== null && fromTrainable.has(weight.id) });
+  }
+  return terms;
+}
+
+/**
+ * A dimension's size: numbers as they are; symbols `batch` and `seq` and products/sums of them as
+ * the graph layer writes them (`batch*seq`, `seq+8`); any other symbol counts as the padded length.
+ */
+export function dimValue(d: Shape[number], batch: number, seq: number): number {
+  if (typeof d === "number") return d;
+  if (d === null) return seq;
+  const factor = (f: string): number => {
+    const t = f.trim().replace(/^\((.*)\)$/, "$1");
+    if (/^\d+$/.test(t)) return Number(t);
+    return t === "batch" ? batch : seq;
+  };
+  return d.split("+").reduce((sum, term) => sum + term.split("*").reduce((p, f) => p * factor(f), 1), 0);
+}
+
+/** Forward matmul FLOPs (2·M·K·N per product) for one batch of `batch` rows padded to `seq` tokens. */
+export function forwardFlops(terms: readonly MatmulTerm[], batch: number, seq: number): FlopSplit {
+  let base = 0;
+  let trainable = 0;
+  for (const t of terms) {
+    let f = 2 * dimValue(t.k, batch, seq);
+    for (const d of t.out) f *= dimValue(d, batch, seq);
+    if (t.trainable) trainable += f;
+    else base += f;
+  }
+  return { base, trainable };
+}
+
+/** Training FLOPs of one micro-batch: 2× base forward + 3× trainable forward. */
+export function trainingFlops(terms: readonly MatmulTerm[], batch: number, seq: number): number {
+  const f = forwardFlops(terms, batch, seq);
+  return 2 * f.base + 3 * f.trainable;
+}
+
+/**
+ * Examples taken by each optimizer step, as the trainer takes them: micro-batches of `batchSize`
+ * over an epoch of `n` examples (the last one short), `accum` micro-batches per step.
+ */
+export function examplesPerStep(n: number, batchSize: number, accum: number, steps: number): number[] {
+  const out: number[] = [];
+  let pos = 0;
+  for (let s = 0; s < steps; s++) {
+    let ex = 0;
+    for (let m = 0; m < accum; m++) {
+      if (pos >= n) pos = 0;
+      const take = Math.min(batchSize, n - pos);
+      pos += take;
+      ex += take;
+    }
+    out.push(ex);
+  }
+  return out;
+}

@@ -1,0 +1,87 @@
+/**
+ * Training curves as a chart: a vega-lite spec compiled to vega, rendered to SVG by vega's
+ * headless `View.toSVG()`, and rasterised to PNG by resvg. Top panel: the training loss per
+ * optimizer step and the validation loss at each evaluation; bottom panel: the validation
+ * metrics (accuracy and macro-F1 for classification, perplexity for language modelling).
+ */
+import { Resvg } from "@resvg/resvg-js";
+import { View, parse } from "vega";
+import { compile, type TopLevelSpec } from "vega-lite";
+
+/** One point of a curve. */
+export interface CurvePoint {
+  readonly step: number;
+  readonly value: number;
+  /** Series name, e.g. `"train loss"`. */
+  readonly series: string;
+}
+
+export interface CurveData {
+  /** Loss-like series (same scale): training loss per step, validation loss per evaluation. */
+  readonly loss: readonly CurvePoint[];
+  /** Metric series (accuracy, F1, perplexity) per evaluation; may be empty. */
+  readonly metrics: readonly CurvePoint[];
+  /** Chart title (run name, model and dataset). */
+  readonly title: string;
+}
+
+/** Fonts tried in order by the SVG and by the PNG renderer (the first one installed wins). */
+const FONT = "DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif";
+
+/** Steps between kept training-loss points, so a long run's chart stays small (≤ ~1000 points). */
+function thin(points: readonly CurvePoint[], max = 1000): CurvePoint[] {
+  if (points.length <= max) return [...points];
+  const every = Math.ceil(points.length / max);
+  return points.filter((_, i) => i % every === 0 || i === points.length - 1);
+}
+
+/** The vega-lite spec of the curves (exported so tests and users can inspect it). */
+export function curvesSpec(data: CurveData): TopLevelSpec {
+  const x = { field: "step", type: "quantitative", title: "optimizer step" } as const;
+  const color = { field: "series", type: "nominal", title: null } as const;
+  const lossPanel = {
+    width: 560,
+    height: 220,
+    data: { values: thin(data.loss) },
+    mark: { type: "line", point: false, strokeWidth: 1.5 },
+    encoding: { x, y: { field: "value", type: "quantitative", title: "loss" }, color },
+  } as const;
+  const metricPanel = {
+    width: 560,
+    height: 160,
+    data: { values: [...data.metrics] },
+    mark: { type: "line", point: true, strokeWidth: 1.5 },
+    encoding: { x, y: { field: "value", type: "quantitative", title: "validation", scale: { zero: false } }, color },
+  } as const;
+  return {
+    $schema: "https://vega.github.io/schema/vega-lite/v6.json",
+    title: { text: data.title, font: FONT },
+    background: "white",
+    config: { font: FONT, legend: { orient: "right" } },
+    vconcat: data.metrics.length > 0 ? [lossPanel, metricPanel] : [lossPanel],
+    resolve: { scale: { color: "independent" } },
+  } as TopLevelSpec;
+}
+
+/** The chart as an SVG document. */
+export async function renderCurvesSvg(data: CurveData): Promise<string> {
+  const vg = compile(curvesSpec(data)).spec;
+  const view = new View(parse(vg), { renderer: "none" });
+  try {
+    return await view.toSVG();
+  } finally {
+    view.finalize();
+  }
+}
+
+/** An SVG document rasterised to PNG (white background, `scale`× the SVG's pixel size). */
+export function svgToPng(svg: string, scale = 2): Uint8Array {
+  const r = new Resvg(svg, { background: "white", fitTo: { mode: "zoom", value: scale }, font: { loadSystemFonts: true } });
+  return new Uint8Array(r.render().asPng());
+}
+
+/** SVG and PNG of the training curves. */
+export async function renderCurves(data: CurveData): Promise<{ svg: string; png: Uint8Array }> {
+  const svg = await renderCurvesSvg(data);
+  return { svg, png: svgToPng(svg) };
+}

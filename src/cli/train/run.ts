@@ -1,0 +1,345 @@
+/**
+ * One `peft train` run, shared by the `train` and `demo` commands: data → model → adapter →
+ * `Trainer.fit` with progress → final validation/test evaluation → the run folder (PEFT adapter,
+ * metrics.json, config.json, history.json, curves.svg/png) and a resumable checkpoint.
+ */
+import { join } from "node:path";
+import { ConfigError } from "../../errors.js";
+import type { SplitInfo } from "../../data/split.js";
+import { PeftModel } from "../../peft/peft-model.js";
+import type { TargetSpec } from "../../tuners/common/target.js";
+import { type EvalResult, type StepInfo, Trainer, type TrainerConfig } from "../../train/trainer.js";
+import type { CliContext } from "../context.js";
+import { type SplitFractions, loadRunData, tokenizeSplits } from "./data.js";
+import { examplesPerStep, matmulTerms, trainingFlops } from "./flops.js";
+import { type ModelSource, openModelSource } from "./model-source.js";
+import { renderCurves } from "./plot.js";
+import { type ProgressOptions, createProgress } from "./progress.js";
+import { RUN_FILES, type RunDirMode, checkRunDir, claimRunDir, runEnvironment, writeJsonAtomic } from "./run-dir.js";
+import { writeFileAtomic } from "../../io/atomic.js";
+import { type RunHistory, curveData, mergeHistory, readHistory } from "./history.js";
+
+export type TrainMethod = "lora" | "ia3";
+export type ScheduleName = "linear" | "cosine" | "constant";
+
+/** Every option of a training run (the `peft train` flags, camelCased). */
+export interface TrainRunOptions {
+  readonly model: string;
+  readonly data: string;
+  readonly out: string;
+  readonly method: TrainMethod;
+  readonly r: number;
+  readonly alpha: number;
+  readonly dropout: number;
+  /** null: the model's default targets (PEFT's mapping). */
+  readonly target: TargetSpec | null;
+  /** (IA)³ feed-forward modules (scaled on their input); null: PEFT's defaults. */
+  readonly feedforward: TargetSpec | null;
+  readonly epochs: number;
+  readonly lr: number;
+  readonly batchSize: number;
+  readonly seed: number;
+  readonly weightDecay: number;
+  readonly warmupRatio: number;
+  readonly schedule: ScheduleName;
+  readonly gradAccum: number;
+  /** 0: no clipping. */
+  readonly maxGradNorm: number;
+  /** Evaluate every N optimizer steps; null: at the end of each epoch. */
+  readonly evalEvery: number | null;
+  /** Stop after this many evaluations without improvement and keep the best; null: no early stopping. */
+  readonly patience: number | null;
+  readonly maxLength: number | null;
+  readonly threads: number | null;
+  readonly maxExamples: number | null;
+  readonly maxSteps: number | null;
+  readonly split: SplitFractions;
+  readonly mode: RunDirMode;
+  /** Render curves.svg / curves.png (default true). */
+  readonly plot: boolean;
+}
+
+export const TRAIN_DEFAULTS = {
+  method: "lora",
+  r: 8,
+  alpha: 16,
+  dropout: 0,
+  epochs: 3,
+  lr: 1e-3,
+  batchSize: 16,
+  seed: 0,
+  weightDecay: 0.01,
+  warmupRatio: 0.06,
+  schedule: "linear",
+  gradAccum: 1,
+  maxGradNorm: 1,
+} as const satisfies Partial<TrainRunOptions>;
+
+/** Options that must not change when a run is resumed (the checkpoint would not fit them). */
+const RESUME_FIXED = [
+  "model",
+  "data",
+  "method",
+  "r",
+  "alpha",
+  "dropout",
+  "target",
+  "feedforward",
+  "lr",
+  "batchSize",
+  "seed",
+  "weightDecay",
+  "warmupRatio",
+  "schedule",
+  "gradAccum",
+  "maxGradNorm",
+  "maxLength",
+  "maxExamples",
+  "split",
+] as const satisfies readonly (keyof TrainRunOptions)[];
+
+export interface SplitMetrics {
+  readonly examples: number;
+  readonly loss: number;
+  readonly accuracy?: number;
+  readonly f1?: number;
+  readonly perplexity?: number;
+}
+
+/** What metrics.json holds. */
+export interface TrainMetrics {
+  readonly task: "seq-cls" | "causal-lm";
+  readonly validation: SplitMetrics | null;
+  readonly test: SplitMetrics | null;
+  /** The best evaluation (kept when early stopping is on). */
+  readonly best: (EvalResult & { step: number }) | null;
+  readonly steps: number;
+  readonly epochs: number;
+  readonly stoppedEarly: boolean;
+  /** Wall time of the optimizer steps alone (no evaluation, no setup). */
+  readonly trainSeconds: number;
+  /** Wall time of `fit` (steps, evaluations, checkpoints). */
+  readonly fitSeconds: number;
+  /** Wall time of the whole run (loading, tokenising, training, evaluating, writing). */
+  readonly seconds: number;
+  /** Training sentences per second of step time. */
+  readonly sentencesPerSecond: number;
+  /** Padded tokens per second of step time. */
+  readonly tokensPerSecond: number;
+  readonly trainableParams: number;
+  readonly allParams: number;
+  readonly trainableFraction: number;
+  /** Matrix-product FLOPs of the steps (2× base forward + 3× trainable forward, see flops.ts) and their rate. */
+  readonly matmulFlops: number;
+  readonly achievedGflops: number;
+}
+
+export interface TrainRunResult {
+  readonly out: string;
+  /** The trained model (its `default` adapter holds the saved values). */
+  readonly model: PeftModel;
+  readonly metrics: TrainMetrics;
+  readonly splitInfo: SplitInfo;
+  readonly files: readonly string[];
+}
+
+/**
+ * (IA)³ targets when `--target` is not given: PEFT's TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING
+ * and …_FEEDFORWARD_MODULES_MAPPING for the architectures peft-ts builds.
+ */
+export const IA3_DEFAULT_TARGETS: Readonly<Record<string, { readonly target: readonly string[]; readonly feedforward: readonly string[] }>> = {
+  bert: { target: ["key", "value", "output.dense"], feedforward: ["output.dense"] },
+  gpt2: { target: ["c_attn", "mlp.c_proj"], feedforward: ["mlp.c_proj"] },
+  llama: { target: ["k_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
+};
+
+function rawSpec(spec: TargetSpec): string | string[] {
+  return spec.kind === "allLinear" ? "all-linear" : spec.kind === "regex" ? spec.pattern : [...spec.names];
+}
+
+/** The PEFT config object of the adapter a run trains (missing targets filled in as PEFT does for the model type). */
+export function adapterConfigFor(opts: TrainRunOptions, source: ModelSource): Record<string, unknown> {
+  const taskType = source.task === "seq-cls" ? "SEQ_CLS" : "CAUSAL_LM";
+  const modelType = source.model.config.modelType;
+  const head = source.task === "seq-cls" ? { modules_to_save: ["classifier"] } : {};
+  const gpt2 = modelType === "gpt2" ? { fan_in_fan_out: true } : {};
+  if (opts.method === "ia3") {
+    const defaults = IA3_DEFAULT_TARGETS[modelType];
+    if (opts.target === null && !defaults) throw new ConfigError("peft train", "--target", `(IA)³ has no default target modules for ${modelType}; pass --target (and --feedforward)`);
+    const target = opts.target ? rawSpec(opts.target) : [...defaults!.target];
+    const ff = opts.feedforward ? { feedforward_modules: rawSpec(opts.feedforward) } : opts.target === null ? { feedforward_modules: [...defaults!.feedforward] } : {};
+    return { peft_type: "IA3", task_type: taskType, target_modules: target, ...ff, ...head, ...gpt2 };
+  }
+  const target = opts.target ? rawSpec(opts.target) : [...source.model.def.loraTargets];
+  return { peft_type: "LORA", task_type: taskType, r: opts.r, lora_alpha: opts.alpha, lora_dropout: opts.dropout, target_modules: target, ...head, ...gpt2 };
+}
+
+function checkOptions(o: TrainRunOptions): void {
+  const bad = (opt: string, issue: string) => {
+    throw new ConfigError("peft train", opt, issue);
+  };
+  if (o.method === "lora" && (!Number.isInteger(o.r) || o.r < 1)) bad("--r", `must be a positive integer, got ${o.r}`);
+  if (!(o.dropout >= 0 && o.dropout < 1)) bad("--dropout", `must be in [0, 1), got ${o.dropout}`);
+  if (!(o.lr > 0)) bad("--lr", `must be positive, got ${o.lr}`);
+  if (!(o.epochs > 0)) bad("--epochs", `must be positive, got ${o.epochs}`);
+  if (!(o.warmupRatio >= 0 && o.warmupRatio < 1)) bad("--warmup-ratio", `must be in [0, 1), got ${o.warmupRatio}`);
+  if (!(o.weightDecay >= 0)) bad("--weight-decay", `must be ≥ 0, got ${o.weightDecay}`);
+  if (o.method !== "ia3" && o.feedforward !== null) bad("--feedforward", "only applies to --method ia3");
+}
+
+/** Stable JSON of an option value for comparisons. */
+function same(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+}
+
+function checkResume(saved: Record<string, unknown>, opts: TrainRunOptions, out: string): void {
+  const prev = saved.options as Record<string, unknown> | undefined;
+  if (!prev || typeof prev !== "object") throw new ConfigError(join(out, RUN_FILES.config), "options", "missing; this folder was not written by peft train and cannot be resumed");
+  const diff = RESUME_FIXED.filter((k) => !same(prev[k], opts[k]));
+  if (diff.length > 0) {
+    const list = diff.map((k) => `${k}: ${JSON.stringify(prev[k] ?? null)} → ${JSON.stringify(opts[k] ?? null)}`).join("; ");
+    throw new ConfigError("peft train", "--resume", `the options differ from the run in ${out} (${list}); use the same options, or start a new run with another --out`);
+  }
+}
+
+function splitMetrics(r: EvalResult, n: number): SplitMetrics {
+  return { examples: n, loss: r.loss, ...(r.accuracy !== undefined ? { accuracy: r.accuracy, f1: r.f1 } : {}), ...(r.perplexity !== undefined ? { perplexity: r.perplexity } : {}) };
+}
+
+export interface RunTrainingHooks {
+  readonly progress?: ProgressOptions;
+}
+
+/** Runs one training as `peft train` does and writes the run folder. */
+export async function runTraining(opts: TrainRunOptions, ctx: CliContext, hooks: RunTrainingHooks = {}): Promise<TrainRunResult> {
+  const t0 = performance.now();
+  checkOptions(opts);
+  const saved = checkRunDir(opts.out, opts.mode);
+  if (saved) checkResume(saved, opts, opts.out);
+  const progress = createProgress(ctx, hooks.progress ?? {});
+  const data = loadRunData({ data: opts.data, seed: opts.seed, fractions: opts.split, ...(opts.maxExamples !== null ? { maxExamples: opts.maxExamples } : {}) });
+  if (saved) {
+    const prevHash = (saved.split as { hash?: unknown } | undefined)?.hash;
+    if (prevHash !== data.split.info.hash) throw new ConfigError("peft train", "--resume", `the data split differs from the saved run's (hash ${String(prevHash)} vs ${data.split.info.hash}): the dataset changed`);
+  }
+  const source = openModelSource(opts.model, { numLabels: data.dataset.numLabels, seed: opts.seed, ...(opts.maxLength !== null ? { maxLength: opts.maxLength } : {}) });
+  for (const n of source.notes) progress.note(n);
+  const splits = tokenizeSplits(data, (t) => source.encode(t));
+  const adapterConfig = adapterConfigFor(opts, source);
+  const pm = PeftModel.create(source.model, adapterConfig, "default", { seed: opts.seed });
+  const [trainable, all] = pm.getNbTrainableParameters();
+  progress.note(`trainable params: ${trainable.toLocaleString("en-US")} || all params: ${all.toLocaleString("en-US")} || trainable%: ${((100 * trainable) / all).toFixed(4)}`);
+  progress.note(`data: ${data.split.info.counts.train} train / ${data.split.info.counts.validation} validation / ${data.split.info.counts.test} test examples (${opts.data}, seed ${opts.seed})`);
+
+  const runConfig = {
+    command: "peft train",
+    options: opts,
+    model: { id: source.id, modelType: source.model.config.modelType, task: source.task },
+    dataset: { name: data.dataset.name, numLabels: data.dataset.numLabels, labelNames: data.dataset.labelNames, totalExamples: data.totalExamples, usedExamples: data.examples.length },
+    split: data.split.info,
+    adapterConfig,
+    trainableParams: trainable,
+    allParams: all,
+    environment: runEnvironment(),
+    created: new Date().toISOString(),
+  };
+  claimRunDir(opts.out, opts.mode);
+  if (!saved) writeJsonAtomic(join(opts.out, RUN_FILES.config), runConfig);
+
+  const trainer = new Trainer(pm, trainerConfig(opts, source, join(opts.out, RUN_FILES.checkpoint), splits.train.length), splits.train, splits.validation);
+  const terms = matmulTerms(pm);
+  const perStep = examplesPerStep(splits.train.length, opts.batchSize, opts.gradAccum, trainer.totalSteps);
+  const history: RunHistory = saved ? readHistory(join(opts.out, RUN_FILES.history)) : { steps: [], evals: [] };
+  let trainSeconds = 0;
+  let trainExamples = 0;
+  let trainTokens = 0;
+  let flops = 0;
+  let started = false;
+  const onStep = (info: StepInfo) => {
+    if (!started) {
+      progress.start(info.totalSteps, info.step - 1);
+      started = true;
+    }
+    const ex = perStep[info.step - 1] ?? opts.batchSize * opts.gradAccum;
+    const secs = info.examplesPerSecond > 0 ? ex / info.examplesPerSecond : 0;
+    const seq = info.examplesPerSecond > 0 ? info.tokensPerSecond / info.examplesPerSecond : 0;
+    trainSeconds += secs;
+    trainExamples += ex;
+    trainTokens += ex * seq;
+    flops += trainingFlops(terms, ex, seq);
+    mergeHistory(history, { steps: [{ step: info.step, epoch: info.epoch, loss: info.loss, lr: info.lr }], evals: [] });
+    progress.step(info);
+  };
+  const onEval = (e: EvalResult & { step: number; epoch: number }) => {
+    mergeHistory(history, { steps: [], evals: [{ ...e }] });
+    writeJsonAtomic(join(opts.out, RUN_FILES.history), history);
+    progress.evaluation(e);
+  };
+  let result;
+  try {
+    result = await trainer.fit({ onStep, onEval });
+  } finally {
+    progress.stop();
+  }
+  const validation = splits.validation.length > 0 ? splitMetrics(await trainer.evaluate(splits.validation), splits.validation.length) : null;
+  const test = splits.test.length > 0 ? splitMetrics(await trainer.evaluate(splits.test), splits.test.length) : null;
+  await trainer.release();
+
+  pm.savePretrained(opts.out);
+  writeJsonAtomic(join(opts.out, RUN_FILES.history), history);
+  const files: string[] = [RUN_FILES.adapterConfig, RUN_FILES.adapterWeights, RUN_FILES.config, RUN_FILES.history];
+  if (opts.plot) {
+    const title = `${opts.method.toUpperCase()} on ${source.id} · ${data.dataset.name} · seed ${opts.seed}`;
+    const { svg, png } = await renderCurves(curveData(history, source.task, title));
+    writeFileAtomic(join(opts.out, RUN_FILES.curvesSvg), svg);
+    writeFileAtomic(join(opts.out, RUN_FILES.curvesPng), png);
+    files.push(RUN_FILES.curvesSvg, RUN_FILES.curvesPng);
+  }
+  const metrics: TrainMetrics = {
+    task: source.task,
+    validation,
+    test,
+    best: result.best,
+    steps: result.steps,
+    epochs: result.steps / trainer.stepsPerEpoch,
+    stoppedEarly: result.stoppedEarly,
+    trainSeconds,
+    fitSeconds: result.seconds,
+    seconds: (performance.now() - t0) / 1000,
+    sentencesPerSecond: trainSeconds > 0 ? trainExamples / trainSeconds : 0,
+    tokensPerSecond: trainSeconds > 0 ? trainTokens / trainSeconds : 0,
+    trainableParams: trainable,
+    allParams: all,
+    trainableFraction: trainable / all,
+    matmulFlops: flops,
+    achievedGflops: trainSeconds > 0 ? flops / trainSeconds / 1e9 : 0,
+  };
+  writeJsonAtomic(join(opts.out, RUN_FILES.metrics), metrics);
+  files.push(RUN_FILES.metrics);
+  return { out: opts.out, model: pm, metrics, splitInfo: data.split.info, files };
+}
+
+function trainerConfig(opts: TrainRunOptions, source: ModelSource, checkpointDir: string, nTrain: number): TrainerConfig {
+  const stepsPerEpoch = Math.ceil(nTrain / (opts.batchSize * opts.gradAccum));
+  return {
+    task: source.task,
+    epochs: opts.epochs,
+    batchSize: opts.batchSize,
+    lr: opts.lr,
+    weightDecay: opts.weightDecay,
+    schedule: opts.schedule,
+    warmupRatio: opts.warmupRatio,
+    gradientAccumulation: opts.gradAccum,
+    ...(opts.maxGradNorm > 0 ? { maxGradNorm: opts.maxGradNorm } : {}),
+    ...(opts.evalEvery !== null ? { evalEvery: opts.evalEvery } : {}),
+    ...(opts.patience !== null ? { earlyStopping: { patience: opts.patience } } : {}),
+    ...(opts.maxSteps !== null ? { maxSteps: opts.maxSteps } : {}),
+    seed: opts.seed,
+    dropout: true,
+    padId: source.padId,
+    ...(opts.maxLength !== null ? { maxLength: opts.maxLength } : {}),
+    session: opts.threads !== null ? { threads: opts.threads } : {},
+    checkpointDir,
+    checkpointEvery: opts.evalEvery ?? stepsPerEpoch,
+  };
+}
