@@ -4,8 +4,29 @@ import { GraphBuildError } from "../../errors.js";
 import * as G from "../api.js";
 import type { OpDef } from "../op-def.js";
 import { normAxis } from "../shape.js";
+import type { Graph } from "../graph.js";
 import type { Value } from "../types.js";
+import { type Tensor, allocate } from "../../tensor.js";
 import { arity, unaryInfer } from "./common.js";
+
+const unitAffines = new WeakMap<Graph, Map<string, [Value, Value]>>();
+
+/** Scale 1 and bias 0 of a normalised shape, one pair of constants per graph, shape and dtype. */
+function unitAffine(g: Graph, shape: readonly number[], dtype: "float32" | "float64"): [Value, Value] {
+  let m = unitAffines.get(g);
+  if (!m) unitAffines.set(g, (m = new Map()));
+  const key = `${dtype}:${shape.join("x")}`;
+  let p = m.get(key);
+  if (!p) {
+    const n = shape.reduce((q, d) => q * d, 1);
+    const fill = (v: number) => {
+      const data = allocate(dtype, n).fill(v);
+      return g.constant({ dtype, shape, data } as Tensor);
+    };
+    m.set(key, (p = [fill(1), fill(0)]));
+  }
+  return p;
+}
 
 function axisOf(n: { attrs: { axis?: unknown }; inputs: readonly Value[] }): number {
   return normAxis("Softmax", (n.attrs.axis as number | undefined) ?? -1, n.inputs[0]!.rank);
@@ -66,27 +87,44 @@ export const nnOps = {
       return [dx ? (dx.dtype === x.dtype ? dx : G.cast(dx, x.dtype)) : null, null];
     },
   },
+  // outputs Y, Mean and InvStdDev (the last two are float32 with the default stash_type 1)
   LayerNormalization: {
     type: "LayerNormalization",
     attrs: { axis: "int", epsilon: "float", stash_type: "int" },
-    infer: (inputs) => {
+    infer: (inputs, attrs) => {
       arity("LayerNormalization", inputs, 2, 3);
       const x = inputs[0]!;
       if (inputs.some((v) => v.dtype !== x.dtype)) throw new GraphBuildError("LayerNormalization", "x, scale and bias dtypes differ");
-      return [{ dtype: x.dtype, shape: x.shape }];
+      const a = normAxis("LayerNormalization", (attrs.axis as number | undefined) ?? -1, x.rank);
+      const stats = { dtype: "float32" as const, shape: [...x.shape.slice(0, a), ...x.shape.slice(a).map(() => 1)] };
+      if (attrs.stash_type !== undefined && attrs.stash_type !== 1) throw new GraphBuildError("LayerNormalization", "only stash_type 1 (float32 statistics) is supported");
+      return [{ dtype: x.dtype, shape: x.shape }, stats, stats];
     },
-    vjp: (_g, n, [dy]) => {
+    // dx = σ⁻¹·(g − mean(g) − x̂·mean(g·x̂)), g = dy·scale; x̂ and σ⁻¹ from one normalisation of x
+    // with unit scale (fused kernel) instead of recomputing the mean and variance with primitives
+    vjp: (g, n, [dy]) => {
       const [x, scale, bias] = n.inputs as [Value, Value, Value | undefined];
+      if (!dy) return [null, null, null].slice(0, n.inputs.length);
       const a = normAxis("LayerNormalization", (n.attrs.axis as number | undefined) ?? -1, x.rank);
       const eps = (n.attrs.epsilon as number | undefined) ?? 1e-5;
       const axes = [...Array(x.rank - a).keys()].map((i) => i + a);
-      const xc = G.sub(x, G.reduceMean(x, axes));
-      const inv = G.reciprocal(G.sqrt(G.add(G.reduceMean(G.mul(xc, xc), axes), eps)));
-      const xhat = G.mul(xc, inv);
-      const gx = G.mul(dy!, scale);
+      const inner = x.shape.slice(a);
+      let xhat: Value;
+      let inv: Value;
+      if ((x.dtype === "float32" || x.dtype === "float64") && inner.every((d): d is number => typeof d === "number")) {
+        const [ones, zeros] = unitAffine(g, inner, x.dtype);
+        const [y, , invStd] = g.op("LayerNormalization", [x, ones, zeros], { axis: a, epsilon: eps });
+        xhat = y!;
+        inv = G.cast(invStd!, x.dtype);
+      } else {
+        const xc = G.sub(x, G.reduceMean(x, axes));
+        inv = G.reciprocal(G.sqrt(G.add(G.reduceMean(G.mul(xc, xc), axes), eps)));
+        xhat = G.mul(xc, inv);
+      }
+      const gx = G.mul(dy, scale);
       const dx = G.mul(inv, G.sub(G.sub(gx, G.reduceMean(gx, axes)), G.mul(xhat, G.reduceMean(G.mul(gx, xhat), axes))));
-      const out: (Value | null)[] = [dx, G.mul(dy!, xhat)];
-      if (bias) out.push(dy!);
+      const out: (Value | null)[] = [dx, G.mul(dy, xhat)];
+      if (bias) out.push(dy);
       return out;
     },
   },
