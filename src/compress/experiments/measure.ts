@@ -42,7 +42,7 @@ const ADAPTERS = {
 } as const;
 type AdapterName = keyof typeof ADAPTERS;
 const DENSITIES = [0.05, 0.1, 0.2, 0.5];
-const ALPHAS = [0.5, 1, 2, 3, 5, 8];
+const ALPHAS = [0.5, 1, 2, 3, 5, 8, 12, 16];
 const QUANTS: Record<string, QuantScheme | null> = { none: null, int8: { kind: "int8", blockSize: 64 }, nf4: { kind: "nf4", blockSize: 64, doubleQuant: true } };
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -86,6 +86,10 @@ async function measureCompeft(out: string): Promise<unknown> {
       saveSafetensors(join(tmp, "fp16.safetensors"), half, a.weightsMetadata);
       const fp16Bytes = statSync(join(tmp, "fp16.safetensors")).size;
       const original = { validation: await accuracyWith(base, dir, task.validation), test: await accuracyWith(base, dir, task.test) };
+      // reference: the trained head alone (every lora_B zero, so the LoRA update is 0)
+      const headDir = join(tmp, "head-only");
+      writeAdapterDir(headDir, a.configRaw, new Map([...a.weights].map(([k, t]) => [k, k.includes(".lora_B.") ? { ...t, data: new Float32Array(t.data.length) } : t])), a.weightsMetadata);
+      const headOnly = { validation: await accuracyWith(base, headDir, task.validation), test: await accuracyWith(base, headDir, task.test) };
       log(`  ${name}: fp32 ${fp32Bytes} B, fp16 ${fp16Bytes} B, accuracy ${JSON.stringify(original)}`);
       const rows = [];
       for (const density of DENSITIES) {
@@ -102,27 +106,35 @@ async function measureCompeft(out: string): Promise<unknown> {
           const back = adapterFromCompeft(c);
           const d = join(tmp, `d${density}-a${alpha}`);
           writeAdapterDir(d, back.configRaw, back.weights, back.weightsMetadata);
-          return { acc: await accuracyWith(base, d, examples), stats: compeftStats(c) };
+          const keptB = c.tensors.filter((t) => t.name.includes(".lora_B.")).reduce((n, t) => n + t.positions.length, 0);
+          return { acc: await accuracyWith(base, d, examples), stats: compeftStats(c), keptB };
         };
         for (const alpha of ALPHAS) byAlpha.push({ alpha, validation: (await evalAlpha(alpha, task.validation)).acc });
         const best = byAlpha.reduce((p, q) => (q.validation > p.validation ? q : p));
         const tuned = await evalAlpha(best.alpha, task.test);
         const alpha1 = await evalAlpha(1, task.test);
-        rows.push({ density, bytes, parts, kept: tuned.stats.kept, params: tuned.stats.params, byAlpha, bestAlpha: best.alpha, validation: best.validation, test: tuned.acc, testAlpha1: alpha1.acc });
+        rows.push({ density, bytes, parts, kept: tuned.stats.kept, keptB: tuned.keptB, params: tuned.stats.params, byAlpha, bestAlpha: best.alpha, validation: best.validation, test: tuned.acc, testAlpha1: alpha1.acc });
         log(`  density ${density}: ${bytes} B, best alpha ${best.alpha} (validation ${best.validation.toFixed(3)}), test ${tuned.acc.toFixed(3)} (alpha 1: ${alpha1.acc.toFixed(3)})`);
       }
       const sparseParams = rows[0]!.params;
-      results.push({ adapter: name, config: ADAPTERS[name], fp32Bytes, fp16Bytes, loraParams: sparseParams, headParams: [...a.weights.values()].reduce((s, t) => s + numel(t.shape), 0) - sparseParams, original, rows });
+      results.push({ adapter: name, config: ADAPTERS[name], fp32Bytes, fp16Bytes, loraParams: sparseParams, headParams: [...a.weights.values()].reduce((s, t) => s + numel(t.shape), 0) - sparseParams, original, headOnly, rows });
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
-  const lines = ["| adapter | storage | bytes | vs fp32 | α (val-tuned) | val acc | test acc | test acc (α = 1) |", "|---|---|---:|---:|---:|---:|---:|---:|"];
+  const lines = [
+    "| adapter | storage | bytes (header + LoRA + head) | vs fp32 | kept in lora_B | α (val-tuned) | val acc | test acc | test acc (α = 1) |",
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+  ];
   for (const r of results) {
-    lines.push(`| ${r.adapter} | fp32 safetensors | ${r.fp32Bytes} | 1.00× | — | ${pct(r.original.validation)} | ${pct(r.original.test)} | — |`);
-    lines.push(`| ${r.adapter} | fp16 safetensors | ${r.fp16Bytes} | ${(r.fp32Bytes / r.fp16Bytes).toFixed(2)}× | — | — | — | — |`);
+    lines.push(`| ${r.adapter} | fp32 safetensors | ${r.fp32Bytes} | 1.00× | — | — | ${pct(r.original.validation)} | ${pct(r.original.test)} | — |`);
+    lines.push(`| ${r.adapter} | fp16 safetensors | ${r.fp16Bytes} | ${(r.fp32Bytes / r.fp16Bytes).toFixed(2)}× | — | — | — | — | — |`);
+    lines.push(`| ${r.adapter} | head only (LoRA dropped) | — | — | — | — | ${pct(r.headOnly.validation)} | ${pct(r.headOnly.test)} | — |`);
     for (const row of r.rows) {
-      lines.push(`| ${r.adapter} | ComPEFT d = ${row.density} | ${row.bytes} | ${(r.fp32Bytes / row.bytes).toFixed(1)}× | ${row.bestAlpha} | ${pct(row.validation)} | ${pct(row.test)} | ${pct(row.testAlpha1)} |`);
+      const p = row.parts;
+      lines.push(
+        `| ${r.adapter} | ComPEFT d = ${row.density} | ${row.bytes} (${p.header} + ${p.sparse} + ${p.dense}) | ${(r.fp32Bytes / row.bytes).toFixed(1)}× | ${pct(row.keptB / row.kept)} | ${row.bestAlpha} | ${pct(row.validation)} | ${pct(row.test)} | ${pct(row.testAlpha1)} |`,
+      );
     }
   }
   console.log(lines.join("\n"));
