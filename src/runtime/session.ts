@@ -23,6 +23,11 @@ export interface SessionOptions {
   profilePrefix?: string;
   /** Let idle worker threads spin (default false: several sessions in one process slow each other when spinning). */
   spinning?: boolean;
+  /**
+   * Largest constant onnxruntime may fold at session creation. Small values keep quantised base
+   * weights quantised in memory (dequantised per run) instead of folded back to float32.
+   */
+  constantFoldingMaxBytes?: number;
   /** Keep the onnxruntime CPU memory arena (default true). */
   memoryArena?: boolean;
   /**
@@ -58,7 +63,12 @@ function sessionOptions(o: SessionOptions): ort.InferenceSession.SessionOptions 
     graphOptimizationLevel: o.optimization ?? "all",
     enableCpuMemArena: o.memoryArena ?? true,
     enableMemPattern: o.memoryPattern ?? true,
-    extra: { session: { intra_op: { allow_spinning: o.spinning ? "1" : "0" } } },
+    extra: {
+      session: { intra_op: { allow_spinning: o.spinning ? "1" : "0" } },
+      ...(o.constantFoldingMaxBytes !== undefined
+        ? { optimization: { constant_folding_max_output_size_in_bytes: String(o.constantFoldingMaxBytes) } }
+        : {}),
+    },
   };
   if (o.threads !== undefined) opts.intraOpNumThreads = o.threads;
   if (o.profilePrefix) {

@@ -33,6 +33,18 @@ describe("trainer", () => {
     );
   });
 
+  test("optimizer 'adamw8bit': LoRA tensors under 4,096 elements keep 32-bit moments (bitsandbytes' rule), so it equals adamw here", async () => {
+    const data = corpus(16, 2);
+    const cfg: TrainerConfig = { task: "causal-lm", epochs: 100, maxSteps: 20, batchSize: 8, lr: 1e-2, seed: 0, schedule: "constant", dropout: false };
+    const a = await new Trainer(llamaLora(5), cfg, data).fit();
+    const b = await new Trainer(llamaLora(5), { ...cfg, optimizer: "adamw8bit" }, data).fit();
+    const la = a.history.steps.at(-1)!.loss;
+    const lb = b.history.steps.at(-1)!.loss;
+    console.log(`# final loss adamw ${la.toFixed(4)} vs adamw8bit ${lb.toFixed(4)}`);
+    assert.ok(lb < b.history.steps[0]!.loss - 0.05, "8-bit run lowered the loss");
+    assert.equal(lb, la);
+  });
+
   test("collate pads right, masks padding and ignores it in LM labels", () => {
     const b = collate([{ ids: [5, 6, 7] }, { ids: [8] }], "causal-lm", 0);
     assert.deepEqual([...b.inputIds.data].map(Number), [5, 6, 7, 8, 0, 0]);

@@ -11,7 +11,7 @@ import { Rng } from "../util/rng.js";
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js";
 import type { LossTask } from "./loss.js";
 import { accuracy, argmaxRows, macroF1, perplexity } from "./metrics.js";
-import { AdamW, Sgd, clipGradNorm, excludeFromWeightDecay } from "./optim/index.js";
+import { AdamW, AdamW8bit, Sgd, clipGradNorm, excludeFromWeightDecay } from "./optim/index.js";
 import type { NamedParam, Optimizer } from "./optim/types.js";
 import { createSchedule, type LrSchedule, warmupStepsFromRatio } from "./schedule.js";
 import { type Batch, TrainStep } from "./step.js";
@@ -28,7 +28,8 @@ export interface TrainerConfig {
   readonly batchSize: number;
   readonly lr: number;
   readonly weightDecay?: number;
-  readonly optimizer?: "adamw" | "sgd";
+  /** `adamw8bit`: AdamW with block-wise 8-bit moments (bitsandbytes' scheme). */
+  readonly optimizer?: "adamw" | "adamw8bit" | "sgd";
   readonly momentum?: number;
   readonly schedule?: "constant" | "linear" | "cosine";
   readonly warmupSteps?: number;
@@ -159,7 +160,11 @@ export class Trainer {
     const wd = cfg.weightDecay ?? (cfg.optimizer === "sgd" ? 0 : 0.01);
     const withDecay = excludeFromWeightDecay(named);
     this.optimizer =
-      cfg.optimizer === "sgd" ? new Sgd(withDecay, { lr: cfg.lr, momentum: cfg.momentum ?? 0, weightDecay: wd }) : new AdamW(withDecay, { lr: cfg.lr, weightDecay: wd });
+      cfg.optimizer === "sgd"
+        ? new Sgd(withDecay, { lr: cfg.lr, momentum: cfg.momentum ?? 0, weightDecay: wd })
+        : cfg.optimizer === "adamw8bit"
+          ? new AdamW8bit(withDecay, { lr: cfg.lr, weightDecay: wd })
+          : new AdamW(withDecay, { lr: cfg.lr, weightDecay: wd });
     const total = Math.ceil(this.stepsPerEpoch * cfg.epochs);
     const warmup = cfg.warmupSteps ?? (cfg.warmupRatio ? warmupStepsFromRatio(cfg.warmupRatio, total) : 0);
     const kind = cfg.schedule ?? "linear";
