@@ -55,9 +55,29 @@ export function mergeHistory(h: RunHistory, add: { steps: readonly HistoryStep[]
   }
 }
 
-/** The chart series: train loss, validation loss, and validation accuracy/F1 or perplexity. */
+/** Centred moving average over `window` points (shorter at the ends). */
+export function movingAverage(values: readonly number[], window: number): number[] {
+  const half = Math.floor(window / 2);
+  return values.map((_, i) => {
+    const lo = Math.max(0, i - half);
+    const hi = Math.min(values.length, i + half + 1);
+    let s = 0;
+    for (let j = lo; j < hi; j++) s += values[j]!;
+    return s / (hi - lo);
+  });
+}
+
+/**
+ * The chart series: train loss per step and its moving average (window ≈ 1/40 of the run),
+ * validation loss, and validation accuracy/F1 or perplexity.
+ */
 export function curveData(h: RunHistory, task: "seq-cls" | "causal-lm", title: string): CurveData {
   const loss: CurvePoint[] = h.steps.map((s) => ({ step: s.step, value: s.loss, series: "train loss" }));
+  const smooth = movingAverage(
+    h.steps.map((s) => s.loss),
+    Math.max(1, Math.round(h.steps.length / 40)),
+  );
+  h.steps.forEach((s, i) => loss.push({ step: s.step, value: smooth[i]!, series: "train loss (smoothed)" }));
   for (const e of h.evals) loss.push({ step: e.step, value: e.loss, series: "validation loss" });
   const metrics: CurvePoint[] = [];
   for (const e of h.evals) {

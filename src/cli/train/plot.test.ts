@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { curveData, mergeHistory, type RunHistory } from "./history.js";
+import { curveData, mergeHistory, movingAverage, type RunHistory } from "./history.js";
 import { curvesSpec, renderCurves } from "./plot.js";
 
 function history(): RunHistory {
@@ -22,12 +22,23 @@ describe("training curves", () => {
   test("series: train and validation loss, accuracy and F1 (classification) or perplexity (LM)", () => {
     const d = curveData(history(), "seq-cls", "t");
     assert.equal(d.loss.filter((p) => p.series === "train loss").length, 30);
+    const long: RunHistory = { steps: Array.from({ length: 200 }, (_, i) => ({ step: i + 1, epoch: 1, loss: (i * 7919) % 13, lr: 1 })), evals: [] };
+    const smooth = curveData(long, "seq-cls", "t").loss.filter((p) => p.series === "train loss (smoothed)");
+    assert.equal(smooth.length, 200);
+    const raw = long.steps.map((x) => x.loss);
+    const want = raw.slice(98, 103).reduce((a, b) => a + b) / 5; // window 200 / 40 = 5, centred on index 100
+    assert.ok(Math.abs(smooth[100]!.value - want) < 1e-12, `${smooth[100]!.value} vs ${want}`);
     assert.deepEqual(d.loss.filter((p) => p.series === "validation loss").map((p) => p.step), [10, 20, 30]);
     assert.deepEqual([...new Set(d.metrics.map((p) => p.series))], ["accuracy", "macro F1"]);
     const lm = curveData({ steps: [], evals: [{ step: 5, epoch: 1, loss: 2, perplexity: Math.exp(2) }] }, "causal-lm", "t");
     assert.deepEqual(lm.metrics, [{ step: 5, value: Math.exp(2), series: "perplexity" }]);
     const spec = curvesSpec(d) as { vconcat: unknown[] };
     assert.equal(spec.vconcat.length, 2);
+  });
+
+  test("movingAverage is centred and shrinks at the ends", () => {
+    assert.deepEqual(movingAverage([1, 2, 3, 4, 5], 3), [1.5, 2, 3, 4, 4.5]);
+    assert.deepEqual(movingAverage([1, 2, 3], 1), [1, 2, 3]);
   });
 
   test("renders a valid SVG (with the series names) and PNG", async () => {

@@ -35,17 +35,25 @@ function thin(points: readonly CurvePoint[], max = 1000): CurvePoint[] {
   return points.filter((_, i) => i % every === 0 || i === points.length - 1);
 }
 
+/** Series drawn faintly (raw per-step values under their smoothed version). */
+export const FAINT_SERIES = "train loss";
+
 /** The vega-lite spec of the curves (exported so tests and users can inspect it). */
 export function curvesSpec(data: CurveData): TopLevelSpec {
-  const x = { field: "step", type: "quantitative", title: "optimizer step" } as const;
+  const last = Math.max(1, ...data.loss.map((p) => p.step), ...data.metrics.map((p) => p.step));
+  const x = { field: "step", type: "quantitative" as const, title: "optimizer step", scale: { domain: [0, last] } };
   const color = { field: "series", type: "nominal", title: null } as const;
+  const points = (series: string) => ({ transform: [{ filter: { field: "series", oneOf: [series] } }], mark: { type: "point" as const, filled: true, size: 30 } });
   const lossPanel = {
     width: 560,
     height: 220,
     data: { values: thin(data.loss) },
-    mark: { type: "line", point: false, strokeWidth: 1.5 },
-    encoding: { x, y: { field: "value", type: "quantitative", title: "loss" }, color },
-  } as const;
+    encoding: { x, y: { field: "value", type: "quantitative" as const, title: "loss" }, color },
+    layer: [
+      { mark: { type: "line" as const, strokeWidth: 1.5 }, encoding: { opacity: { condition: { test: `datum.series === '${FAINT_SERIES}'`, value: 0.3 }, value: 1 } } },
+      points("validation loss"),
+    ],
+  };
   const metricPanel = {
     width: 560,
     height: 160,
@@ -57,7 +65,7 @@ export function curvesSpec(data: CurveData): TopLevelSpec {
     $schema: "https://vega.github.io/schema/vega-lite/v6.json",
     title: { text: data.title, font: FONT },
     background: "white",
-    config: { font: FONT, legend: { orient: "right" } },
+    config: { font: FONT, legend: { orient: "right", labelLimit: 260 } },
     vconcat: data.metrics.length > 0 ? [lossPanel, metricPanel] : [lossPanel],
     resolve: { scale: { color: "independent" } },
   } as TopLevelSpec;
