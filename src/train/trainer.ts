@@ -320,7 +320,8 @@ export class Trainer {
       if (cfg.evalEvery && step % cfg.evalEvery === 0 && (await evaluateNow())) stoppedEarly = true;
       if (cfg.checkpointDir && cfg.checkpointEvery && step % cfg.checkpointEvery === 0) this.checkpoint(step, epoch, pos, order);
     }
-    if (!stoppedEarly && cfg.evalEvery === undefined && step >= total && history.evals.at(-1)?.step !== step) await evaluateNow();
+    // the last steps are evaluated too, so they can be the best (also when evalEvery does not divide the run)
+    if (!stoppedEarly && step >= total && history.evals.at(-1)?.step !== step) await evaluateNow();
     if (cfg.checkpointDir) this.checkpoint(step, epoch, pos, order);
     if (bestParams && cfg.earlyStopping) for (const [k, v] of bestParams as Map<string, Float32Array>) this.params.get(k)!.set(v);
     this.commit();
