@@ -38,7 +38,8 @@ export function isFloatDtype(dtype: DType): boolean {
   return FLOAT_DTYPES.has(dtype);
 }
 
-function accepts(filter: TensorFilter | undefined, name: string): boolean {
+/** Whether a tensor name passes an include filter (a RegExp or a predicate; none accepts all). */
+export function acceptsTensor(filter: TensorFilter | undefined, name: string): boolean {
   if (!filter) return true;
   if (filter instanceof RegExp) {
     filter.lastIndex = 0;
@@ -68,7 +69,7 @@ export function* taskVectorFromCheckpoints(
     ft = SafetensorsFile.open(ftPath);
     for (const key of ft.keys()) {
       const info = ft.info(key);
-      if (!isFloatDtype(info.dtype) || !accepts(opts.include, key)) continue;
+      if (!isFloatDtype(info.dtype) || !acceptsTensor(opts.include, key)) continue;
       if (!base.has(key)) throw new MissingTensorError(basePath, key, `the fine-tuned checkpoint ${ftPath} has it; exclude it with 'include'`);
       const binfo = base.info(key);
       if (!sameShape(binfo.shape, info.shape)) throw new ShapeMismatchError(key, binfo.shape, info.shape, `${ftPath} vs base ${basePath}`);
@@ -263,7 +264,7 @@ export function mergeCheckpoints(opts: MergeCheckpointsOptions): MergeCheckpoint
     let offset = 0;
     for (const key of base.keys()) {
       const info = base.info(key);
-      const merge = isFloatDtype(info.dtype) && accepts(opts.include, key);
+      const merge = isFloatDtype(info.dtype) && acceptsTensor(opts.include, key);
       if (merge) {
         models.forEach((m, i) => {
           if (!m.has(key)) throw new MissingTensorError(opts.models[i]!.path, key, "every model must have each merged tensor; exclude it with 'include'");

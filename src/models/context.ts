@@ -42,6 +42,19 @@ export function mapSource(m: ReadonlyMap<string, Tensor>, label = "state dict"):
   };
 }
 
+/** `base` with some tensors replaced or added (merged adapters, fresh heads). */
+export function overlaySource(base: WeightSource, over: ReadonlyMap<string, Tensor>): WeightSource {
+  return {
+    has: (n) => over.has(n) || base.has(n),
+    get: (n) => over.get(n) ?? base.get(n),
+    info: (n) => {
+      const t = over.get(n);
+      return t ? { dtype: t.dtype, shape: t.shape } : base.info(n);
+    },
+    keys: () => [...new Set([...base.keys(), ...over.keys()])],
+  };
+}
+
 /** Everything a tuner needs to rewrite one linear layer. */
 export interface LinearSite {
   readonly g: Graph;

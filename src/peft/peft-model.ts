@@ -9,7 +9,7 @@ import { AdapterStateError, ConfigError } from "../errors.js";
 import { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
 import { DEFAULT_ADAPTER_NAME, adapterDirFor, validateAdapterName } from "../io/peft-files.js";
-import { type ContextOptions, type ModelHooks, ModelContext, type WeightSource } from "../models/context.js";
+import { type ContextOptions, type ModelHooks, ModelContext, type WeightSource, overlaySource } from "../models/context.js";
 import type { LoadedModel } from "../models/load.js";
 import type { ModelOutputs } from "../models/model-def.js";
 import { CompiledGraph, type SessionOptions } from "../runtime/session.js";
@@ -50,19 +50,6 @@ export interface BuiltPeftGraph {
   readonly trainable: Map<string, Tensor>;
   /** Graph input name → the adapter and tensor key it trains. */
   readonly owners: Map<string, { adapter: string; key: string }>;
-}
-
-/** A weight source with some tensors replaced (merged adapters). */
-function overlay(base: WeightSource, over: ReadonlyMap<string, Tensor>): WeightSource {
-  return {
-    has: (n) => over.has(n) || base.has(n),
-    get: (n) => over.get(n) ?? base.get(n),
-    info: (n) => {
-      const t = over.get(n);
-      return t ? { dtype: t.dtype, shape: t.shape } : base.info(n);
-    },
-    keys: () => [...new Set([...base.keys(), ...over.keys()])],
-  };
 }
 
 /** Graph input name of an adapter's tensor. */
@@ -233,14 +220,14 @@ export class PeftModel {
   mergeAndUnload(names: readonly string[] = this.active): LoadedModel {
     const before = [...this.merged];
     this.mergeAdapter(names);
-    const weights = overlay(this.base.weights, new Map(this.mergedWeights));
+    const weights = overlaySource(this.base.weights, new Map(this.mergedWeights));
     if (before.length === 0) this.unmergeAdapter();
     return { ...this.base, weights };
   }
 
   /** The full state dict as `forward` sees it now (base + merged adapters). */
   stateDict(): Map<string, Tensor> {
-    const w = overlay(this.base.weights, this.mergedWeights);
+    const w = overlaySource(this.base.weights, this.mergedWeights);
     return new Map(w.keys().map((k) => [k, w.get(k)]));
   }
 

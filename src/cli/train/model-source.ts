@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { ConfigError, MissingFileError } from "../../errors.js";
 import { readJsonObject } from "../../io/json-file.js";
 import { loadTokenizer } from "../../io/tokenizer.js";
-import type { WeightSource } from "../../models/context.js";
+import { type WeightSource, overlaySource } from "../../models/context.js";
 import { type LoadedModel, loadModel } from "../../models/load.js";
 import { USE_LITE_MODEL_TYPE } from "../../models/use-lite/config.js";
 import { loadUseLiteModel } from "../../models/use-lite/classifier.js";
@@ -60,15 +60,7 @@ function withFreshHead(base: WeightSource, numLabels: number, hidden: number, st
     ["classifier.weight", { dtype: "float32", shape: [numLabels, hidden], data: Float32Array.from({ length: numLabels * hidden }, () => rng.normal(0, std)) }],
     ["classifier.bias", { dtype: "float32", shape: [numLabels], data: new Float32Array(numLabels) }],
   ]);
-  return {
-    has: (n) => over.has(n) || base.has(n),
-    get: (n) => over.get(n) ?? base.get(n),
-    info: (n) => {
-      const t = over.get(n);
-      return t ? { dtype: t.dtype, shape: t.shape } : base.info(n);
-    },
-    keys: () => [...new Set([...base.keys(), ...over.keys()])],
-  };
+  return overlaySource(base, over);
 }
 
 function openUseLite(id: string, dir: string | undefined, opts: OpenModelOptions, command: string): ModelSource {

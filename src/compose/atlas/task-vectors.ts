@@ -16,7 +16,7 @@ import type { AdapterInstance, BaseModelInfo } from "../../tuners/common/types.j
 import { type LoraConfig, moduleRankAndScale } from "../../tuners/lora/config.js";
 import { loraKeys, loraModuleOf } from "../../tuners/lora/keys.js";
 import { loraDeltaWeight } from "../../tuners/lora/merge.js";
-import { type TensorFilter, taskVectorFromCheckpoints } from "../task-vector.js";
+import { type TensorFilter, acceptsTensor, taskVectorFromCheckpoints } from "../task-vector.js";
 
 /** Where a task vector came from (written to coefficient files). */
 export type AtlasTaskVectorRef =
@@ -29,15 +29,6 @@ export interface AtlasTaskVector {
   readonly ref: AtlasTaskVectorRef;
   /** Parameter name → τ (float32, row-major in the base parameter's shape). */
   readonly blocks: ReadonlyMap<string, Float32Array>;
-}
-
-function accepts(filter: TensorFilter | undefined, name: string): boolean {
-  if (!filter) return true;
-  if (filter instanceof RegExp) {
-    filter.lastIndex = 0;
-    return filter.test(name);
-  }
-  return filter(name);
 }
 
 function filterSource(filter: TensorFilter | undefined): string | undefined {
@@ -75,7 +66,7 @@ export function atlasTaskVectorFromAdapter(name: string, adapter: AdapterInstanc
   for (const [key, t] of adapter.tensors) {
     const module = loraModuleOf(key);
     if (module === null) {
-      if (!accepts(opts.include, key) || !model.has(key)) continue;
+      if (!acceptsTensor(opts.include, key) || !model.has(key)) continue;
       const base = toFloat32(model.weight(key));
       const copy = toFloat32(t);
       blocks.set(key, Float32Array.from(copy, (v, i) => v - base[i]!));
@@ -83,7 +74,7 @@ export function atlasTaskVectorFromAdapter(name: string, adapter: AdapterInstanc
     }
     if (!key.endsWith(".lora_A.weight")) continue;
     const wname = `${module}.weight`;
-    if (!accepts(opts.include, wname)) continue;
+    if (!acceptsTensor(opts.include, wname)) continue;
     const { scaling } = moduleRankAndScale(c, module);
     const delta = loraDeltaWeight(t, adapter.tensors.get(loraKeys(module).B)!, scaling);
     const lin = model.linearModules.find((m) => m.name === module);
