@@ -98,6 +98,15 @@ describe("bench helpers", () => {
 });
 
 describe("benchmarks on small shapes", () => {
+  test("train-step: ceiling interleaved with the steps, MFU from the same run", async () => {
+    const r = await benchTrainStep({ model: "tiny", threads: 1, steps: 2, warmup: 1, batch: 2, seq: 8, ceilingRounds: 2 });
+    assert.equal(r.stepMs.all.length, 2);
+    assert.ok(r.ceiling && r.ceiling.rounds === 4, JSON.stringify(r.ceiling?.rounds));
+    assert.deepEqual(r.ceiling.shapes.map((s) => [s.name, s.m]), [["c_attn", 16], ["attn_proj", 16], ["mlp_up", 16], ["mlp_down", 16], ["lm_head", 16]]);
+    assert.ok(Math.abs(r.mfu! - r.achievedGflops / r.ceiling.mixGflops) < 2e-3, `${r.mfu} vs ${r.achievedGflops} / ${r.ceiling.mixGflops}`);
+    assert.ok(r.mfuCpu! > 0 && r.peakRssMiB > 0);
+  });
+
   test("train-step: timings, FLOP rate and a profile summary", async () => {
     const r = await benchTrainStep({ model: "tiny", threads: 1, steps: 1, warmup: 1, batch: 2, seq: 8, ceiling: false, profile: true });
     assert.equal(r.stepMs.all.length, 1);

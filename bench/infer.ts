@@ -38,6 +38,8 @@ export interface InferTiming {
   readonly bestMs: number;
   readonly medianMs: number;
   readonly tokensPerSecond: number;
+  /** Least process CPU time of a run (all threads). */
+  readonly bestCpuMs: number;
 }
 
 export interface InferBenchResult {
@@ -48,7 +50,14 @@ export interface InferBenchResult {
   readonly repeat: number;
   readonly merged: InferTiming;
   readonly unmerged: InferTiming;
-  readonly mixed: readonly (InferTiming & { readonly adapters: number; readonly ratioToMerged: number; readonly maxAbsDiffVsMerged: number })[];
+  readonly mixed: readonly (InferTiming & {
+    readonly adapters: number;
+    /** tokens/s mixed ÷ tokens/s merged (wall clock, best runs). */
+    readonly ratioToMerged: number;
+    /** The same from CPU time (merged CPU ÷ mixed CPU): robust to other work on the machine. */
+    readonly cpuRatioToMerged: number;
+    readonly maxAbsDiffVsMerged: number;
+  })[];
 }
 
 /** xorshift32 values in [-scale, scale). */
@@ -75,10 +84,15 @@ function addAdapter(pm: PeftModel, name: string, config: Record<string, unknown>
   pm.updateAdapterTensors(name, upd);
 }
 
-function timingOf(times: readonly number[], tokens: number): InferTiming {
+function timingOf(times: readonly number[], cpu: readonly number[], tokens: number): InferTiming {
   const s = [...times].sort((a, b) => a - b);
   const med = s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-  return { bestMs: Math.round(s[0]! * 10) / 10, medianMs: Math.round(med * 10) / 10, tokensPerSecond: Math.round(tokens / (s[0]! / 1e3)) };
+  return {
+    bestMs: Math.round(s[0]! * 10) / 10,
+    medianMs: Math.round(med * 10) / 10,
+    tokensPerSecond: Math.round(tokens / (s[0]! / 1e3)),
+    bestCpuMs: Math.round(Math.min(...cpu) * 10) / 10,
+  };
 }
 
 function maxAbsDiffRows(a: Tensor, b: Tensor, rows: readonly number[]): number {
@@ -129,6 +143,7 @@ export async function benchInfer(o: InferBenchOptions = {}): Promise<InferBenchR
   ];
   const outputs = new Map<string, Tensor>();
   const times = new Map<string, number[]>(variants.map((v) => [v.name, []]));
+  const cpu = new Map<string, number[]>(variants.map((v) => [v.name, []]));
   try {
     for (const v of variants) {
       const t0 = performance.now();
@@ -138,9 +153,12 @@ export async function benchInfer(o: InferBenchOptions = {}): Promise<InferBenchR
     for (let r = 0; r < repeat; r++) {
       for (let j = 0; j < variants.length; j++) {
         const v = variants[(r + j) % variants.length]!;
+        const c0 = process.cpuUsage();
         const t0 = performance.now();
         await v.run();
         times.get(v.name)!.push(performance.now() - t0);
+        const c = process.cpuUsage(c0);
+        cpu.get(v.name)!.push((c.user + c.system) / 1e3);
       }
       say(`round ${r + 1}: ${variants.map((v) => `${v.name} ${times.get(v.name)!.at(-1)!.toFixed(0)} ms`).join(", ")}`);
     }
@@ -148,7 +166,8 @@ export async function benchInfer(o: InferBenchOptions = {}): Promise<InferBenchR
     await Promise.all([many.dispose(), single.dispose(), merged.dispose()]);
   }
   const tokens = batch * seq;
-  const m = timingOf(times.get("merged")!, tokens);
+  const timing = (name: string) => timingOf(times.get(name)!, cpu.get(name)!, tokens);
+  const m = timing("merged");
   const rowsOfA0 = (n: number) => Array.from({ length: batch }, (_, r) => r).filter((r) => r % n === 0);
   return {
     shape,
@@ -157,13 +176,14 @@ export async function benchInfer(o: InferBenchOptions = {}): Promise<InferBenchR
     rank,
     repeat,
     merged: m,
-    unmerged: timingOf(times.get("unmerged")!, tokens),
+    unmerged: timing("unmerged"),
     mixed: counts.map((n) => {
-      const t = timingOf(times.get(`mixed${n}`)!, tokens);
+      const t = timing(`mixed${n}`);
       return {
         adapters: n,
         ...t,
         ratioToMerged: Math.round((t.tokensPerSecond / m.tokensPerSecond) * 1000) / 1000,
+        cpuRatioToMerged: Math.round((m.bestCpuMs / t.bestCpuMs) * 1000) / 1000,
         maxAbsDiffVsMerged: maxAbsDiffRows(outputs.get(`mixed${n}`)!, outputs.get("merged")!, rowsOfA0(n)),
       };
     }),

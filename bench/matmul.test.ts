@@ -45,6 +45,7 @@ describe("bench matmul", () => {
       for (const v of ["plain", "matmul", "linear"] as const) {
         const t = s.timings[v]!;
         assert.ok(t.bestMs > 0 && t.bestMs <= t.medianMs, `${v}: ${JSON.stringify(t)}`);
+        assert.ok(t.bestCpuMs > 0 && Number.isFinite(t.cpuGflops) && t.cpuGflops > 0, `${v}: ${JSON.stringify(t)}`);
         assert.ok(Number.isFinite(t.gflops) && t.gflops > 0);
       }
       assert.ok(s.maxAbsDiff.matmul! < 1e-4 && s.maxAbsDiff.linear! < 1e-4, JSON.stringify(s.maxAbsDiff));
@@ -80,7 +81,7 @@ describe("bench matmul", () => {
   });
 
   test("mixCeilingGflops weights each shape's speed by its FLOPs in the mix", () => {
-    const timing = (gflops: number) => ({ bestMs: 1, medianMs: 1, gflops });
+    const timing = (gflops: number) => ({ bestMs: 1, medianMs: 1, gflops, bestCpuMs: 2, cpuGflops: 2 * gflops });
     const c = {
       shapes: [
         { name: "a", m: 10, k: 10, n: 10, gflop: 2e-6, timings: { plain: timing(100) }, maxAbsDiff: {} },
@@ -93,6 +94,11 @@ describe("bench matmul", () => {
       { name: "b", m: 10, k: 10, n: 30, count: 3 },
     ]);
     assert.ok(Math.abs(got - 20000 / 380) < 1e-3, String(got));
+    const mix = [
+      { name: "a", m: 10, k: 10, n: 10, count: 1 },
+      { name: "b", m: 10, k: 10, n: 30, count: 3 },
+    ];
+    assert.ok(Math.abs(mixCeilingGflops(c, mix, "cpu") - 2 * got) < 1e-2);
     assert.throws(() => mixCeilingGflops(c, [{ name: "zz", m: 1, k: 1, n: 1, count: 1 }]), /no plain timing/);
   });
 

@@ -46,6 +46,13 @@ export interface MatmulTiming {
   readonly medianMs: number;
   /** 2·m·k·n / best time. */
   readonly gflops: number;
+  /** Least process CPU time (all threads) of a run. */
+  readonly bestCpuMs: number;
+  /**
+   * 2·m·k·n / (best CPU time / threads): the rate if the threads had their cores to themselves.
+   * On a machine shared with other work, wall-clock rates fall with the load; this one much less.
+   */
+  readonly cpuGflops: number;
 }
 
 export interface MatmulShapeResult extends MatmulShape {
@@ -69,6 +76,8 @@ export interface MatmulCeiling {
   readonly ratio: Readonly<Partial<Record<MatmulVariant, number>>>;
   /** The ceiling for MFU: gflops.plain. */
   readonly ceilingGflops: number;
+  /** The same from CPU time: Σ flops / Σ (best CPU time / threads) of the plain graph. */
+  readonly ceilingCpuGflops: number;
   /** Best single-shape plain GFLOP/s. */
   readonly peakGflops: number;
 }
@@ -188,29 +197,40 @@ async function timeInterleaved(
   sessions: readonly CompiledGraph[],
   x: Tensor,
   opts: { repeat: number; warmup: number; fetch: readonly string[] },
-): Promise<{ times: number[][]; outputs: Float32Array[] }> {
+): Promise<{ times: number[][]; cpu: number[][]; outputs: Float32Array[] }> {
   const outputs: Float32Array[] = [];
   for (const s of sessions) {
     outputs.push((await s.run({ x }, ["y"]))["y"]!.data as Float32Array);
     for (let i = 1; i < opts.warmup; i++) await s.run({ x }, opts.fetch);
   }
   const times: number[][] = sessions.map(() => []);
+  const cpu: number[][] = sessions.map(() => []);
   for (let r = 0; r < opts.repeat; r++) {
     for (let j = 0; j < sessions.length; j++) {
       const idx = (r + j) % sessions.length;
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
       await sessions[idx]!.run({ x }, opts.fetch);
       times[idx]!.push(performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      cpu[idx]!.push((c.user + c.system) / 1e3);
     }
   }
-  return { times, outputs };
+  return { times, cpu, outputs };
 }
 
-function timing(times: readonly number[], flops: number): MatmulTiming {
+function timing(times: readonly number[], cpu: readonly number[], flops: number, threads: number): MatmulTiming {
   const sorted = [...times].sort((a, b) => a - b);
   const best = sorted[0]!;
   const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2]! : (sorted[sorted.length / 2 - 1]! + sorted[sorted.length / 2]!) / 2;
-  return { bestMs: round(best, 3), medianMs: round(median, 3), gflops: sig(flops / (best / 1e3) / 1e9) };
+  const bestCpu = Math.max(Math.min(...cpu), 1e-3);
+  return {
+    bestMs: round(best, 3),
+    medianMs: round(median, 3),
+    gflops: sig(flops / (best / 1e3) / 1e9),
+    bestCpuMs: round(bestCpu, 3),
+    cpuGflops: sig(flops / (bestCpu / 1e3 / threads) / 1e9),
+  };
 }
 
 /** Five significant digits (GFLOP/s range from 0.01 on tiny shapes to 10⁴ on a GPU). */
@@ -241,6 +261,7 @@ export async function measureMatmulCeiling(options: MatmulCeilingOptions = {}): 
   const results: MatmulShapeResult[] = [];
   const totalFlops = { plain: 0, matmul: 0, linear: 0 };
   const totalSec = { plain: 0, matmul: 0, linear: 0 };
+  let plainCpuSec = 0;
   for (const [i, s] of shapes.entries()) {
     const flops = 2 * s.m * s.k * s.n;
     const x = randomTensor([s.m, s.k], 1000 + i);
@@ -254,13 +275,14 @@ export async function measureMatmulCeiling(options: MatmulCeilingOptions = {}): 
           v === "plain" ? plainMatmulModel(w, s.m, probe) : v === "matmul" ? toOnnx(builderMatmulGraph(w, s.m, probe)) : toOnnx(builderLinearGraph(transpose2d(w), s.m, probe));
         sessions.push(await CompiledGraph.create(bytes, { threads, ep }));
       }
-      const { times, outputs } = await timeInterleaved(sessions, x, { repeat, warmup, fetch: probe ? ["probe"] : ["y"] });
+      const { times, cpu, outputs } = await timeInterleaved(sessions, x, { repeat, warmup, fetch: probe ? ["probe"] : ["y"] });
       variants.forEach((v, j) => {
-        const t = timing(times[j]!, flops);
+        const t = timing(times[j]!, cpu[j]!, flops, threads);
         timings[v] = t;
         if (v !== "plain") diffs[v] = maxAbsDiff(outputs[0]!, outputs[j]!);
         totalFlops[v] += flops;
         totalSec[v] += t.bestMs / 1e3;
+        if (v === "plain") plainCpuSec += t.bestCpuMs / 1e3 / threads;
         say(`${s.name} [${s.m}x${s.k}]·[${s.k}x${s.n}] ${v}: best ${t.bestMs.toFixed(1)} ms, ${t.gflops.toFixed(1)} GFLOP/s`);
       });
     } finally {
@@ -282,15 +304,102 @@ export async function measureMatmulCeiling(options: MatmulCeilingOptions = {}): 
     gflops,
     ratio,
     ceilingGflops: gflops.plain!,
+    ceilingCpuGflops: sig(totalFlops.plain / plainCpuSec / 1e9),
     peakGflops: Math.max(...results.map((r) => r.timings.plain!.gflops)),
   };
 }
 
 /**
+ * The plain-MatMul ceiling measured one round at a time, so that a benchmark can interleave it
+ * with its own work and both see the same machine load: `create` builds one kernel-rate session
+ * per shape (product fetched through the one-element probe) and warms it up, every `round()` times
+ * each shape once, `result()` reports the best run of each shape as `measureMatmulCeiling` does.
+ */
+export class PlainCeiling {
+  private readonly times: number[][];
+  private readonly cpu: number[][];
+  private constructor(
+    readonly shapes: readonly MatmulShape[],
+    private readonly sessions: readonly CompiledGraph[],
+    private readonly xs: readonly Tensor[],
+    readonly threads: number,
+    readonly ep: ExecutionProvider,
+    readonly warmup: number,
+  ) {
+    this.times = shapes.map(() => []);
+    this.cpu = shapes.map(() => []);
+  }
+
+  static async create(shapes: readonly MatmulShape[], opts: { threads: number; ep: ExecutionProvider; warmup?: number }): Promise<PlainCeiling> {
+    const sessions: CompiledGraph[] = [];
+    const xs: Tensor[] = [];
+    try {
+      for (const [i, s] of shapes.entries()) {
+        const x = randomTensor([s.m, s.k], 1000 + i);
+        const cg = await CompiledGraph.create(plainMatmulModel(randomTensor([s.k, s.n], 2000 + i), s.m, true), { threads: opts.threads, ep: opts.ep });
+        sessions.push(cg);
+        xs.push(x);
+        for (let k = 0; k < (opts.warmup ?? 2); k++) await cg.run({ x }, ["probe"]);
+      }
+    } catch (e) {
+      for (const cg of sessions) await cg.release();
+      throw e;
+    }
+    return new PlainCeiling(shapes, sessions, xs, opts.threads, opts.ep, opts.warmup ?? 2);
+  }
+
+  /** Times every shape once. */
+  async round(): Promise<void> {
+    for (const [i, cg] of this.sessions.entries()) {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      await cg.run({ x: this.xs[i]! }, ["probe"]);
+      this.times[i]!.push(performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      this.cpu[i]!.push((c.user + c.system) / 1e3);
+    }
+  }
+
+  result(): MatmulCeiling {
+    if (this.times[0]!.length === 0) throw new InvalidArgumentError("PlainCeiling.result() needs at least one round");
+    let flops = 0;
+    let sec = 0;
+    let cpuSec = 0;
+    const shapes: MatmulShapeResult[] = this.shapes.map((s, i) => {
+      const f = 2 * s.m * s.k * s.n;
+      const t = timing(this.times[i]!, this.cpu[i]!, f, this.threads);
+      flops += f;
+      sec += t.bestMs / 1e3;
+      cpuSec += t.bestCpuMs / 1e3 / this.threads;
+      return { ...s, gflop: round(f / 1e9, 4), timings: { plain: t }, maxAbsDiff: {} };
+    });
+    const plain = sig(flops / sec / 1e9);
+    return {
+      threads: this.threads,
+      ep: this.ep,
+      repeat: this.times[0]!.length,
+      warmup: this.warmup,
+      transferOutput: false,
+      shapes,
+      gflops: { plain },
+      ratio: {},
+      ceilingGflops: plain,
+      ceilingCpuGflops: sig(flops / cpuSec / 1e9),
+      peakGflops: Math.max(...shapes.map((r) => r.timings.plain!.gflops)),
+    };
+  }
+
+  async release(): Promise<void> {
+    for (const cg of this.sessions) await cg.release();
+  }
+}
+
+/**
  * The plain-MatMul speed of a workload's matmul mix: shape i runs `count` times, so the mix takes
  * Σ count·flops_i / gflops_i seconds for Σ count·flops_i FLOPs. Shapes are matched by name.
+ * `rate: "cpu"` uses the CPU-time rates (`cpuGflops`) instead of wall-clock ones.
  */
-export function mixCeilingGflops(c: MatmulCeiling, mix: readonly (MatmulShape & { readonly count: number })[]): number {
+export function mixCeilingGflops(c: MatmulCeiling, mix: readonly (MatmulShape & { readonly count: number })[], rate: "wall" | "cpu" = "wall"): number {
   let flops = 0;
   let sec = 0;
   for (const s of mix) {
@@ -299,7 +408,7 @@ export function mixCeilingGflops(c: MatmulCeiling, mix: readonly (MatmulShape & 
     if (!t) throw new InvalidArgumentError(`no plain timing for shape '${s.name}'`);
     const f = 2 * s.m * s.k * s.n * s.count;
     flops += f;
-    sec += f / (t.gflops * 1e9);
+    sec += f / ((rate === "cpu" ? t.cpuGflops : t.gflops) * 1e9);
   }
   return sig(flops / sec / 1e9);
 }
@@ -347,6 +456,7 @@ export function register(program: Command): void {
         warmup: r.warmup,
         transferOutput: r.transferOutput,
         ceilingGflops: r.ceilingGflops,
+        ceilingCpuGflops: r.ceilingCpuGflops,
         peakGflops: r.peakGflops,
         gflops: r.gflops,
         ratio: r.ratio,

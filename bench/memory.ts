@@ -134,7 +134,7 @@ export async function benchMemory(o: MemoryBenchOptions = {}): Promise<MemoryBen
   const ep = o.ep ?? "cpu";
   const steps = o.steps ?? 2;
   const memoryArena = o.memoryArena ?? true;
-  const memoryPattern = o.memoryPattern ?? true;
+  const memoryPattern = o.memoryPattern ?? false;
   const say = o.onProgress ?? (() => undefined);
   const rss: Record<string, number> = {};
   const mark = (stage: string) => {
@@ -219,8 +219,8 @@ export function register(program: Command): void {
     .option("--seq <n>", "sequence length (default 128, use-lite 32)", positiveInt("--seq"))
     .option("--steps <n>", "training steps (each followed by an AdamW update)", positiveInt("--steps"), 2)
     .option("--no-memory-arena", "disable onnxruntime's CPU memory arena")
-    .option("--no-memory-pattern", "disable onnxruntime's memory pattern")
-    .action(async (opts: { model: TrainModel; threads?: number; ep: ExecutionProvider; batch?: number; seq?: number; steps: number; memoryArena: boolean; memoryPattern: boolean }) => {
+    .option("--memory-pattern", "enable onnxruntime's memory pattern (off by default in peft-ts sessions)")
+    .action(async (opts: { model: TrainModel; threads?: number; ep: ExecutionProvider; batch?: number; seq?: number; steps: number; memoryArena: boolean; memoryPattern?: boolean }) => {
       const threads = opts.threads ?? cpus().length;
       const t0 = performance.now();
       const r = await benchMemory({ ...opts, threads, onProgress: progress });

@@ -19,7 +19,7 @@ import type { ExecutionProvider } from "../src/runtime/session.js";
 import type { Tensor } from "../src/tensor.js";
 import { TrainStep } from "../src/train/step.js";
 import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
-import { type MatmulCeiling, type MatmulShape, measureMatmulCeiling, mixCeilingGflops } from "./matmul.js";
+import { type MatmulCeiling, type MatmulShape, PlainCeiling, mixCeilingGflops } from "./matmul.js";
 import { GPT2_SMALL, GPT2_TINY, type Gpt2Shape, type StepFlops, gpt2Flops, randomGpt2, useLiteClassifier, useLiteFlops } from "./models.js";
 import { type ProfileSummary, summarizeProfile } from "./profile.js";
 
@@ -40,8 +40,12 @@ export interface TrainStepBenchOptions {
   readonly rank?: number;
   /** onnxruntime's memory pattern (default: the session default). */
   readonly memoryPattern?: boolean;
-  /** Measure the matmul ceiling in the same run (default true). */
+  /** Let idle onnxruntime worker threads spin (default false, the session default). */
+  readonly spinning?: boolean;
+  /** Measure the matmul ceiling in the same run, interleaved with the timed steps (default true). */
   readonly ceiling?: boolean;
+  /** Ceiling rounds (every shape once) after each timed step (default 2). */
+  readonly ceilingRounds?: number;
   /** Write an onnxruntime profile of the timed steps and summarise it per op type. */
   readonly profile?: boolean;
   /** Keep the profile file in this folder (default: a temporary folder, removed afterwards). */
@@ -59,26 +63,43 @@ export interface TrainStepBenchResult {
   readonly trainableParams: number;
   readonly steps: number;
   readonly warmup: number;
+  /** PeftModel.create (adapter initialisation). */
   readonly buildSeconds: number;
+  /** TrainStep.create: graph and its backward, ONNX export, onnxruntime session (optimisation, pre-packing). */
   readonly sessionSeconds: number;
   readonly stepMs: { readonly best: number; readonly median: number; readonly all: readonly number[] };
+  /** Process CPU time per step (all threads), best and median: robust to other work on the machine. */
+  readonly cpuMs: { readonly best: number; readonly median: number };
   readonly tokensPerSecond: number;
   readonly flops: StepFlops & { readonly perStep: number };
   readonly achievedGflops: number;
+  /** perStep / (best CPU time / threads). */
+  readonly achievedCpuGflops: number;
   readonly loss: number;
   readonly memoryPattern: boolean;
-  /** process.resourceUsage().maxRSS after the training steps, before the ceiling runs. */
+  readonly spinning: boolean;
+  /** Peak RSS (getrusage maxRSS) after the first timed step, before the ceiling's sessions exist. */
   readonly peakRssMiB: number;
   readonly ceiling?: {
     /** Σ flops / Σ best time over the model's distinct forward matmul shapes, each once (as `bench matmul`). */
     readonly shapeSetGflops: number;
     /** The same per-shape speeds weighted by how many FLOPs the step spends in each shape. */
     readonly mixGflops: number;
+    /** mixGflops from CPU-time rates. */
+    readonly mixCpuGflops: number;
+    /** Timed runs of each shape (interleaved with the steps). */
+    readonly rounds: number;
     readonly shapes: MatmulCeiling["shapes"];
   };
   /** achieved / ceiling.mixGflops (the headline MFU) and / ceiling.shapeSetGflops. */
   readonly mfu?: number;
   readonly mfuShapeSet?: number;
+  /**
+   * The same ratio from CPU time (achievedCpuGflops / ceiling.mixCpuGflops): what the MFU would be
+   * with the cores to ourselves. It ignores idle time (a thread waiting costs no CPU), so it is an
+   * upper bound of the wall-clock MFU on an idle machine.
+   */
+  readonly mfuCpu?: number;
   readonly profile?: ProfileSummary & { readonly file: string | null };
 }
 
@@ -198,7 +219,13 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
   const pm = PeftModel.create(w.model, w.peft, "default", { seed: 0 });
   const profileDir = o.profile || o.profileDir ? (o.profileDir ?? mkdtempSync(join(tmpdir(), "peft-bench-profile-"))) : null;
   if (o.profileDir) mkdirSync(o.profileDir, { recursive: true });
-  const session = { threads, ep, ...(o.memoryPattern === undefined ? {} : { memoryPattern: o.memoryPattern }), ...(profileDir ? { profilePrefix: join(profileDir, "train") } : {}) };
+  const session = {
+    threads,
+    ep,
+    spinning: o.spinning ?? false,
+    ...(o.memoryPattern === undefined ? {} : { memoryPattern: o.memoryPattern }),
+    ...(profileDir ? { profilePrefix: join(profileDir, "train") } : {}),
+  };
   const t1 = performance.now();
   const step = await TrainStep.create(pm, { task: w.task, dropout: false, session });
   const t2 = performance.now();
@@ -208,21 +235,39 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
   let trainable = 0;
   for (const t of step.initial.values()) trainable += t.data.length;
   const times: number[] = [];
+  const cpu: number[] = [];
   let loss = Number.NaN;
+  let peakRssMiB = 0;
+  // the matmul ceiling is timed between the steps (same machine load), after the first timed step
+  // (by then the arena and onnxruntime's memory pattern are allocated: the RSS peak is the step's)
+  let ceiling: PlainCeiling | null = null;
+  const rounds = o.ceilingRounds ?? 2;
   try {
     for (let i = 0; i < warmup + steps; i++) {
+      const c0 = process.cpuUsage();
       const ts = performance.now();
       const res = await step.run(batch, params);
       const ms = performance.now() - ts;
+      const c = process.cpuUsage(c0);
       loss = res.loss;
-      if (i >= warmup) times.push(ms);
-      say(`${i < warmup ? "warm-up" : "step"} ${i < warmup ? i + 1 : i - warmup + 1}: ${ms.toFixed(0)} ms, loss ${res.loss.toFixed(4)}`);
+      if (i >= warmup) {
+        times.push(ms);
+        cpu.push((c.user + c.system) / 1e3);
+      }
+      say(`${i < warmup ? "warm-up" : "step"} ${i < warmup ? i + 1 : i - warmup + 1}: ${ms.toFixed(0)} ms (CPU ${((c.user + c.system) / 1e3).toFixed(0)} ms), loss ${res.loss.toFixed(4)}`);
+      if (i === warmup) {
+        peakRssMiB = r1(process.resourceUsage().maxRSS / 1024, 0);
+        if (o.ceiling !== false) ceiling = await PlainCeiling.create(w.shapes, { threads, ep });
+      }
+      if (ceiling && i >= warmup) for (let r = 0; r < rounds; r++) await ceiling.round();
     }
     if (profileDir) step.session.endProfiling();
+  } catch (e) {
+    await ceiling?.release();
+    throw e;
   } finally {
     await step.release();
   }
-  const peakRssMiB = r1(process.resourceUsage().maxRSS / 1024, 0);
   const profileFile = profileDir ? newestProfile(profileDir) : null;
   const profile = profileFile ? { file: o.profileDir ? profileFile : null, ...summarizeProfile(profileFile, { skipRuns: warmup }) } : undefined;
   if (profileDir && !o.profileDir) rmSync(profileDir, { recursive: true, force: true });
@@ -231,6 +276,8 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
   const best = Math.min(...times);
   const perStep = w.flops.trainPerToken * tokens;
   const achieved = perStep / (best / 1e3) / 1e9;
+  const bestCpu = Math.min(...cpu);
+  const achievedCpu = perStep / (bestCpu / 1e3 / threads) / 1e9;
   const result: TrainStepBenchResult = {
     model: modelName,
     shape: w.shape,
@@ -244,24 +291,29 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
     buildSeconds: r1((t1 - t0) / 1e3, 2),
     sessionSeconds: r1((t2 - t1) / 1e3, 2),
     stepMs: { best: r1(best), median: r1(median(times)), all: times.map((t) => r1(t)) },
+    cpuMs: { best: r1(bestCpu), median: r1(median(cpu)) },
     tokensPerSecond: r1(tokens / (best / 1e3), 0),
     flops: { ...w.flops, perStep },
     achievedGflops: r1(achieved, 2),
+    achievedCpuGflops: r1(achievedCpu, 2),
     loss,
-    memoryPattern: o.memoryPattern ?? true,
+    memoryPattern: o.memoryPattern ?? false,
+    spinning: o.spinning ?? false,
     peakRssMiB,
     ...(profile ? { profile } : {}),
   };
-  if (o.ceiling === false) return result;
-  say("matmul ceiling on the model's forward shapes");
-  // kernel rate: the step's products stay inside the graph, so the ceiling does not copy them out either
-  const c = await measureMatmulCeiling({ threads, ep, shapes: w.shapes, variants: ["plain"], repeat: 5, warmup: 2, transferOutput: false, onProgress: say });
+  if (!ceiling) return result;
+  const c = ceiling.result();
+  await ceiling.release();
+  c.shapes.forEach((x) => say(`ceiling ${x.name} [${x.m}x${x.k}]·[${x.k}x${x.n}]: ${x.timings.plain!.gflops} GFLOP/s (CPU-time rate ${x.timings.plain!.cpuGflops})`));
   const mix = mixCeilingGflops(c, w.shapes);
+  const mixCpu = mixCeilingGflops(c, w.shapes, "cpu");
   return {
     ...result,
-    ceiling: { shapeSetGflops: c.ceilingGflops, mixGflops: mix, shapes: c.shapes },
+    ceiling: { shapeSetGflops: c.ceilingGflops, mixGflops: mix, mixCpuGflops: mixCpu, rounds: c.repeat, shapes: c.shapes },
     mfu: r1(achieved / mix, 3),
     mfuShapeSet: r1(achieved / c.ceilingGflops, 3),
+    mfuCpu: r1(achievedCpu / mixCpu, 3),
   };
 }
 
@@ -278,10 +330,12 @@ export function register(program: Command): void {
     .option("--seq <n>", "sequence length (default 128, use-lite 32)", positiveInt("--seq"))
     .option("--rank <n>", "LoRA rank", positiveInt("--rank"), 16)
     .option("--no-ceiling", "skip the matmul ceiling (no MFU)")
-    .option("--no-memory-pattern", "disable onnxruntime's memory pattern")
+    .option("--ceiling-rounds <n>", "ceiling rounds (every shape once) after each timed step", positiveInt("--ceiling-rounds"), 2)
+    .option("--memory-pattern", "enable onnxruntime's memory pattern (off by default in peft-ts sessions)")
+    .option("--spinning", "let idle onnxruntime worker threads spin")
     .option("--profile", "profile the timed steps with onnxruntime and report kernel time per op type")
     .option("--profile-dir <dir>", "like --profile, keeping the trace JSON in <dir>")
-    .action(async (opts: { model: TrainModel; threads?: number; ep: ExecutionProvider; steps?: number; warmup: number; batch?: number; seq?: number; rank: number; ceiling: boolean; memoryPattern: boolean; profile?: boolean; profileDir?: string }) => {
+    .action(async (opts: { model: TrainModel; threads?: number; ep: ExecutionProvider; steps?: number; warmup: number; batch?: number; seq?: number; rank: number; ceiling: boolean; ceilingRounds: number; memoryPattern?: boolean; spinning?: boolean; profile?: boolean; profileDir?: string }) => {
       const threads = opts.threads ?? cpus().length;
       const t0 = performance.now();
       const r = await benchTrainStep({ ...opts, threads, onProgress: progress });

@@ -32,8 +32,10 @@ export interface SessionOptions {
   memoryArena?: boolean;
   /**
    * onnxruntime's memory pattern: after the first runs, one pre-planned block holds every
-   * intermediate tensor (default true). With the arena on, a training step then keeps both the
-   * arena's chunks and the block (measured: GPT-2 small peak RSS 4.7 GB with it, 3.2 GB without).
+   * intermediate tensor. Default false: with the arena on, a training step then keeps both the
+   * arena's chunks and the block (GPT-2-small LoRA step, batch 8 × 128: peak RSS 4.8 GB with it,
+   * 3.5–3.7 GB without; USE-lite 412 → 313 MB), and step times were the same within noise
+   * (docs/performance.md).
    */
   memoryPattern?: boolean;
 }
@@ -62,7 +64,7 @@ function sessionOptions(o: SessionOptions): ort.InferenceSession.SessionOptions 
     executionProviders: [ep],
     graphOptimizationLevel: o.optimization ?? "all",
     enableCpuMemArena: o.memoryArena ?? true,
-    enableMemPattern: o.memoryPattern ?? true,
+    enableMemPattern: o.memoryPattern ?? false,
     extra: {
       session: { intra_op: { allow_spinning: o.spinning ? "1" : "0" } },
       ...(o.constantFoldingMaxBytes !== undefined
