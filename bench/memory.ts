@@ -37,6 +37,8 @@ export interface MemoryBenchOptions {
   readonly memoryArena?: boolean;
   /** onnxruntime's memory pattern (default: the session default). */
   readonly memoryPattern?: boolean;
+  /** Weight pre-packing (default true). */
+  readonly prepacking?: boolean;
   readonly onProgress?: (msg: string) => void;
 }
 
@@ -55,6 +57,7 @@ export interface MemoryBenchResult {
   readonly seq: number;
   readonly memoryArena: boolean;
   readonly memoryPattern: boolean;
+  readonly prepacking: boolean;
   /** RSS (MiB) after each stage. */
   readonly rssMiB: Readonly<Record<string, number>>;
   /** Peak RSS of the process (MiB), from getrusage. */
@@ -135,6 +138,7 @@ export async function benchMemory(o: MemoryBenchOptions = {}): Promise<MemoryBen
   const steps = o.steps ?? 2;
   const memoryArena = o.memoryArena ?? true;
   const memoryPattern = o.memoryPattern ?? false;
+  const prepacking = o.prepacking ?? true;
   const say = o.onProgress ?? (() => undefined);
   const rss: Record<string, number> = {};
   const mark = (stage: string) => {
@@ -173,7 +177,7 @@ export async function benchMemory(o: MemoryBenchOptions = {}): Promise<MemoryBen
   mark("graph");
 
   const t0 = performance.now();
-  const step = await TrainStep.create(pm, { task: w.task, dropout: false, session: { threads, ep, memoryArena, memoryPattern } });
+  const step = await TrainStep.create(pm, { task: w.task, dropout: false, session: { threads, ep, memoryArena, memoryPattern, prepacking } });
   mark("session");
   say(`session created in ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
   const batch = randomBatch(w);
@@ -199,6 +203,7 @@ export async function benchMemory(o: MemoryBenchOptions = {}): Promise<MemoryBen
     seq: w.seq,
     memoryArena,
     memoryPattern,
+    prepacking,
     rssMiB: rss,
     peakRssMiB: peak,
     estimateMiB: { weights: mib(weightBytes), initializers: mib(initializerBytes), trainableWithOptimizer, activations: acts, total: Math.round(total * 10) / 10 },
@@ -220,7 +225,8 @@ export function register(program: Command): void {
     .option("--steps <n>", "training steps (each followed by an AdamW update)", positiveInt("--steps"), 2)
     .option("--no-memory-arena", "disable onnxruntime's CPU memory arena")
     .option("--memory-pattern", "enable onnxruntime's memory pattern (off by default in peft-ts sessions)")
-    .action(async (opts: { model: TrainModel; threads?: number; ep: ExecutionProvider; batch?: number; seq?: number; steps: number; memoryArena: boolean; memoryPattern?: boolean }) => {
+    .option("--no-prepacking", "disable weight pre-packing (less memory, slower products)")
+    .action(async (opts: { model: TrainModel; threads?: number; ep: ExecutionProvider; batch?: number; seq?: number; steps: number; memoryArena: boolean; memoryPattern?: boolean; prepacking: boolean }) => {
       const threads = opts.threads ?? cpus().length;
       const t0 = performance.now();
       const r = await benchMemory({ ...opts, threads, onProgress: progress });
