@@ -3,7 +3,7 @@ import { describe, test } from "node:test";
 import { CompiledGraph } from "../src/runtime/session.js";
 import { toOnnx } from "../src/graph/onnx.js";
 import { f32, type Tensor } from "../src/tensor.js";
-import { GPT2_SMALL_SHAPES, type MatmulCeiling, builderLinearGraph, builderMatmulGraph, measureMatmulCeiling, mixCeilingGflops, parseShapes, plainMatmulModel } from "./matmul.js";
+import { GPT2_SMALL_SHAPES, type MatmulCeiling, PlainCeiling, builderLinearGraph, builderMatmulGraph, measureMatmulCeiling, mixCeilingGflops, parseShapes, plainMatmulModel } from "./matmul.js";
 
 function naive(a: Tensor, b: Tensor): Float64Array {
   const [m, k] = a.shape as [number, number];
@@ -99,7 +99,27 @@ describe("bench matmul", () => {
       { name: "b", m: 10, k: 10, n: 30, count: 3 },
     ];
     assert.ok(Math.abs(mixCeilingGflops(c, mix, "cpu") - 2 * got) < 1e-2);
+    // medians: 1 ms per run of either shape → 20000 flops in 4 ms
+    assert.ok(Math.abs(mixCeilingGflops(c, mix, "median") - 20000 / 4e-3 / 1e9) < 1e-9);
     assert.throws(() => mixCeilingGflops(c, [{ name: "zz", m: 1, k: 1, n: 1, count: 1 }]), /no plain timing/);
+  });
+
+  test("PlainCeiling: rounds with counts run each shape that many times and time the whole round", async () => {
+    const c = await PlainCeiling.create(parseShapes("16x32x8,8x8x8"), { threads: 1, ep: "cpu", warmup: 1 });
+    try {
+      assert.throws(() => c.mixResult(), /needs a round with counts/);
+      await c.round([2, 1]);
+      await c.round([2, 1]);
+      await c.round();
+      const r = c.result();
+      assert.deepEqual(r.shapes.map((s) => s.timings.plain!.medianMs > 0), [true, true]);
+      assert.equal(r.repeat, 5); // runs of the first shape: 2 + 2 + 1
+      const m = c.mixResult();
+      assert.equal(m.rounds, 2);
+      assert.ok(m.bestGflops >= m.medianGflops && m.medianGflops > 0 && m.cpuGflops > 0, JSON.stringify(m));
+    } finally {
+      await c.release();
+    }
   });
 
   test("parseShapes accepts names and MxKxN and rejects anything else", () => {

@@ -348,16 +348,48 @@ export class PlainCeiling {
     return new PlainCeiling(shapes, sessions, xs, opts.threads, opts.ep, opts.warmup ?? 2);
   }
 
-  /** Times every shape once. */
-  async round(): Promise<void> {
+  private readonly mixRounds: { ms: number; cpuMs: number; flops: number }[] = [];
+
+  /**
+   * Times every shape once, or `counts[i]` times: a round with the step's own counts runs the
+   * products of one forward pass back to back, as long as a good part of a step, so its best time
+   * is as lucky as a step's best under a fluctuating load (`mixResult`).
+   */
+  async round(counts?: readonly number[]): Promise<void> {
+    let ms = 0;
+    let cpuMs = 0;
+    let flops = 0;
     for (const [i, cg] of this.sessions.entries()) {
-      const c0 = process.cpuUsage();
-      const t0 = performance.now();
-      await cg.run({ x: this.xs[i]! }, ["probe"]);
-      this.times[i]!.push(performance.now() - t0);
-      const c = process.cpuUsage(c0);
-      this.cpu[i]!.push((c.user + c.system) / 1e3);
+      const s = this.shapes[i]!;
+      for (let k = 0; k < (counts?.[i] ?? 1); k++) {
+        const c0 = process.cpuUsage();
+        const t0 = performance.now();
+        await cg.run({ x: this.xs[i]! }, ["probe"]);
+        const t = performance.now() - t0;
+        const c = process.cpuUsage(c0);
+        this.times[i]!.push(t);
+        this.cpu[i]!.push((c.user + c.system) / 1e3);
+        ms += t;
+        cpuMs += (c.user + c.system) / 1e3;
+        flops += 2 * s.m * s.k * s.n;
+      }
     }
+    if (counts) this.mixRounds.push({ ms, cpuMs, flops });
+  }
+
+  /** Rates of the rounds run with counts: best and median round, and CPU time of the best-CPU round. */
+  mixResult(): { rounds: number; bestGflops: number; medianGflops: number; cpuGflops: number } {
+    if (this.mixRounds.length === 0) throw new InvalidArgumentError("PlainCeiling.mixResult() needs a round with counts");
+    const rate = (r: { ms: number; flops: number }) => r.flops / (r.ms / 1e3) / 1e9;
+    const byTime = [...this.mixRounds].sort((a, b) => a.ms - b.ms);
+    const mid = byTime.length % 2 ? rate(byTime[(byTime.length - 1) / 2]!) : (rate(byTime[byTime.length / 2 - 1]!) + rate(byTime[byTime.length / 2]!)) / 2;
+    const bestCpu = [...this.mixRounds].sort((a, b) => a.cpuMs - b.cpuMs)[0]!;
+    return {
+      rounds: this.mixRounds.length,
+      bestGflops: sig(rate(byTime[0]!)),
+      medianGflops: sig(mid),
+      cpuGflops: sig(bestCpu.flops / (bestCpu.cpuMs / 1e3 / this.threads) / 1e9),
+    };
   }
 
   result(): MatmulCeiling {
@@ -397,9 +429,10 @@ export class PlainCeiling {
 /**
  * The plain-MatMul speed of a workload's matmul mix: shape i runs `count` times, so the mix takes
  * Σ count·flops_i / gflops_i seconds for Σ count·flops_i FLOPs. Shapes are matched by name.
- * `rate: "cpu"` uses the CPU-time rates (`cpuGflops`) instead of wall-clock ones.
+ * `rate: "cpu"` uses the CPU-time rates (`cpuGflops`) instead of the best wall-clock ones,
+ * `"median"` the median wall-clock times.
  */
-export function mixCeilingGflops(c: MatmulCeiling, mix: readonly (MatmulShape & { readonly count: number })[], rate: "wall" | "cpu" = "wall"): number {
+export function mixCeilingGflops(c: MatmulCeiling, mix: readonly (MatmulShape & { readonly count: number })[], rate: "wall" | "cpu" | "median" = "wall"): number {
   let flops = 0;
   let sec = 0;
   for (const s of mix) {
@@ -408,7 +441,7 @@ export function mixCeilingGflops(c: MatmulCeiling, mix: readonly (MatmulShape & 
     if (!t) throw new InvalidArgumentError(`no plain timing for shape '${s.name}'`);
     const f = 2 * s.m * s.k * s.n * s.count;
     flops += f;
-    sec += f / ((rate === "cpu" ? t.cpuGflops : t.gflops) * 1e9);
+    sec += rate === "median" ? (t.medianMs / 1e3) * s.count : f / ((rate === "cpu" ? t.cpuGflops : t.gflops) * 1e9);
   }
   return sig(flops / sec / 1e9);
 }

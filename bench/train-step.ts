@@ -44,7 +44,7 @@ export interface TrainStepBenchOptions {
   readonly spinning?: boolean;
   /** Measure the matmul ceiling in the same run, interleaved with the timed steps (default true). */
   readonly ceiling?: boolean;
-  /** Ceiling rounds (every shape once) after each timed step (default 2). */
+  /** Ceiling rounds after each timed step (default 1); a round runs the forward products of one step. */
   readonly ceilingRounds?: number;
   /** Write an onnxruntime profile of the timed steps and summarise it per op type. */
   readonly profile?: boolean;
@@ -81,25 +81,35 @@ export interface TrainStepBenchResult {
   /** Peak RSS (getrusage maxRSS) after the first timed step, before the ceiling's sessions exist. */
   readonly peakRssMiB: number;
   readonly ceiling?: {
-    /** Σ flops / Σ best time over the model's distinct forward matmul shapes, each once (as `bench matmul`). */
-    readonly shapeSetGflops: number;
-    /** The same per-shape speeds weighted by how many FLOPs the step spends in each shape. */
+    /**
+     * The ceiling: the step's forward products (each shape as many times as the step runs it)
+     * as plain MatMuls back to back, best round: Σ flops / best round time.
+     */
     readonly mixGflops: number;
-    /** mixGflops from CPU-time rates. */
+    /** The same from the median round. */
+    readonly mixMedianGflops: number;
+    /** The same from CPU time (least-CPU round, per thread). */
     readonly mixCpuGflops: number;
-    /** Timed runs of each shape (interleaved with the steps). */
+    /** Each shape's best single run, weighted by the step's FLOPs in it (luckier than a whole round under a fluctuating load). */
+    readonly mixBestShapesGflops: number;
+    /** Σ flops / Σ best time over the distinct shapes, each once (as `bench matmul`). */
+    readonly shapeSetGflops: number;
+    /** Rounds timed (interleaved with the steps). */
     readonly rounds: number;
     readonly shapes: MatmulCeiling["shapes"];
   };
-  /** achieved / ceiling.mixGflops (the headline MFU) and / ceiling.shapeSetGflops. */
+  /** Best step's achieved FLOP/s ÷ ceiling.mixGflops: the headline MFU. */
   readonly mfu?: number;
-  readonly mfuShapeSet?: number;
+  /** Median step ÷ ceiling.mixMedianGflops. */
+  readonly mfuMedian?: number;
   /**
-   * The same ratio from CPU time (achievedCpuGflops / ceiling.mixCpuGflops): what the MFU would be
-   * with the cores to ourselves. It ignores idle time (a thread waiting costs no CPU), so it is an
-   * upper bound of the wall-clock MFU on an idle machine.
+   * achievedCpuGflops ÷ ceiling.mixCpuGflops: the ratio with the cores to ourselves. It ignores
+   * idle time (a waiting thread costs no CPU), so it is an upper bound of the idle-machine MFU.
    */
   readonly mfuCpu?: number;
+  /** achieved ÷ ceiling.mixBestShapesGflops and ÷ ceiling.shapeSetGflops. */
+  readonly mfuBestShapes?: number;
+  readonly mfuShapeSet?: number;
   readonly profile?: ProfileSummary & { readonly file: string | null };
 }
 
@@ -241,7 +251,7 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
   // the matmul ceiling is timed between the steps (same machine load), after the first timed step
   // (by then the arena and onnxruntime's memory pattern are allocated: the RSS peak is the step's)
   let ceiling: PlainCeiling | null = null;
-  const rounds = o.ceilingRounds ?? 2;
+  const rounds = o.ceilingRounds ?? 1;
   try {
     for (let i = 0; i < warmup + steps; i++) {
       const c0 = process.cpuUsage();
@@ -259,7 +269,7 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
         peakRssMiB = r1(process.resourceUsage().maxRSS / 1024, 0);
         if (o.ceiling !== false) ceiling = await PlainCeiling.create(w.shapes, { threads, ep });
       }
-      if (ceiling && i >= warmup) for (let r = 0; r < rounds; r++) await ceiling.round();
+      if (ceiling && i >= warmup) for (let r = 0; r < rounds; r++) await ceiling.round(w.shapes.map((x) => x.count));
     }
     if (profileDir) step.session.endProfiling();
   } catch (e) {
@@ -304,16 +314,27 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
   };
   if (!ceiling) return result;
   const c = ceiling.result();
-  await ceiling.release();
   c.shapes.forEach((x) => say(`ceiling ${x.name} [${x.m}x${x.k}]·[${x.k}x${x.n}]: ${x.timings.plain!.gflops} GFLOP/s (CPU-time rate ${x.timings.plain!.cpuGflops})`));
-  const mix = mixCeilingGflops(c, w.shapes);
-  const mixCpu = mixCeilingGflops(c, w.shapes, "cpu");
+  const mix = ceiling.mixResult();
+  await ceiling.release();
+  const bestShapes = mixCeilingGflops(c, w.shapes);
+  const achievedMedian = perStep / (median(times) / 1e3) / 1e9;
   return {
     ...result,
-    ceiling: { shapeSetGflops: c.ceilingGflops, mixGflops: mix, mixCpuGflops: mixCpu, rounds: c.repeat, shapes: c.shapes },
-    mfu: r1(achieved / mix, 3),
+    ceiling: {
+      mixGflops: mix.bestGflops,
+      mixMedianGflops: mix.medianGflops,
+      mixCpuGflops: mix.cpuGflops,
+      mixBestShapesGflops: bestShapes,
+      shapeSetGflops: c.ceilingGflops,
+      rounds: mix.rounds,
+      shapes: c.shapes,
+    },
+    mfu: r1(achieved / mix.bestGflops, 3),
+    mfuMedian: r1(achievedMedian / mix.medianGflops, 3),
+    mfuCpu: r1(achievedCpu / mix.cpuGflops, 3),
+    mfuBestShapes: r1(achieved / bestShapes, 3),
     mfuShapeSet: r1(achieved / c.ceilingGflops, 3),
-    mfuCpu: r1(achievedCpu / mixCpu, 3),
   };
 }
 
@@ -330,7 +351,7 @@ export function register(program: Command): void {
     .option("--seq <n>", "sequence length (default 128, use-lite 32)", positiveInt("--seq"))
     .option("--rank <n>", "LoRA rank", positiveInt("--rank"), 16)
     .option("--no-ceiling", "skip the matmul ceiling (no MFU)")
-    .option("--ceiling-rounds <n>", "ceiling rounds (every shape once) after each timed step", positiveInt("--ceiling-rounds"), 2)
+    .option("--ceiling-rounds <n>", "ceiling rounds after each timed step (a round: the step's forward products as plain MatMuls)", positiveInt("--ceiling-rounds"), 1)
     .option("--memory-pattern", "enable onnxruntime's memory pattern (off by default in peft-ts sessions)")
     .option("--spinning", "let idle onnxruntime worker threads spin")
     .option("--profile", "profile the timed steps with onnxruntime and report kernel time per op type")
