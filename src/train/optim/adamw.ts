@@ -17,7 +17,7 @@
  * results agree with PyTorch to about one float32 ulp per step, not bit for bit; the scalar
  * factors (bias corrections, step size) are float64 in both.
  */
-import { buildState, checkNumber, checkParams, checkState, resolveGradients, takeBuffer } from "./common.js";
+import { buildState, checkAdamHyperparams, checkNumber, checkParams, checkState, resolveGradients, takeBuffer } from "./common.js";
 import type { Gradients, NamedParam, Optimizer, OptimizerState } from "./types.js";
 
 export interface AdamWOptions {
@@ -69,11 +69,7 @@ export class AdamW implements Optimizer {
   }
 
   private checkHyperparams(): void {
-    checkNumber("AdamW", "lr", this.lr, 0);
-    checkNumber("AdamW", "betas[0]", this.beta1, 0, 1);
-    checkNumber("AdamW", "betas[1]", this.beta2, 0, 1);
-    checkNumber("AdamW", "eps", this.eps, 0);
-    checkNumber("AdamW", "weightDecay", this.weightDecay, 0);
+    checkAdamHyperparams("AdamW", this);
   }
 
   get stepCount(): number {

@@ -29,7 +29,7 @@ import { ABSMAX_FLOOR, nearestIndex } from "../../compress/quant/blockwise.js";
 import { codebookBounds } from "../../compress/quant/codebooks.js";
 import { codebookFor, quantize } from "../../compress/quant/quantize.js";
 import { ADAMW_DEFAULTS, type AdamWOptions } from "./adamw.js";
-import { buildState, checkNumber, checkParams, checkState, resolveGradients, takeBuffer } from "./common.js";
+import { buildState, checkAdamHyperparams, checkNumber, checkParams, checkState, resolveGradients, takeBuffer } from "./common.js";
 import type { Gradients, NamedParam, Optimizer, OptimizerState } from "./types.js";
 
 export interface AdamW8bitOptions extends Omit<AdamWOptions, "amsgrad"> {
@@ -194,11 +194,7 @@ export class AdamW8bit implements Optimizer {
   }
 
   private checkHyperparams(): void {
-    checkNumber("AdamW8bit", "lr", this.lr, 0);
-    checkNumber("AdamW8bit", "betas[0]", this.beta1, 0, 1);
-    checkNumber("AdamW8bit", "betas[1]", this.beta2, 0, 1);
-    checkNumber("AdamW8bit", "eps", this.eps, 0);
-    checkNumber("AdamW8bit", "weightDecay", this.weightDecay, 0);
+    checkAdamHyperparams("AdamW8bit", this);
   }
 
   get stepCount(): number {

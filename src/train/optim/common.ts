@@ -99,3 +99,12 @@ export function takeBuffer(state: OptimizerState, p: NamedParam, steps: number, 
   if (t.length !== p.data.length) throw new ShapeMismatchError(key, [p.data.length], [t.length], "optimizer state buffer");
   return t.slice();
 }
+
+/** Validates the hyperparameters shared by AdamW and AdamW8bit (`who` names the optimizer in errors). */
+export function checkAdamHyperparams(who: string, h: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number }): void {
+  checkNumber(who, "lr", h.lr, 0);
+  checkNumber(who, "betas[0]", h.beta1, 0, 1);
+  checkNumber(who, "betas[1]", h.beta2, 0, 1);
+  checkNumber(who, "eps", h.eps, 0);
+  checkNumber(who, "weightDecay", h.weightDecay, 0);
+}
