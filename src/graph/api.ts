@@ -256,8 +256,9 @@ export function pad(x: Value, pads: readonly number[], value = 0): Value {
 export function zerosLike(x: Value): Value {
   return expand(x.graph.scalar(0, x.dtype), shapeTensor(x));
 }
-export function randomUniformLike(x: Value, seed: number): Value {
-  return x.graph.op1("RandomUniformLike", [x], { seed, dtype: onnxDataType(x.dtype) });
+/** Uniform [0, 1) samples with the shape of `x`, of dtype `dtype` (default: x's). */
+export function randomUniformLike(x: Value, seed: number, dtype: DType = x.dtype): Value {
+  return x.graph.op1("RandomUniformLike", [x], { seed, dtype: onnxDataType(dtype) });
 }
 
 /** ONNX TensorProto.DataType codes. */

@@ -61,10 +61,21 @@ export function activation(name: string, x: Value): Value {
   }
 }
 
-/** Llama RMSNorm: x / sqrt(mean(x²) + eps) · weight. */
+/** float16 / bfloat16: the dtypes whose statistics and losses are computed in float32. */
+export function isHalf(x: Value): boolean {
+  return x.dtype === "float16" || x.dtype === "bfloat16";
+}
+
+/**
+ * Llama RMSNorm: x / sqrt(mean(x²) + eps) · weight. A float16 input is normalised in float32 and
+ * cast back before the weight is applied, as transformers' `LlamaRMSNorm` does (x² of a float16
+ * activation above 256 would overflow).
+ */
 export function rmsNorm(x: Value, weight: Value, eps: number): Value {
-  const ms = G.reduceMean(G.mul(x, x), [-1]);
-  return G.mul(G.mul(x, G.reciprocal(G.sqrt(G.add(ms, eps)))), weight);
+  const xs = isHalf(x) ? G.cast(x, "float32") : x;
+  const ms = G.reduceMean(G.mul(xs, xs), [-1]);
+  const normed = G.mul(xs, G.reciprocal(G.sqrt(G.add(ms, eps))));
+  return G.mul(G.cast(normed, x.dtype), weight);
 }
 
 /** y = x·Wᵀ + b for a PyTorch `nn.Linear` weight W of shape [out, in]. */
@@ -123,6 +134,7 @@ export function nextTokenCrossEntropy(logits: Value, labels: Value, prefix = 0, 
 export function dropout(x: Value, p: number, seed: number): Value {
   if (p <= 0) return x;
   if (p >= 1) throw new GraphBuildError("dropout", `p must be < 1, got ${p}`);
-  const keep = G.less(G.randomUniformLike(x, seed), 1 - p);
+  // float16 inputs draw float32 uniforms: float16 has only 2¹⁰ steps in [0.5, 1)
+  const keep = G.less(G.randomUniformLike(x, seed, isHalf(x) ? "float32" : x.dtype), 1 - p);
   return G.where(keep, G.div(x, 1 - p), 0);
 }

@@ -1,5 +1,5 @@
 import { GraphBuildError } from "../errors.js";
-import { type DType, type Tensor, allocate, tensor } from "../tensor.js";
+import { type DType, type Tensor, allocate, floatToBf16, floatToHalf, tensor } from "../tensor.js";
 import type { OpDef } from "./op-def.js";
 import { OPS } from "./ops/index.js";
 import type { OpName } from "./ops/names.js";
@@ -87,6 +87,9 @@ export class Graph {
     if (!v) {
       const data = allocate(dtype, 1);
       if (dtype === "int64") (data as BigInt64Array)[0] = BigInt(value);
+      // float16 / bfloat16 arrays hold bit patterns
+      else if (dtype === "float16") (data as Uint16Array)[0] = floatToHalf(value);
+      else if (dtype === "bfloat16") (data as Uint16Array)[0] = floatToBf16(value);
       else (data as Float32Array)[0] = value;
       v = this.constant(tensor(dtype, [], data));
       this.scalarCache.set(key, v);

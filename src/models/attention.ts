@@ -5,6 +5,7 @@ import type { DType } from "../tensor.js";
 
 /** The most negative finite value of the dtype, which transformers uses for masked scores. */
 export function maskValue(dtype: string): number {
+  if (dtype === "float16") return -65504;
   return dtype === "float64" ? -Number.MAX_VALUE : -3.4028234663852886e38;
 }
 
@@ -59,6 +60,12 @@ export function attentionBias(allowed: Value, dtype: DType): Value {
  * softmax(q·kᵀ·scale, masked)·v for q [B, H, S, D] and k, v [B, Hkv, S, D]. Grouped-query
  * attention (Hkv < H) is computed by viewing q as [B, Hkv, H/Hkv, S, D], so k and v broadcast
  * instead of being repeated.
+ *
+ * float16 (mixed precision): the products run in float16, but the scores are cast to float32
+ * before the scale, the mask and the softmax (as PyTorch autocast and transformers' eager
+ * attention do), and the probabilities are cast back to float16 for the product with v. The mask
+ * bias is then float32's most negative value, so a masked score cannot overflow to −∞ and a fully
+ * masked row (a padding query) gives a uniform row, not NaN.
  */
 export function attention(
   q: Value,
@@ -73,7 +80,8 @@ export function attention(
   let qq = q;
   let kk = k;
   let vv = v;
-  let mask = attentionBias(allowed, q.dtype);
+  const mixed = q.dtype === "float16";
+  let mask = attentionBias(allowed, mixed ? "float32" : q.dtype);
   const grouped = kvHeads !== heads;
   if (grouped) {
     const rep = heads / kvHeads;
@@ -84,9 +92,11 @@ export function attention(
   }
   const kt = G.transpose(kk, grouped ? [0, 1, 2, 4, 3] : [0, 1, 3, 2]);
   let scores = G.matmul(qq, kt);
+  if (mixed) scores = G.cast(scores, "float32");
   if (scale !== 1) scores = G.mul(scores, scale);
   scores = G.add(scores, mask);
   let probs = G.softmax(scores, -1);
+  if (mixed) probs = G.cast(probs, q.dtype);
   if (opts.dropout) probs = opts.dropout(probs);
   const out = G.matmul(probs, vv);
   return grouped ? G.reshape(out, [0, heads, -1, q.shape[3] as number]) : out;

@@ -3,11 +3,12 @@
  * are graph inputs (trainable) rather than initializers (frozen), and the hooks through which
  * tuners rewrite layers by their Hugging Face module name (`bert.encoder.layer.0.attention.self.query`).
  */
-import { MissingTensorError, ShapeMismatchError } from "../errors.js";
+import { MissingTensorError, ShapeMismatchError, UnsupportedOptionError } from "../errors.js";
+import * as G from "../graph/api.js";
 import { dense } from "../graph/composite.js";
 import type { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
-import { type DType, type Tensor, toFloat32 as toF32 } from "../tensor.js";
+import { type DType, type Tensor, floatToHalf, toFloat32 as toF32 } from "../tensor.js";
 
 /** Named tensors a model reads its weights from (a `Map`, a lazy safetensors file…). */
 export interface WeightSource {
@@ -84,8 +85,34 @@ export interface ModelHooks {
   embeds?: EmbedHook;
 }
 
+/**
+ * Compute dtypes a model graph can be built in. `float16` is mixed precision (PyTorch autocast /
+ * AMP style): frozen weights are converted to float16 on the host once, trainable parameters stay
+ * float32 graph inputs (master weights) cast to float16 inside the graph, and the numerically
+ * sensitive parts (attention softmax, norm statistics, the loss) run in float32.
+ */
+export type ComputeDtype = "float32" | "float64" | "float16";
+
+const COMPUTE_DTYPES: readonly DType[] = ["float32", "float64", "float16"];
+
+/** `dtype` as a compute dtype, or an UnsupportedOptionError naming the option. */
+export function checkComputeDtype(dtype: DType, where = "model options"): ComputeDtype {
+  if (!COMPUTE_DTYPES.includes(dtype)) {
+    throw new UnsupportedOptionError(where, "dtype", dtype, "graphs compute in float32, float64 or float16 (bfloat16 weights load into any of them)");
+  }
+  return dtype as ComputeDtype;
+}
+
+/** The dtype of trainable graph inputs for a compute dtype: float32 master weights under float16. */
+export function masterDtype(dtype: ComputeDtype): "float32" | "float64" {
+  return dtype === "float64" ? "float64" : "float32";
+}
+
 export interface ContextOptions {
-  /** Compute dtype of the graph (weights are cast on the host when they differ). Default float32. */
+  /**
+   * Compute dtype of the graph (frozen weights are cast on the host when they differ). Default
+   * float32. With float16, trainable parameters are float32 inputs cast inside the graph.
+   */
   dtype?: DType;
   /** Parameters to expose as graph inputs (trainable) instead of initializers. */
   inputParams?: (name: string) => boolean;
@@ -104,7 +131,7 @@ export interface ContextOptions {
 const DEDUPE_MIN_BYTES = 1 << 20;
 
 export class ModelContext {
-  readonly dtype: DType;
+  readonly dtype: ComputeDtype;
   private readonly params = new Map<string, Value>();
   /** Every linear layer the builder emitted, in order (for `all-linear` and inspection). */
   readonly linearSites: { name: string; inFeatures: number; outFeatures: number; fanInFanOut: boolean }[] = [];
@@ -116,7 +143,12 @@ export class ModelContext {
     readonly weights: WeightSource,
     readonly options: ContextOptions = {},
   ) {
-    this.dtype = options.dtype ?? "float32";
+    this.dtype = checkComputeDtype(options.dtype ?? "float32");
+  }
+
+  /** True when the graph computes in float16 with float32 master weights and float32 islands. */
+  get mixedPrecision(): boolean {
+    return this.dtype === "float16";
   }
 
   private seed = 0;
@@ -159,14 +191,18 @@ export class ModelContext {
         return emitted;
       }
     }
-    const t = this.tensor(name);
-    if (expectShape && (t.shape.length !== expectShape.length || t.shape.some((d, i) => d !== expectShape[i]))) {
-      throw new ShapeMismatchError(name, expectShape, t.shape, "model weights do not match config.json");
+    const stored = this.options.overrides?.get(name) ?? this.weights.get(name);
+    if (expectShape && (stored.shape.length !== expectShape.length || stored.shape.some((d, i) => d !== expectShape[i]))) {
+      throw new ShapeMismatchError(name, expectShape, stored.shape, "model weights do not match config.json");
     }
     if (this.options.inputParams?.(name)) {
-      v = this.g.input(name, t.dtype, t.shape);
-      this.inputParams.set(name, t);
+      // trainable: a master-precision input (float32 under float16 compute), cast in the graph
+      const master = castTensor(stored, masterDtype(this.dtype));
+      const inp = this.g.input(name, master.dtype, master.shape);
+      this.inputParams.set(name, master);
+      v = G.cast(inp, this.dtype);
     } else {
+      const t = castTensor(stored, this.dtype);
       v = this.sharedInitializer(t) ?? this.g.initializer(name, t);
       if (t.data.byteLength >= DEDUPE_MIN_BYTES) this.largeFrozen.push({ t, v });
     }
@@ -216,14 +252,19 @@ export class ModelContext {
   }
 }
 
-/** Cast float tensors between float32 and float64 on the host (other dtypes pass through). */
+/**
+ * Cast a float tensor to a float dtype on the host (other dtypes pass through). float16 and
+ * bfloat16 values are exact in float32, so every conversion rounds once: a float16 tensor read for
+ * a float16 graph is used as stored, and bfloat16 → float16 rounds the bfloat16 value directly.
+ * float64 → float16 goes through float32 (`floatToHalf` takes its input as float32), which can
+ * differ from one direct rounding by one float16 ulp in rare halfway cases.
+ */
 export function castTensor(t: Tensor, dtype: DType): Tensor {
   if (t.dtype === dtype) return t;
-  if (dtype === "float64" && t.dtype === "float32") return { dtype, shape: t.shape, data: Float64Array.from(t.data as Float32Array) };
-  if (dtype === "float32" && t.dtype === "float64") return { dtype, shape: t.shape, data: Float32Array.from(t.data as Float64Array) };
-  if ((t.dtype === "float16" || t.dtype === "bfloat16") && (dtype === "float32" || dtype === "float64")) {
-    return castTensor({ dtype: "float32", shape: t.shape, data: toF32(t) }, dtype);
-  }
+  const isFloat = t.dtype === "float32" || t.dtype === "float64" || t.dtype === "float16" || t.dtype === "bfloat16";
+  if (!isFloat) return t;
+  if (dtype === "float64") return { dtype, shape: t.shape, data: t.dtype === "float32" ? Float64Array.from(t.data as Float32Array) : Float64Array.from(toF32(t)) };
+  if (dtype === "float32") return { dtype, shape: t.shape, data: t.dtype === "float64" ? Float32Array.from(t.data as Float64Array) : toF32(t) };
+  if (dtype === "float16") return { dtype, shape: t.shape, data: Uint16Array.from(t.dtype === "float64" ? (t.data as Float64Array) : toF32(t), floatToHalf) };
   return t;
 }
-

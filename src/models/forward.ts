@@ -1,4 +1,5 @@
 /** Building and running a model's inference graph. */
+import * as G from "../graph/api.js";
 import { Graph } from "../graph/graph.js";
 import { CompiledGraph, type SessionOptions } from "../runtime/session.js";
 import type { DType, Tensor } from "../tensor.js";
@@ -12,13 +13,22 @@ export interface BuiltModel {
   readonly outputs: ModelOutputs;
 }
 
+/**
+ * Logits of a float16 (mixed-precision) graph are cast to float32, as transformers' heads return
+ * them to losses and metrics (`logits.float()`); other outputs keep the compute dtype.
+ */
+export function logitsInFloat32(outputs: ModelOutputs): ModelOutputs {
+  const l = outputs.logits;
+  return l.dtype === "float16" || l.dtype === "bfloat16" ? { ...outputs, logits: G.cast(l, "float32") } : outputs;
+}
+
 /** The model as a graph with inputs `input_ids`, `attention_mask` ([batch, seq] int64) and output `logits`. */
 export function buildModelGraph(model: LoadedModel, options: ContextOptions = {}, extraOutputs: { hidden?: boolean } = {}): BuiltModel {
   const g = new Graph(`${model.config.modelType}_forward`);
   const ctx = new ModelContext(g, model.weights, options);
   const inputIds = g.input("input_ids", "int64", ["batch", "seq"]);
   const attentionMask = g.input("attention_mask", "int64", ["batch", "seq"]);
-  const outputs = model.def.build(ctx, model.config as never, { inputIds, attentionMask });
+  const outputs = logitsInFloat32(model.def.build(ctx, model.config as never, { inputIds, attentionMask }));
   g.output(outputs.logits, "logits");
   if (extraOutputs.hidden) g.output(outputs.hidden, "hidden");
   return { graph: g, ctx, outputs };

@@ -7,7 +7,7 @@ import { activation, dropout, rmsNorm } from "../graph/composite.js";
 import type { Value } from "../graph/types.js";
 import type { LlamaConfig } from "../io/hf-config.js";
 import { attention, attentionAllowed, mergeHeads, positions, splitHeads } from "./attention.js";
-import type { ModelContext } from "./context.js";
+import { type ModelContext, castTensor } from "./context.js";
 import type { ModelDef, ModelInputs, ModelOutputs } from "./model-def.js";
 
 /** cos and sin tables [maxPos, headDim] computed in float32 as transformers does (`inv_freq`, `cat(freqs, freqs)`). */
@@ -37,13 +37,19 @@ function rope(x: Value, cos: Value, sin: Value, headDim: number): Value {
 
 export function buildLlama(ctx: ModelContext, cfg: LlamaConfig, inputs: ModelInputs): ModelOutputs {
   const { g } = ctx;
+  // the tables are computed in float32 (float64 graphs: float64) and, under float16, rounded once
+  // to float16 as transformers does (`cos.to(x.dtype)`)
   const dtype = ctx.dtype === "float64" ? "float64" : "float32";
   const tok = G.gather(ctx.param("model.embed_tokens.weight"), inputs.inputIds);
   const hooked = ctx.embeds(tok, inputs.attentionMask);
   const tables = ropeTables(cfg, dtype);
   const tshape = [cfg.maxPositionEmbeddings, cfg.headDim];
   const mk = (a: Float64Array) =>
-    g.constant(dtype === "float64" ? { dtype, shape: tshape, data: a } : { dtype, shape: tshape, data: Float32Array.from(a) });
+    g.constant(
+      dtype === "float64"
+        ? { dtype, shape: tshape, data: a }
+        : castTensor({ dtype, shape: tshape, data: Float32Array.from(a) }, ctx.dtype),
+    );
   const pos = positions(hooked.mask);
   const cos = G.gather(mk(tables.cos), pos); // [S, D], broadcasts over [B, H, S, D]
   const sin = G.gather(mk(tables.sin), pos);

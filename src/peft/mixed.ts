@@ -2,7 +2,7 @@
 import { AdapterStateError } from "../errors.js";
 import type { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
-import type { LinearHook, ModelHooks } from "../models/context.js";
+import { type ComputeDtype, type LinearHook, type ModelHooks, castTensor } from "../models/context.js";
 import type { AdapterInstance } from "../tuners/common/types.js";
 import { type LoraConfig, applyMixedLora, loraKeys, moduleRankAndScale } from "../tuners/lora/index.js";
 import { toFloat32 } from "../tensor.js";
@@ -14,7 +14,7 @@ export const BASE_ADAPTER = "__base__";
  * `adapters.length` means the base model). Per module, A and B of every adapter are zero-padded
  * to the largest rank and stacked into constants the rows gather from.
  */
-export function mixedLoraHooks(g: Graph, adapters: readonly AdapterInstance[], rowIndex: Value): ModelHooks {
+export function mixedLoraHooks(g: Graph, adapters: readonly AdapterInstance[], rowIndex: Value, dtype: ComputeDtype = "float32"): ModelHooks {
   for (const a of adapters) {
     if (a.tuner.peftType !== "LORA") throw new AdapterStateError(a.name, `mixed-adapter batches support LoRA adapters only, not ${a.tuner.peftType}`);
     const c = a.config as LoraConfig;
@@ -45,9 +45,7 @@ export function mixedLoraHooks(g: Graph, adapters: readonly AdapterInstance[], r
           for (let o = 0; o < fout; o++) for (let j = 0; j < r; j++) B[idx * fout * rmax + o * rmax + j] = bv[o * r + j]!;
           S[idx] = moduleRankAndScale(a.config as LoraConfig, name).scaling;
         });
-        const dt = site.x.dtype;
-        const cast = (d: Float32Array, shape: number[]) =>
-          g.constant(dt === "float64" ? { dtype: "float64", shape, data: Float64Array.from(d) } : { dtype: "float32", shape, data: d });
+        const cast = (d: Float32Array, shape: number[]) => g.constant(castTensor({ dtype: "float32", shape, data: d }, dtype));
         return applyMixedLora(site, { A: cast(A, [n, rmax, fin]), B: cast(B, [n, fout, rmax]), scaling: cast(S, [n]) }, rowIndex);
       };
     },

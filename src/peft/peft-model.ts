@@ -9,7 +9,19 @@ import { AdapterStateError, ConfigError } from "../errors.js";
 import { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
 import { DEFAULT_ADAPTER_NAME, adapterDirFor, validateAdapterName } from "../io/peft-files.js";
-import { type ContextOptions, type ModelHooks, ModelContext, type WeightSource, overlaySource } from "../models/context.js";
+import * as G from "../graph/api.js";
+import {
+  type ComputeDtype,
+  type ContextOptions,
+  type ModelHooks,
+  ModelContext,
+  type WeightSource,
+  castTensor,
+  checkComputeDtype,
+  masterDtype,
+  overlaySource,
+} from "../models/context.js";
+import { logitsInFloat32 } from "../models/forward.js";
 import type { LoadedModel } from "../models/load.js";
 import type { ModelOutputs } from "../models/model-def.js";
 import { CompiledGraph, type SessionOptions } from "../runtime/session.js";
@@ -29,11 +41,25 @@ export interface ForwardInputs {
   readonly adapterNames?: readonly string[];
 }
 
+/** Options of `PeftModel.forward`. */
+export interface ForwardOptions {
+  /**
+   * Compute dtype (default float32). `float16` runs the frozen model in float16 with float32
+   * softmax and norm statistics (see docs/training.md, "Mixed precision"); logits are float32.
+   */
+  readonly dtype?: ComputeDtype;
+}
+
 export interface BuildOptions {
   /** Trainable graph: the tensors of active adapters not loaded for inference become graph inputs (and dropout is on). */
   readonly training?: boolean;
   /** Mixed-adapter batch over these adapters (input `adapter_index` [batch]). */
   readonly mixedAdapters?: readonly string[];
+  /**
+   * Compute dtype (default float32). `float16`: mixed precision — frozen weights in float16,
+   * trainable tensors float32 inputs cast in the graph (their gradients are float32), softmax and
+   * norm statistics in float32, and `outputs.logits` cast to float32.
+   */
   readonly dtype?: DType;
   readonly seed?: number;
   /** Dropout layers active (default: same as `training`). Off gives a deterministic training graph. */
@@ -185,7 +211,9 @@ export class PeftModel {
       const old = a.tensors.get(k);
       if (!old) throw new AdapterStateError(name, `has no tensor '${k}'`);
       if (numel(old.shape) !== numel(v.shape)) throw new AdapterStateError(name, `new value of '${k}' has a different size`);
-      a.tensors.set(k, { dtype: old.dtype, shape: old.shape, data: v.data } as Tensor);
+      // the new value's dtype wins: a float16 adapter trained with float32 master weights becomes
+      // float32, as PEFT's `autocast_adapter_dtype` upcasts adapters loaded for training
+      a.tensors.set(k, { dtype: v.dtype, shape: old.shape, data: v.data } as Tensor);
     }
     this.bump(name);
   }
@@ -254,6 +282,7 @@ export class PeftModel {
     const training = opts.training ?? false;
     const dropout = opts.dropout ?? training;
     const seed = opts.seed ?? 0;
+    const dtype = checkComputeDtype(opts.dtype ?? "float32", "PeftModel.buildGraph options");
     const g = new Graph(`${this.info.modelType}_peft`);
     const inputIds = g.input("input_ids", "int64", ["batch", "seq"]);
     const attentionMask = g.input("attention_mask", "int64", ["batch", "seq"]);
@@ -265,7 +294,7 @@ export class PeftModel {
     const trainableBase = new Set<string>();
     if (opts.mixedAdapters) {
       const rowIndex = g.input("adapter_index", "int64", ["batch"]);
-      hooks = mixedLoraHooks(g, opts.mixedAdapters.map((n) => this.adapter(n)), rowIndex);
+      hooks = mixedLoraHooks(g, opts.mixedAdapters.map((n) => this.adapter(n)), rowIndex, dtype);
     } else {
       const cache = new Map<string, Value>();
       const param = (a: AdapterInstance, key: string): Value => {
@@ -273,12 +302,13 @@ export class PeftModel {
         let v = cache.get(name);
         if (!v) {
           const t = a.tensors.get(key)!;
-          const cast = opts.dtype === "float64" && t.dtype === "float32" ? { dtype: "float64" as const, shape: t.shape, data: Float64Array.from(t.data as Float32Array) } : t;
           if (training && !a.config.inferenceMode) {
-            v = g.input(name, cast.dtype, cast.shape);
-            trainable.set(name, cast);
+            // master weights: float32 inputs (float64 graphs: float64), cast to the compute dtype in the graph
+            const master = castTensor(t, masterDtype(dtype));
+            v = G.cast(g.input(name, master.dtype, master.shape), dtype);
+            trainable.set(name, master);
             owners.set(name, { adapter: a.name, key });
-          } else v = g.initializer(name, cast);
+          } else v = g.initializer(name, castTensor(t, dtype));
           cache.set(name, v);
         }
         return v;
@@ -301,17 +331,18 @@ export class PeftModel {
       hooks,
       training: dropout,
       seed,
-      ...(opts.dtype ? { dtype: opts.dtype } : {}),
+      dtype,
       ...(training ? { inputParams: (n: string) => trainableBase.has(n) } : {}),
     };
     const ctx = new ModelContext(g, this.base.weights, ctxOpts);
-    const outputs = this.base.def.build(ctx, this.base.config as never, { inputIds, attentionMask });
+    const outputs = logitsInFloat32(this.base.def.build(ctx, this.base.config as never, { inputIds, attentionMask }));
     for (const [k, t] of ctx.inputParams) trainable.set(k, t);
     return { graph: g, ctx, outputs, inputIds, attentionMask, trainable, owners };
   }
 
-  private stateKey(mixed?: readonly string[]): string {
+  private stateKey(mixed: readonly string[] | undefined, dtype: ComputeDtype): string {
     return JSON.stringify({
+      dtype,
       active: this.disabled ? [] : this.active,
       merged: this.merged,
       mixed: mixed ?? null,
@@ -320,7 +351,8 @@ export class PeftModel {
   }
 
   /** Logits for a batch (mixed-adapter when `adapterNames` is given). Sessions are cached per adapter state. */
-  async forward(inputs: ForwardInputs): Promise<Tensor> {
+  async forward(inputs: ForwardInputs, opts: ForwardOptions = {}): Promise<Tensor> {
+    const dtype = checkComputeDtype(opts.dtype ?? "float32", "PeftModel.forward options");
     const [batch, seq] = inputs.inputIds.shape as [number, number];
     const mask = inputs.attentionMask ?? { dtype: "int64" as const, shape: [batch, seq], data: new BigInt64Array(batch * seq).fill(1n) };
     const feeds: Record<string, Tensor> = { input_ids: inputs.inputIds, attention_mask: mask };
@@ -340,10 +372,10 @@ export class PeftModel {
         data: BigInt64Array.from(inputs.adapterNames, (n) => BigInt(n === BASE_ADAPTER ? mixed!.length : mixed!.indexOf(n))),
       };
     }
-    const key = this.stateKey(mixed);
+    const key = this.stateKey(mixed, dtype);
     let s = this.sessions.get(key);
     if (!s) {
-      const built = this.buildGraph(mixed ? { mixedAdapters: mixed } : {});
+      const built = this.buildGraph({ ...(mixed ? { mixedAdapters: mixed } : {}), dtype });
       built.graph.output(built.outputs.logits, "logits");
       s = CompiledGraph.create(built.graph, this.sessionOptions);
       this.sessions.set(key, s);

@@ -30,5 +30,7 @@ export type { TokenizedExample, TrainerConfig, EvalResult, StepInfo, TrainHistor
 export { TrainStep, GRAD_PREFIX } from "./step.js";
 export type { Batch, StepResult, TrainStepOptions } from "./step.js";
 export { causalLmLoss, sequenceClassificationLoss, taskLoss } from "./loss.js";
+export { GRAD_SCALER_DEFAULTS, GradScaler, LOSS_SCALE_INPUT, LossScaledStep } from "./grad-scaler.js";
+export type { GradScalerState, LossScaledStepOptions, LossScaling } from "./grad-scaler.js";
 export type { LossTask } from "./loss.js";
 export { ADAMW8BIT_DEFAULTS, AdamW8bit, type AdamW8bitOptions, type OptimizerStateBytes } from "./optim/index.js";

@@ -9,6 +9,7 @@ import type { SessionOptions } from "../runtime/session.js";
 import type { Tensor } from "../tensor.js";
 import { Rng } from "../util/rng.js";
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js";
+import { GradScaler, type GradScalerState, LossScaledStep, type LossScaling } from "./grad-scaler.js";
 import type { LossTask } from "./loss.js";
 import { accuracy, argmaxRows, macroF1, perplexity } from "./metrics.js";
 import { AdamW, AdamW8bit, Sgd, clipGradNorm, excludeFromWeightDecay } from "./optim/index.js";
@@ -53,6 +54,13 @@ export interface TrainerConfig {
   readonly checkpointEvery?: number;
   /** Stop after this many optimizer steps (for tests and resumable runs). */
   readonly maxSteps?: number;
+  /**
+   * Compute dtype (default float32). `float16`: mixed precision — the frozen model in float16,
+   * float32 master weights, and loss scaling (`lossScaling`); see docs/training.md.
+   */
+  readonly dtype?: "float32" | "float16";
+  /** Loss scaling for `dtype: "float16"` (default dynamic with PyTorch GradScaler's defaults). */
+  readonly lossScaling?: LossScaling;
 }
 
 export interface EvalResult {
@@ -71,6 +79,10 @@ export interface StepInfo {
   readonly gradNorm: number;
   readonly examplesPerSecond: number;
   readonly tokensPerSecond: number;
+  /** float16 training: the loss scale this step's gradients were computed with. */
+  readonly lossScale?: number;
+  /** float16 training: the gradients overflowed, so the optimizer step was skipped. */
+  readonly skipped?: boolean;
 }
 
 export interface TrainHistory {
@@ -125,7 +137,8 @@ function higherIsBetter(metric: string): boolean {
 }
 
 export class Trainer {
-  private step!: TrainStep;
+  private step!: TrainStep | LossScaledStep;
+  private scaler: GradScaler | null = null;
   private evalStep: TrainStep | null = null;
   private params = new Map<string, Float32Array>();
   private optimizer!: Optimizer;
@@ -140,6 +153,9 @@ export class Trainer {
   ) {
     if (config.batchSize < 1 || config.epochs <= 0) throw new ConfigError("trainer", "batchSize/epochs", "must be positive");
     if (train.length === 0) throw new ConfigError("trainer", "train", "no training examples");
+    if (config.dtype !== undefined && config.dtype !== "float32" && config.dtype !== "float16") {
+      throw new ConfigError("trainer", "dtype", `must be "float32" or "float16", got ${JSON.stringify(config.dtype)}`);
+    }
     this.rng = new Rng(config.seed);
   }
 
@@ -154,7 +170,9 @@ export class Trainer {
 
   private async init(): Promise<void> {
     const cfg = this.config;
-    this.step = await TrainStep.create(this.model, { task: cfg.task, seed: cfg.seed, dropout: cfg.dropout ?? true, session: cfg.session ?? {} });
+    const stepOpts = { task: cfg.task, seed: cfg.seed, dropout: cfg.dropout ?? true, session: cfg.session ?? {}, dtype: cfg.dtype ?? "float32" };
+    this.scaler = cfg.dtype === "float16" ? new GradScaler(cfg.lossScaling) : null;
+    this.step = this.scaler ? await LossScaledStep.create(this.model, this.scaler, stepOpts) : await TrainStep.create(this.model, stepOpts);
     for (const n of this.step.names) this.params.set(n, Float32Array.from(this.step.initial.get(n)!.data as Float32Array));
     const named: NamedParam[] = this.step.names.map((n) => ({ name: n, data: this.params.get(n)! }));
     const wd = cfg.weightDecay ?? (cfg.optimizer === "sgd" ? 0 : 0.01);
@@ -200,6 +218,7 @@ export class Trainer {
         dropout: false,
         gradients: false,
         withLogits: this.config.task === "seq-cls",
+        dtype: this.config.dtype ?? "float32",
         session: this.config.session ?? {},
       });
     }
@@ -251,6 +270,7 @@ export class Trainer {
       step = ck.step;
       epoch = Math.floor(ck.epoch);
       pos = Number(ck.extras.position ?? 0);
+      if (this.scaler && ck.extras.gradScaler) this.scaler.loadStateDict(ck.extras.gradScaler as unknown as GradScalerState);
     }
     const total = this.totalSteps;
     const evaluateNow = async () => {
@@ -300,9 +320,12 @@ export class Trainer {
         }
       }
       if (stoppedEarly || gsum.size === 0) break;
-      const gradNorm = cfg.maxGradNorm ? clipGradNorm(gsum, cfg.maxGradNorm) : 0;
+      // float16: unscale the gradients; skip the update (and lower the scale) when one overflowed
+      const lossScale = this.scaler?.scale;
+      const finite = this.scaler ? this.scaler.unscaleAndUpdate(gsum) : true;
+      const gradNorm = cfg.maxGradNorm && finite ? clipGradNorm(gsum, cfg.maxGradNorm) : 0;
       const lr = this.schedule.lrAt(step);
-      this.optimizer.step(gsum, lr);
+      if (finite) this.optimizer.step(gsum, lr);
       step++;
       const secs = (performance.now() - tStep) / 1000;
       const info: StepInfo = {
@@ -314,6 +337,7 @@ export class Trainer {
         gradNorm,
         examplesPerSecond: examplesSeen / secs,
         tokensPerSecond: tokens / secs,
+        ...(lossScale !== undefined ? { lossScale, skipped: !finite } : {}),
       };
       history.steps.push(info);
       callbacks.onStep?.(info);
@@ -337,7 +361,7 @@ export class Trainer {
       optimizer: this.optimizer.stateDict(),
       rng: { data: this.rng.state() },
       dataOrder: order,
-      extras: { position: pos },
+      extras: { position: pos, ...(this.scaler ? { gradScaler: { ...this.scaler.stateDict() } } : {}) },
     });
   }
 

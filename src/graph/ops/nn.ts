@@ -28,6 +28,12 @@ function unitAffine(g: Graph, shape: readonly number[], dtype: "float32" | "floa
   return p;
 }
 
+/** Sum over the leading axes of `v` so it has rank `rank` (the broadcast rows of a norm's affine). */
+function unbroadcastRows(v: Value, rank: number): Value {
+  const extra = v.rank - rank;
+  return extra > 0 ? G.reduceSum(v, [...Array(extra).keys()], false) : v;
+}
+
 function axisOf(n: { attrs: { axis?: unknown }; inputs: readonly Value[] }): number {
   return normAxis("Softmax", (n.attrs.axis as number | undefined) ?? -1, n.inputs[0]!.rank);
 }
@@ -102,9 +108,14 @@ export const nnOps = {
     },
     // dx = σ⁻¹·(g − mean(g) − x̂·mean(g·x̂)), g = dy·scale; x̂ and σ⁻¹ from one normalisation of x
     // with unit scale (fused kernel) instead of recomputing the mean and variance with primitives
+    // float16 x: the backward is computed in float32 (x cast up once), as the forward kernel
+    // computes its statistics in float32; mean(g·x̂) over a row in float16 loses the small terms
     vjp: (g, n, [dy]) => {
-      const [x, scale, bias] = n.inputs as [Value, Value, Value | undefined];
+      const [x16, scale16, bias] = n.inputs as [Value, Value, Value | undefined];
       if (!dy) return [null, null, null].slice(0, n.inputs.length);
+      const half = x16.dtype === "float16" || x16.dtype === "bfloat16";
+      const x = half ? G.cast(x16, "float32") : x16;
+      const scale = half ? G.cast(scale16, "float32") : scale16;
       const a = normAxis("LayerNormalization", (n.attrs.axis as number | undefined) ?? -1, x.rank);
       const eps = (n.attrs.epsilon as number | undefined) ?? 1e-5;
       const axes = [...Array(x.rank - a).keys()].map((i) => i + a);
@@ -121,10 +132,13 @@ export const nnOps = {
         inv = G.reciprocal(G.sqrt(G.add(G.reduceMean(G.mul(xc, xc), axes), eps)));
         xhat = G.mul(xc, inv);
       }
-      const gx = G.mul(dy, scale);
+      const dy32 = half ? G.cast(dy, "float32") : dy;
+      const gx = G.mul(dy32, scale);
       const dx = G.mul(inv, G.sub(G.sub(gx, G.reduceMean(gx, axes)), G.mul(xhat, G.reduceMean(G.mul(gx, xhat), axes))));
-      const out: (Value | null)[] = [dx, G.mul(dy, xhat)];
-      if (bias) out.push(dy);
+      // the scale's gradient is summed over the broadcast rows in float32 before the cast back
+      const dscale = half ? G.cast(unbroadcastRows(G.mul(dy32, xhat), scale16.rank), scale16.dtype) : G.mul(dy32, xhat);
+      const out: (Value | null)[] = [G.cast(dx, x16.dtype), dscale];
+      if (bias) out.push(half ? G.cast(unbroadcastRows(dy32, bias.rank), bias.dtype) : dy);
       return out;
     },
   },

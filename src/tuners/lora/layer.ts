@@ -34,7 +34,9 @@ export function applyLora(site: LinearSite, f: LoraFactors, training: boolean, s
   const delta = loraDelta(xd, f);
   const w = weightOutIn(site);
   const combined = G.add(w, G.mul(G.matmul(f.B, f.A), f.scaling));
-  const norm = site.g.stopGradient(G.sqrt(G.reduceSum(G.mul(combined, combined), [1], false)));
+  // float16: the row norms are taken in float32 (autocast runs linalg.norm in float32)
+  const c32 = G.cast(combined, combined.dtype === "float16" ? "float32" : combined.dtype);
+  const norm = site.g.stopGradient(G.cast(G.sqrt(G.reduceSum(G.mul(c32, c32), [1], false)), combined.dtype));
   const scale = G.div(f.magnitude, norm);
   const baseNoBias = G.matmul(xd, G.transpose(w, [1, 0]));
   return G.add(G.add(base, G.mul(G.sub(scale, 1), baseNoBias)), G.mul(scale, delta));
