@@ -9,9 +9,10 @@ import { reportError } from "../src/cli/main.js";
 import * as infer from "./infer.js";
 import * as matmul from "./matmul.js";
 import * as memory from "./memory.js";
+import * as placement from "./placement.js";
 import * as trainStep from "./train-step.js";
 
-export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, memory];
+export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, memory, placement];
 
 export async function benchMain(argv: string[]): Promise<void> {
   const io = processIo();

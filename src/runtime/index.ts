@@ -11,3 +11,20 @@ export {
   type Feeds,
   type Results,
 } from "./session.js";
+export {
+  WEBGPU_KERNELS,
+  WEBGPU_KERNEL_SOURCE,
+  WEBGPU_MISSING_OPS,
+  lookupWebgpuKernel,
+  predictWebgpuPlacement,
+  describeWebgpuCpuNodes,
+  type WebgpuKernel,
+  type WebgpuKernelLookup,
+  type WebgpuFallbackReason,
+  type WebgpuPlacementOptions,
+  type WebgpuNodePlacement,
+  type WebgpuCrossing,
+  type WebgpuCrossingKind,
+  type WebgpuPlacementSummary,
+  type WebgpuPlacementPrediction,
+} from "./webgpu-kernels.js";

@@ -1,0 +1,121 @@
+/**
+ * `npm run bench -- placement`: where onnxruntime 1.30's WebGPU execution provider would run each
+ * node of a LoRA training step (forward + loss + gradients, as `TrainStep` builds it) and of the
+ * forward (logits) graph, predicted statically (`predictWebgpuPlacement`, no GPU needed): nodes on
+ * the CPU per op type and reason, and the host ↔ GPU copies per step with their bytes at the
+ * workload's batch × seq. Models and shapes as `bench train-step` (`gpt2-small` batch 8 × 128,
+ * `tiny`, `use-lite` batch 32 × 32; LoRA r 16, dropout off unless `--dropout`).
+ */
+import { performance } from "node:perf_hooks";
+import { type Command, Option } from "commander";
+import { grad } from "../src/graph/autodiff.js";
+import type { Graph } from "../src/graph/graph.js";
+import { PeftModel } from "../src/peft/peft-model.js";
+import { type WebgpuCrossing, type WebgpuPlacementPrediction, describeWebgpuCpuNodes, predictWebgpuPlacement } from "../src/runtime/webgpu-kernels.js";
+import { taskLoss } from "../src/train/loss.js";
+import { GRAD_PREFIX } from "../src/train/step.js";
+import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
+import { TRAIN_MODELS, type TrainModel, trainWorkload } from "./train-step.js";
+
+export interface PlacementBenchOptions {
+  readonly model?: TrainModel;
+  readonly batch?: number;
+  readonly seq?: number;
+  readonly rank?: number;
+  /** Dropout layers in the training graph (default false, as `bench train-step`). */
+  readonly dropout?: boolean;
+  /** How many of the largest copies to list per graph (default 8). */
+  readonly top?: number;
+}
+
+export interface GraphPlacementReport {
+  readonly nodes: number;
+  readonly gpuNodes: number;
+  readonly cpuNodes: number;
+  readonly cpuByOp: Readonly<Record<string, number>>;
+  readonly cpuByReason: Readonly<Record<string, number>>;
+  /** `op — reason (detail) ×count`, most frequent first. */
+  readonly cpuGroups: readonly string[];
+  readonly crossingsPerStep: number;
+  readonly crossingsByKind: Readonly<Record<string, number>>;
+  readonly bytesPerStep: number;
+  readonly bytesByKind: Readonly<Record<string, number>>;
+  readonly unknownSizeCrossings: number;
+  readonly largest: readonly { value: string; kind: string; direction: string; dtype: string | null; shape: string; bytes: number | null; producer: string | null }[];
+}
+
+export interface PlacementBenchResult {
+  readonly model: TrainModel;
+  readonly batch: number;
+  readonly seq: number;
+  readonly rank: number;
+  readonly dropout: boolean;
+  readonly trainStep: GraphPlacementReport;
+  readonly forward: GraphPlacementReport;
+}
+
+function report(p: WebgpuPlacementPrediction, top: number): GraphPlacementReport {
+  const s = p.summary;
+  const largest = [...p.crossings]
+    .sort((a: WebgpuCrossing, b: WebgpuCrossing) => (b.bytes ?? -1) - (a.bytes ?? -1))
+    .slice(0, top)
+    .map((c) => ({ value: c.value, kind: c.kind, direction: c.direction, dtype: c.dtype, shape: `[${(c.shape ?? []).map((d) => (d === null ? "?" : String(d))).join(", ")}]`, bytes: c.bytes, producer: c.producer }));
+  return {
+    nodes: s.nodes,
+    gpuNodes: s.gpuNodes,
+    cpuNodes: s.cpuNodes,
+    cpuByOp: s.cpuByOp,
+    cpuByReason: s.cpuByReason,
+    cpuGroups: describeWebgpuCpuNodes(p),
+    crossingsPerStep: s.crossings,
+    crossingsByKind: s.crossingsByKind,
+    bytesPerStep: s.bytes,
+    bytesByKind: s.bytesByKind,
+    unknownSizeCrossings: s.unknownSizeCrossings,
+    largest,
+  };
+}
+
+/** The training-step graph exactly as `TrainStep.create` builds it, without creating a session. */
+function trainStepGraph(pm: PeftModel, task: "causal-lm" | "seq-cls", dropout: boolean): Graph {
+  const built = pm.buildGraph({ training: true, dropout, seed: 0 });
+  const g = built.graph;
+  const labels = g.input("labels", "int64", task === "causal-lm" ? ["batch", "seq"] : ["batch"]);
+  const loss = taskLoss(task, built.outputs.logits, labels);
+  g.output(loss, "loss");
+  const names = [...built.trainable.keys()];
+  const params = names.map((n) => g.inputs.find((v) => v.name === n)!);
+  grad(loss, params).forEach((gv, i) => g.output(gv, GRAD_PREFIX + names[i]!));
+  return g;
+}
+
+export function benchPlacement(o: PlacementBenchOptions = {}): PlacementBenchResult {
+  const modelName = o.model ?? "gpt2-small";
+  const w = trainWorkload(modelName, o);
+  const pm = PeftModel.create(w.model, w.peft, "default", { seed: 0 });
+  const dims = { batch: w.batch, seq: w.seq };
+  const top = o.top ?? 8;
+  const train = predictWebgpuPlacement(trainStepGraph(pm, w.task, o.dropout ?? false), { dims });
+  const fwd = pm.buildGraph({});
+  fwd.graph.output(fwd.outputs.logits, "logits");
+  const forward = predictWebgpuPlacement(fwd.graph, { dims });
+  return { model: modelName, batch: w.batch, seq: w.seq, rank: o.rank ?? 16, dropout: o.dropout ?? false, trainStep: report(train, top), forward: report(forward, top) };
+}
+
+export function register(program: Command): void {
+  program
+    .command("placement")
+    .description("predicted WebGPU placement (onnxruntime 1.30, no GPU needed): CPU nodes per op, host↔GPU copies and bytes per step, training step and forward")
+    .addOption(new Option("--model <name>", "workload").choices([...TRAIN_MODELS]).default("gpt2-small"))
+    .option("--batch <n>", "batch size (default 8, use-lite 32)", positiveInt("--batch"))
+    .option("--seq <n>", "sequence length (default 128, use-lite 32)", positiveInt("--seq"))
+    .option("--rank <n>", "LoRA rank", positiveInt("--rank"), 16)
+    .option("--dropout", "keep the dropout layers in the training graph")
+    .option("--top <n>", "largest copies listed per graph", positiveInt("--top"), 8)
+    .action((opts: { model: TrainModel; batch?: number; seq?: number; rank: number; dropout?: boolean; top: number }) => {
+      const t0 = performance.now();
+      progress(`${opts.model}: building the training-step and forward graphs`);
+      const r = benchPlacement(opts);
+      emitResult({ bench: "placement", env: benchEnvironment({ threads: 1, ep: "webgpu" }), ...r, wallSeconds: Math.round((performance.now() - t0) / 100) / 10 });
+    });
+}
