@@ -20,8 +20,10 @@
  * - Shape/axes/pads/starts inputs (Reshape, Unsqueeze, Slice, Pad, Expand, Split, ReduceSum,
  *   CumSum, Tile, Range) are read from host memory; Shape writes its output to host memory.
  * - A node with a kernel still goes to the CPU when every input is a host tensor, a graph input
- *   or an initializer of ≤ 100 elements (`GetCpuPreferredNodes`), propagated from the consumers
- *   of host outputs.
+ *   or an initializer of ≤ 100 elements (`GetCpuPreferredNodes`), traced forward from the
+ *   consumers of WebGPU kernels' host outputs (Shape) through nodes moved this way. 1.30 logs
+ *   these moves but keeps the nodes on the GPU (probed), so the predictor applies the rule only
+ *   on request (`cpuPreferredFallback`); it never traces through nodes without a WebGPU kernel.
  */
 import onnxProto, { type onnx as OnnxTypes } from "onnx-proto";
 import { ConfigError, GraphBuildError, UnsupportedFileTypeError } from "../errors.js";
@@ -321,6 +323,12 @@ export interface WebgpuPlacementOptions {
   readonly deviceInputs?: readonly string[];
   /** Graph outputs kept in GPU memory (no device→host copy per run). */
   readonly deviceOutputs?: readonly string[];
+  /**
+   * Apply `GetCpuPreferredNodes` (default false). onnxruntime-node 1.30 computes and logs these
+   * moves ("Force fallback to CPU execution for node …") but the WebGPU EP keeps the nodes and
+   * inserts a MemcpyFromHost instead (probed); true models builds that apply the rule.
+   */
+  readonly cpuPreferredFallback?: boolean;
 }
 
 export interface WebgpuNodePlacement {
@@ -383,7 +391,7 @@ function countBy<T>(xs: readonly T[], key: (x: T) => string): Record<string, num
 /**
  * Predicts, per node, whether onnxruntime 1.30 places it on the WebGPU EP or the CPU, and which
  * tensors cross between host and GPU memory on each run. Follows onnxruntime's partitioning: the
- * kernel lookup by op, opset and dtypes, then `GetCpuPreferredNodes` (a node whose every input
+ * kernel lookup by op, opset and dtypes, then optionally `GetCpuPreferredNodes` (a node whose every input
  * is a host tensor, graph input or small initializer moves to the CPU, starting from the
  * consumers of host outputs). Counted copies: graph inputs consumed on the GPU (feeds), host ↔
  * GPU edges between nodes (onnxruntime's Memcpy nodes) and GPU-produced graph outputs (fetches);
@@ -409,7 +417,7 @@ export function predictWebgpuPlacement(model: Graph | Uint8Array, opts: WebgpuPl
   const push = (k: number) => queue.push(k);
   m.nodes.forEach((n, k) => {
     const kern = lookups[k]!.kernel;
-    if (!kern) return;
+    if (!kern || !opts.cpuPreferredFallback) return;
     n.outputs.forEach((o, j) => {
       if (kern.hostOutputs?.includes(j)) {
         hostArgs.add(o);
@@ -426,11 +434,9 @@ export function predictWebgpuPlacement(model: Graph | Uint8Array, opts: WebgpuPl
     visited.add(k);
     const n = m.nodes[k]!;
     const kern = lookups[k]!.kernel;
-    const toHost = () => n.outputs.forEach((o) => (hostArgs.add(o), (consumers.get(o) ?? []).forEach(push)));
-    if (!kern) {
-      toHost();
-      continue;
-    }
+    // 1.30 does not trace through nodes without a WebGPU kernel (probed: a Cast-from-int64 on the
+    // CPU does not pull its float consumers along), unlike the newest fallback_cpu_capability.cc
+    if (!kern) continue;
     let cpu = true;
     for (const [i, name] of n.inputs.entries()) {
       if (name === "") continue;
@@ -442,7 +448,7 @@ export function predictWebgpuPlacement(model: Graph | Uint8Array, opts: WebgpuPl
     }
     if (cpu) {
       cpuPreferred.add(k);
-      toHost();
+      n.outputs.forEach((o) => (hostArgs.add(o), (consumers.get(o) ?? []).forEach(push)));
     }
   }
   const nodes: WebgpuNodePlacement[] = m.nodes.map((n, k) => {
