@@ -6,6 +6,11 @@
  * Models: `gpt2-small` (12 layers, d 768, vocab 50257; LoRA r 16 on `c_attn`, batch 8 × seq 128,
  * causal LM), `tiny` (GPT-2 L4 d256 vocab 8192, same LoRA and batch), `use-lite` (the installed
  * USE-lite with a 2-way head, LoRA r 16 on q/k/v/attention output, seq-cls, batch 32 × seq 32).
+ *
+ * `--resident` times `FusedAdamWStep` instead: the same step plus gradient clipping (max norm 1,
+ * the Hugging Face Trainer default) and the AdamW update in the graph, with parameters and moments
+ * kept in onnxruntime between steps (GPU buffers with `--ep webgpu`). The FLOP count is the same
+ * (the update's elementwise work is not counted).
  */
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
@@ -17,7 +22,8 @@ import type { UseLiteConfig } from "../src/models/use-lite/config.js";
 import { PeftModel } from "../src/peft/peft-model.js";
 import type { ExecutionProvider } from "../src/runtime/session.js";
 import type { Tensor } from "../src/tensor.js";
-import { TrainStep } from "../src/train/step.js";
+import { FusedAdamWStep } from "../src/train/fused-step.js";
+import { type Batch, TrainStep } from "../src/train/step.js";
 import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
 import { type MatmulCeiling, type MatmulShape, PlainCeiling, mixCeilingGflops } from "./matmul.js";
 import { GPT2_SMALL, GPT2_TINY, type Gpt2Shape, type StepFlops, gpt2Flops, randomGpt2, useLiteClassifier, useLiteFlops } from "./models.js";
@@ -50,6 +56,8 @@ export interface TrainStepBenchOptions {
   readonly profile?: boolean;
   /** Keep the profile file in this folder (default: a temporary folder, removed afterwards). */
   readonly profileDir?: string;
+  /** Time the fused step (clipping + AdamW in the graph, state kept in onnxruntime) instead of loss + gradients. */
+  readonly resident?: boolean;
   readonly onProgress?: (msg: string) => void;
 }
 
@@ -78,6 +86,8 @@ export interface TrainStepBenchResult {
   readonly loss: number;
   readonly memoryPattern: boolean;
   readonly spinning: boolean;
+  /** The fused resident step was timed (optimizer update included, state kept in onnxruntime). */
+  readonly resident: boolean;
   /** Peak RSS (getrusage maxRSS) after the first timed step, before the ceiling's sessions exist. */
   readonly peakRssMiB: number;
   readonly ceiling?: {
@@ -237,11 +247,14 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
     ...(profileDir ? { profilePrefix: join(profileDir, "train") } : {}),
   };
   const t1 = performance.now();
-  const step = await TrainStep.create(pm, { task: w.task, dropout: false, session });
+  const step = o.resident
+    ? await FusedAdamWStep.create(pm, { task: w.task, dropout: false, session, lr: 1e-4, maxGradNorm: 1 })
+    : await TrainStep.create(pm, { task: w.task, dropout: false, session });
   const t2 = performance.now();
-  say(`${modelName}: graph built in ${((t1 - t0) / 1e3).toFixed(1)} s, session in ${((t2 - t1) / 1e3).toFixed(1)} s`);
+  say(`${modelName}${o.resident ? " (resident fused AdamW step)" : ""}: graph built in ${((t1 - t0) / 1e3).toFixed(1)} s, session in ${((t2 - t1) / 1e3).toFixed(1)} s`);
   const batch = randomBatch(w);
   const params = new Map(step.initial);
+  const runStep = (b: Batch) => (step instanceof FusedAdamWStep ? step.run(b) : step.run(b, params));
   let trainable = 0;
   for (const t of step.initial.values()) trainable += t.data.length;
   const times: number[] = [];
@@ -256,7 +269,7 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
     for (let i = 0; i < warmup + steps; i++) {
       const c0 = process.cpuUsage();
       const ts = performance.now();
-      const res = await step.run(batch, params);
+      const res = await runStep(batch);
       const ms = performance.now() - ts;
       const c = process.cpuUsage(c0);
       loss = res.loss;
@@ -309,6 +322,7 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
     loss,
     memoryPattern: o.memoryPattern ?? false,
     spinning: o.spinning ?? false,
+    resident: o.resident ?? false,
     peakRssMiB,
     ...(profile ? { profile } : {}),
   };
@@ -356,7 +370,8 @@ export function register(program: Command): void {
     .option("--spinning", "let idle onnxruntime worker threads spin")
     .option("--profile", "profile the timed steps with onnxruntime and report kernel time per op type")
     .option("--profile-dir <dir>", "like --profile, keeping the trace JSON in <dir>")
-    .action(async (opts: { model: TrainModel; threads?: number; ep: ExecutionProvider; steps?: number; warmup: number; batch?: number; seq?: number; rank: number; ceiling: boolean; ceilingRounds: number; memoryPattern?: boolean; spinning?: boolean; profile?: boolean; profileDir?: string }) => {
+    .option("--resident", "time the fused step: clipping + AdamW in the graph, parameters and moments kept in onnxruntime (GPU buffers on webgpu)")
+    .action(async (opts: { model: TrainModel; threads?: number; ep: ExecutionProvider; steps?: number; warmup: number; batch?: number; seq?: number; rank: number; ceiling: boolean; ceilingRounds: number; memoryPattern?: boolean; spinning?: boolean; profile?: boolean; profileDir?: string; resident?: boolean }) => {
       const threads = opts.threads ?? cpus().length;
       const t0 = performance.now();
       const r = await benchTrainStep({ ...opts, threads, onProgress: progress });

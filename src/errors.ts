@@ -306,3 +306,19 @@ export class InputTensorError extends PeftError {
     super(`${file}: tensor '${key}': ${issue}`);
   }
 }
+
+/** A resident value (an output kept in onnxruntime's memory by `runResident`) was used after `dispose()`. */
+export class DisposedValueError extends PeftError {
+  readonly code = "PEFT_ERR_DISPOSED_VALUE";
+  constructor(readonly value: string, readonly use: string) {
+    super(`resident value '${value}' was disposed and cannot be ${use}; dispose a value only after its last run, or download() it to keep a host copy`);
+  }
+}
+
+/** A run or a session option names an output the graph does not have. */
+export class UnknownOutputError extends PeftError {
+  readonly code = "PEFT_ERR_UNKNOWN_OUTPUT";
+  constructor(readonly output: string, readonly known: readonly string[], readonly where: string) {
+    super(`${where}: the graph has no output '${output}' (outputs: ${known.join(", ") || "none"}); use one of its output names`);
+  }
+}

@@ -1,15 +1,21 @@
 export {
   CompiledGraph,
+  ResidentValue,
   SessionCache,
   sessionCache,
   availableProviders,
+  ortDataLocation,
   toOrtTensor,
   fromOrtTensor,
   signatureOf,
   type ExecutionProvider,
+  type OutputLocation,
   type SessionOptions,
   type Feeds,
   type Results,
+  type ResidentFeeds,
+  type ResidentRunOptions,
+  type ResidentResults,
 } from "./session.js";
 export {
   WEBGPU_KERNELS,

@@ -2,15 +2,25 @@
  * onnxruntime-node sessions: created from a graph (or ONNX bytes), cached by graph signature and
  * options, fed with host `Tensor`s. Frozen weights live in the model as initializers; trainable
  * parameters and data are inputs.
+ *
+ * `runResident` also takes and returns `ResidentValue`s: outputs left where onnxruntime put them
+ * (a GPU buffer on the webgpu execution provider with `outputLocation: "device"`), fed back to the
+ * next run without a round trip through host memory (onnxruntime's IO binding).
  */
 import { createHash } from "node:crypto";
 import * as ort from "onnxruntime-node";
-import { ExecutionProviderError, OrtSessionError } from "../errors.js";
+import { DisposedValueError, ExecutionProviderError, OrtSessionError, UnknownOutputError } from "../errors.js";
 import type { Graph } from "../graph/graph.js";
 import { toOnnx } from "../graph/onnx.js";
 import type { DType, Tensor } from "../tensor.js";
 
 export type ExecutionProvider = "cpu" | "webgpu";
+
+/**
+ * Where a run leaves an output: `cpu` = host memory; `device` = the execution provider's own
+ * memory (onnxruntime's `gpu-buffer` on webgpu; host memory on the cpu provider, which has no other).
+ */
+export type OutputLocation = "cpu" | "device";
 
 export interface SessionOptions {
   /** Execution provider (default `cpu`). */
@@ -44,6 +54,11 @@ export interface SessionOptions {
    * about 30 % slower (docs/performance.md).
    */
   prepacking?: boolean;
+  /**
+   * Output name → where runs leave it (onnxruntime's `preferredOutputLocation`; default `cpu`).
+   * `device` outputs are meant for `runResident(…, { keep })`; `run()` downloads them.
+   */
+  outputLocation?: Readonly<Record<string, OutputLocation>>;
 }
 
 export type Feeds = Record<string, Tensor>;
@@ -64,6 +79,11 @@ export function fromOrtTensor(t: ort.Tensor): Tensor {
   return { dtype, shape: [...t.dims], data: data as Tensor["data"] };
 }
 
+/** onnxruntime's data location for an output location on an execution provider. */
+export function ortDataLocation(ep: ExecutionProvider, location: OutputLocation): "cpu" | "gpu-buffer" {
+  return location === "device" && ep === "webgpu" ? "gpu-buffer" : "cpu";
+}
+
 function sessionOptions(o: SessionOptions): ort.InferenceSession.SessionOptions {
   const ep = o.ep ?? "cpu";
   const opts: ort.InferenceSession.SessionOptions = {
@@ -79,6 +99,9 @@ function sessionOptions(o: SessionOptions): ort.InferenceSession.SessionOptions 
     },
   };
   if (o.threads !== undefined) opts.intraOpNumThreads = o.threads;
+  if (o.outputLocation) {
+    opts.preferredOutputLocation = Object.fromEntries(Object.entries(o.outputLocation).map(([k, v]) => [k, ortDataLocation(ep, v)]));
+  }
   if (o.profilePrefix) {
     opts.enableProfiling = true;
     opts.profileFilePrefix = o.profilePrefix;
@@ -92,7 +115,88 @@ export function availableProviders(): string[] {
   return backends ? backends().map((b) => b.name) : ["cpu"];
 }
 
-/** One compiled graph: run it with host tensors. */
+/**
+ * An output a run left in onnxruntime's memory (see `CompiledGraph.runResident`): on webgpu with
+ * `outputLocation: "device"` a GPU buffer, otherwise onnxruntime's host copy. Feed it to a later
+ * run as it is (no host round trip), `download()` it, and `dispose()` it after its last use.
+ */
+export class ResidentValue {
+  private value: ort.Tensor | null;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  /** `device` when the data lives in the execution provider's memory (a GPU buffer). */
+  readonly location: OutputLocation;
+
+  /** Wraps an onnxruntime tensor; `name` (the output it came from) appears in errors. */
+  constructor(
+    readonly name: string,
+    value: ort.Tensor,
+  ) {
+    if (!ORT_DTYPES.has(value.type)) throw new OrtSessionError(`onnxruntime returned unsupported dtype ${value.type} for '${name}'`);
+    this.value = value;
+    this.dtype = value.type as DType;
+    this.shape = [...value.dims];
+    this.location = value.location === "cpu" ? "cpu" : "device";
+  }
+
+  get disposed(): boolean {
+    return this.value === null;
+  }
+
+  /** The onnxruntime tensor, for feeding a run. */
+  ortValue(use = "fed to a run"): ort.Tensor {
+    if (!this.value) throw new DisposedValueError(this.name, use);
+    return this.value;
+  }
+
+  /** A host copy (a GPU buffer is read back; host data is copied, so the result never aliases the value). */
+  async download(): Promise<Tensor> {
+    const v = this.ortValue("downloaded");
+    if (v.location === "cpu") {
+      const t = fromOrtTensor(v);
+      return { ...t, data: t.data.slice() as Tensor["data"] };
+    }
+    return hostTensor(this.dtype, this.shape, await v.getData());
+  }
+
+  /** Frees the value (its GPU buffer on webgpu); idempotent. */
+  dispose(): void {
+    const v = this.value;
+    this.value = null;
+    v?.dispose();
+  }
+}
+
+function hostTensor(dtype: DType, shape: readonly number[], data: ort.Tensor.DataType): Tensor {
+  const d = dtype === "bool" ? Uint8Array.from(data as unknown as ArrayLike<number>) : data;
+  return { dtype, shape: [...shape], data: d as Tensor["data"] };
+}
+
+/** An onnxruntime output as a host tensor: device data is read back and its buffer freed. */
+async function toHost(v: ort.Tensor): Promise<Tensor> {
+  if (v.location === "cpu") return fromOrtTensor(v);
+  const data = await v.getData(true);
+  return hostTensor(v.type as DType, v.dims, data);
+}
+
+/** Feeds of `runResident`: host tensors or values kept by an earlier run. */
+export type ResidentFeeds = Readonly<Record<string, Tensor | ResidentValue>>;
+
+export interface ResidentRunOptions {
+  /** Outputs returned as `ResidentValue`s, left where the run put them. */
+  readonly keep?: readonly string[];
+  /** Outputs to compute (default: all); must include every `keep` name. */
+  readonly outputs?: readonly string[];
+}
+
+export interface ResidentResults {
+  /** The computed outputs not in `keep`, as host tensors. */
+  readonly host: Results;
+  /** The `keep` outputs; the caller owns them (dispose each after its last use). */
+  readonly kept: ReadonlyMap<string, ResidentValue>;
+}
+
+/** One compiled graph: run it with host tensors (`run`) or with values kept in onnxruntime (`runResident`). */
 export class CompiledGraph {
   private constructor(
     readonly session: ort.InferenceSession,
@@ -106,10 +210,19 @@ export class CompiledGraph {
     if (ep !== "cpu" && !availableProviders().includes(ep)) {
       throw new ExecutionProviderError(ep, `onnxruntime-node ${ort.env.versions.node} on ${process.platform}/${process.arch} offers: ${availableProviders().join(", ")}`);
     }
+    const where = "session option outputLocation";
+    if (!(model instanceof Uint8Array) && options.outputLocation) {
+      const known = model.outputs.map((o) => o.name);
+      const unknown = Object.keys(options.outputLocation).find((n) => !known.includes(n));
+      if (unknown !== undefined) throw new UnknownOutputError(unknown, known, where);
+    }
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(bytes, sessionOptions(options));
     } catch (cause) {
+      // ONNX bytes: onnxruntime checks the output names of preferredOutputLocation itself
+      const bad = cause instanceof Error ? /"(.*)" is not a valid output name/.exec(cause.message) : null;
+      if (bad) throw new UnknownOutputError(bad[1]!, [], where);
       if (ep !== "cpu") throw new ExecutionProviderError(ep, cause instanceof Error ? cause.message : String(cause));
       throw new OrtSessionError("cannot create a session for the graph", { cause });
     }
@@ -125,21 +238,48 @@ export class CompiledGraph {
 
   /** Run with named inputs; returns the requested outputs (all by default) as host tensors. */
   async run(feeds: Feeds, outputs?: readonly string[]): Promise<Results> {
+    return (await this.runResident(feeds, outputs ? { outputs } : {})).host;
+  }
+
+  /**
+   * Run with host tensors and/or resident values as inputs. Outputs named in `keep` come back as
+   * `ResidentValue`s without a copy to host memory (on webgpu: when the session's
+   * `outputLocation` puts them on the device); the others as host tensors. The fed resident values
+   * stay valid (the caller disposes them).
+   */
+  async runResident(feeds: ResidentFeeds, options: ResidentRunOptions = {}): Promise<ResidentResults> {
+    const names = this.session.outputNames;
+    const wanted = options.outputs ?? names;
+    const keep = new Set(options.keep ?? []);
+    for (const n of wanted) if (!names.includes(n)) throw new UnknownOutputError(n, names, "run outputs");
+    for (const n of keep) {
+      if (!names.includes(n)) throw new UnknownOutputError(n, names, "runResident keep");
+      if (!wanted.includes(n)) throw new UnknownOutputError(n, wanted, "runResident keep (not among the requested outputs)");
+    }
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const name of this.session.inputNames) {
       const t = feeds[name];
       if (!t) throw new OrtSessionError(`missing input '${name}' (inputs: ${this.session.inputNames.join(", ")})`);
-      ortFeeds[name] = toOrtTensor(t);
+      ortFeeds[name] = t instanceof ResidentValue ? t.ortValue(`fed to input '${name}'`) : toOrtTensor(t);
     }
     let res: ort.InferenceSession.ReturnType;
     try {
-      res = outputs ? await this.session.run(ortFeeds, [...outputs]) : await this.session.run(ortFeeds);
+      res = options.outputs ? await this.session.run(ortFeeds, [...options.outputs]) : await this.session.run(ortFeeds);
     } catch (cause) {
       throw new OrtSessionError("run failed", { cause });
     }
-    const out: Results = {};
-    for (const [k, v] of Object.entries(res)) out[k] = fromOrtTensor(v);
-    return out;
+    const host: Results = {};
+    const kept = new Map<string, ResidentValue>();
+    try {
+      for (const [k, v] of Object.entries(res)) {
+        if (keep.has(k)) kept.set(k, new ResidentValue(k, v));
+        else host[k] = await toHost(v);
+      }
+    } catch (e) {
+      for (const v of Object.values(res)) v.dispose();
+      throw e;
+    }
+    return { host, kept };
   }
 
   /** Stop profiling and return the profile file name (when `profilePrefix` was set). */
@@ -160,7 +300,9 @@ export class CompiledGraph {
 export function signatureOf(bytes: Uint8Array, options: SessionOptions): string {
   const h = createHash("sha256");
   h.update(bytes);
-  h.update(JSON.stringify(options));
+  // output locations sorted by name: the same placement in another key order is the same session
+  const { outputLocation, ...rest } = options;
+  h.update(JSON.stringify(outputLocation ? { ...rest, outputLocation: Object.entries(outputLocation).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) } : rest));
   return h.digest("hex");
 }
 

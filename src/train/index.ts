@@ -27,8 +27,10 @@ export {
 export type { ClassScores, ClassificationReport, MetricOptions } from "./metrics.js";
 export { Trainer, collate } from "./trainer.js";
 export type { TokenizedExample, TrainerConfig, EvalResult, StepInfo, TrainHistory, TrainCallbacks, TrainResult } from "./trainer.js";
-export { TrainStep, GRAD_PREFIX } from "./step.js";
-export type { Batch, StepResult, TrainStepOptions } from "./step.js";
+export { TrainStep, GRAD_PREFIX, buildLossGraph } from "./step.js";
+export type { Batch, LossGraph, LossGraphOptions, StepResult, TrainStepOptions } from "./step.js";
+export { FUSED_NAMES, FusedAdamWStep } from "./fused-step.js";
+export type { FusedAdamWStepOptions, FusedStepResult } from "./fused-step.js";
 export { causalLmLoss, sequenceClassificationLoss, taskLoss } from "./loss.js";
 export { GRAD_SCALER_DEFAULTS, GradScaler, LOSS_SCALE_INPUT, LossScaledStep } from "./grad-scaler.js";
 export type { GradScalerState, LossScaledStepOptions, LossScaling } from "./grad-scaler.js";

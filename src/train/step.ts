@@ -5,6 +5,8 @@
  */
 import { AdapterStateError } from "../errors.js";
 import { grad } from "../graph/autodiff.js";
+import type { Graph } from "../graph/graph.js";
+import type { Value } from "../graph/types.js";
 import type { PeftModel } from "../peft/peft-model.js";
 import { CompiledGraph, type SessionOptions } from "../runtime/session.js";
 import type { DType, Tensor } from "../tensor.js";
@@ -42,6 +44,51 @@ export interface TrainStepOptions {
 
 export const GRAD_PREFIX = "grad::";
 
+/** What `buildLossGraph` needs: the model-building part of `TrainStepOptions`. */
+export type LossGraphOptions = Pick<TrainStepOptions, "task" | "dtype" | "seed" | "prefixTokens" | "dropout">;
+
+/** The model and its task loss as one graph, before anything is differentiated. */
+export interface LossGraph {
+  readonly graph: Graph;
+  /** The scalar loss (also the graph output `loss`). */
+  readonly loss: Value;
+  readonly logits: Value;
+  /** Trainable graph inputs, in order. */
+  readonly names: readonly string[];
+  /** The graph values of `names`, same order. */
+  readonly params: readonly Value[];
+  /** Graph input → owning adapter and tensor key. */
+  readonly owners: ReadonlyMap<string, { adapter: string; key: string }>;
+  /** Initial values of the trainable inputs. */
+  readonly initial: ReadonlyMap<string, Tensor>;
+}
+
+/**
+ * Builds the training graph of `pm` (trainable adapter tensors as inputs, `labels` input, `loss`
+ * output) for steps that append their own backward and update (`TrainStep`, `FusedAdamWStep`).
+ */
+export function buildLossGraph(pm: PeftModel, opts: LossGraphOptions): LossGraph {
+  const built = pm.buildGraph({
+    training: true,
+    dropout: opts.dropout ?? true,
+    seed: opts.seed ?? 0,
+    ...(opts.dtype ? { dtype: opts.dtype } : {}),
+  });
+  const g = built.graph;
+  const labels = g.input("labels", "int64", opts.task === "causal-lm" ? ["batch", "seq"] : ["batch"]);
+  const loss = taskLoss(opts.task, built.outputs.logits, labels, opts.prefixTokens ?? 0);
+  g.output(loss, "loss");
+  const names = [...built.trainable.keys()];
+  if (names.length === 0) {
+    throw new AdapterStateError(
+      pm.activeAdapters.join(",") || "(none)",
+      "has no trainable tensors: load adapters with { isTrainable: true } or create them with PeftModel.create/addAdapter",
+    );
+  }
+  const params = names.map((n) => g.inputs.find((v) => v.name === n)!);
+  return { graph: g, loss, logits: built.outputs.logits, names, params, owners: built.owners, initial: built.trainable };
+}
+
 export class TrainStep {
   private constructor(
     readonly session: CompiledGraph,
@@ -56,28 +103,11 @@ export class TrainStep {
   ) {}
 
   static async create(pm: PeftModel, opts: TrainStepOptions): Promise<TrainStep> {
-    const built = pm.buildGraph({
-      training: true,
-      dropout: opts.dropout ?? true,
-      seed: opts.seed ?? 0,
-      ...(opts.dtype ? { dtype: opts.dtype } : {}),
-    });
-    const g = built.graph;
-    const labels = g.input("labels", "int64", opts.task === "causal-lm" ? ["batch", "seq"] : ["batch"]);
-    const loss = taskLoss(opts.task, built.outputs.logits, labels, opts.prefixTokens ?? 0);
-    g.output(loss, "loss");
-    const names = [...built.trainable.keys()];
-    if (names.length === 0) {
-      throw new AdapterStateError(
-        pm.activeAdapters.join(",") || "(none)",
-        "has no trainable tensors: load adapters with { isTrainable: true } or create them with PeftModel.create/addAdapter",
-      );
-    }
-    const params = names.map((n) => g.inputs.find((v) => v.name === n)!);
+    const { graph: g, loss, logits, names, params, owners, initial } = buildLossGraph(pm, opts);
     if (opts.gradients ?? true) grad(loss, params).forEach((gv, i) => g.output(gv, GRAD_PREFIX + names[i]!));
-    if (opts.withLogits) g.output(built.outputs.logits, "logits");
+    if (opts.withLogits) g.output(logits, "logits");
     const session = await CompiledGraph.create(g, opts.session ?? {});
-    return new TrainStep(session, names, built.owners, built.trainable, opts.withLogits ?? false, opts.gradients ?? true);
+    return new TrainStep(session, names, owners, initial, opts.withLogits ?? false, opts.gradients ?? true);
   }
 
   /** Loss and gradients for a batch at the given parameter values. */

@@ -2,6 +2,10 @@
  * The training loop: batches → one `session.run` per micro-batch (loss + gradients) → gradient
  * accumulation → clipping → optimizer step with a learning-rate schedule; periodic evaluation,
  * early stopping with the best parameters kept, atomic checkpoints and exact resume.
+ *
+ * With `residentOptimizer` (AdamW, no accumulation) the clipping and the AdamW update run inside
+ * the step's graph (`FusedAdamWStep`): parameters and moments stay in onnxruntime between steps
+ * and are downloaded only for evaluation, checkpoints and the end of training.
  */
 import { ConfigError } from "../errors.js";
 import type { PeftModel } from "../peft/peft-model.js";
@@ -12,9 +16,10 @@ import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js";
 import { GradScaler, type GradScalerState, LossScaledStep, type LossScaling } from "./grad-scaler.js";
 import type { LossTask } from "./loss.js";
 import { accuracy, argmaxRows, macroF1, perplexity } from "./metrics.js";
-import { AdamW, AdamW8bit, Sgd, clipGradNorm, excludeFromWeightDecay } from "./optim/index.js";
+import { AdamW, AdamW8bit, Sgd, clipGradNorm, excludeFromWeightDecay, isNoDecayParamName } from "./optim/index.js";
 import type { NamedParam, Optimizer } from "./optim/types.js";
 import { createSchedule, type LrSchedule, warmupStepsFromRatio } from "./schedule.js";
+import { FusedAdamWStep } from "./fused-step.js";
 import { type Batch, TrainStep } from "./step.js";
 
 /** A tokenised example: token ids and a class id (classification) or nothing (LM: labels = ids). */
@@ -61,6 +66,13 @@ export interface TrainerConfig {
   readonly dtype?: "float32" | "float16";
   /** Loss scaling for `dtype: "float16"` (default dynamic with PyTorch GradScaler's defaults). */
   readonly lossScaling?: LossScaling;
+  /**
+   * Clip and apply AdamW inside the step's graph, keeping parameters and moments in onnxruntime
+   * between steps (on webgpu: on the GPU). Default: true when `session.ep` is `webgpu`. Used only
+   * where it gives the same update: optimizer `adamw` and gradient accumulation 1; otherwise the
+   * host optimizer runs (`Trainer.usesResidentOptimizer` says which).
+   */
+  readonly residentOptimizer?: boolean;
 }
 
 export interface EvalResult {
@@ -136,12 +148,25 @@ function higherIsBetter(metric: string): boolean {
   return metric !== "loss" && metric !== "perplexity";
 }
 
+/** What the trainer needs of a step: its trainable inputs. */
+interface StepSpec {
+  readonly names: readonly string[];
+  readonly owners: ReadonlyMap<string, { adapter: string; key: string }>;
+  readonly initial: ReadonlyMap<string, Tensor>;
+}
+
 export class Trainer {
-  private step!: TrainStep | LossScaledStep;
+  private spec!: StepSpec;
+  /** Host path: loss + gradients per run, optimizer in JavaScript. */
+  private step: TrainStep | LossScaledStep | null = null;
   private scaler: GradScaler | null = null;
+  /** Resident path: the whole update in the graph. */
+  private fused: FusedAdamWStep | null = null;
+  /** The fused step's parameters are newer than `params` (download before reading them). */
+  private deviceAhead = false;
   private evalStep: TrainStep | null = null;
   private params = new Map<string, Float32Array>();
-  private optimizer!: Optimizer;
+  private optimizer: Optimizer | null = null;
   private schedule!: LrSchedule;
   private rng: Rng;
 
@@ -168,21 +193,35 @@ export class Trainer {
     return this.config.maxSteps ? Math.min(full, this.config.maxSteps) : full;
   }
 
+  /** Whether `fit` runs (or ran) the fused resident optimizer (see `TrainerConfig.residentOptimizer`). */
+  get usesResidentOptimizer(): boolean {
+    const cfg = this.config;
+    const wanted = cfg.residentOptimizer ?? cfg.session?.ep === "webgpu";
+    return wanted && (cfg.optimizer ?? "adamw") === "adamw" && (cfg.gradientAccumulation ?? 1) === 1 && (cfg.dtype ?? "float32") === "float32";
+  }
+
   private async init(): Promise<void> {
     const cfg = this.config;
+    const wd = cfg.weightDecay ?? (cfg.optimizer === "sgd" ? 0 : 0.01);
     const stepOpts = { task: cfg.task, seed: cfg.seed, dropout: cfg.dropout ?? true, session: cfg.session ?? {}, dtype: cfg.dtype ?? "float32" };
     this.scaler = cfg.dtype === "float16" ? new GradScaler(cfg.lossScaling) : null;
-    this.step = this.scaler ? await LossScaledStep.create(this.model, this.scaler, stepOpts) : await TrainStep.create(this.model, stepOpts);
-    for (const n of this.step.names) this.params.set(n, Float32Array.from(this.step.initial.get(n)!.data as Float32Array));
-    const named: NamedParam[] = this.step.names.map((n) => ({ name: n, data: this.params.get(n)! }));
-    const wd = cfg.weightDecay ?? (cfg.optimizer === "sgd" ? 0 : 0.01);
-    const withDecay = excludeFromWeightDecay(named);
-    this.optimizer =
-      cfg.optimizer === "sgd"
-        ? new Sgd(withDecay, { lr: cfg.lr, momentum: cfg.momentum ?? 0, weightDecay: wd })
-        : cfg.optimizer === "adamw8bit"
-          ? new AdamW8bit(withDecay, { lr: cfg.lr, weightDecay: wd })
-          : new AdamW(withDecay, { lr: cfg.lr, weightDecay: wd });
+    if (this.usesResidentOptimizer) {
+      this.fused = await FusedAdamWStep.create(this.model, {
+        ...stepOpts,
+        lr: cfg.lr,
+        weightDecay: wd,
+        // as the host path's excludeFromWeightDecay: no decay for biases and norms
+        weightDecayOverrides: (n) => (isNoDecayParamName(n) ? 0 : undefined),
+        ...(cfg.maxGradNorm ? { maxGradNorm: cfg.maxGradNorm } : {}),
+      });
+      this.spec = this.fused;
+    } else {
+      this.step = this.scaler ? await LossScaledStep.create(this.model, this.scaler, stepOpts) : await TrainStep.create(this.model, stepOpts);
+      this.spec = this.step;
+    }
+    for (const n of this.spec.names) this.params.set(n, Float32Array.from(this.spec.initial.get(n)!.data as Float32Array));
+    this.deviceAhead = false;
+    if (!this.fused) this.optimizer = this.hostOptimizer(wd);
     const total = Math.ceil(this.stepsPerEpoch * cfg.epochs);
     const warmup = cfg.warmupSteps ?? (cfg.warmupRatio ? warmupStepsFromRatio(cfg.warmupRatio, total) : 0);
     const kind = cfg.schedule ?? "linear";
@@ -192,10 +231,32 @@ export class Trainer {
     );
   }
 
-  /** Current trainable values as tensors (graph input name → tensor). */
+  private hostOptimizer(wd: number): Optimizer {
+    const cfg = this.config;
+    const named: NamedParam[] = this.spec.names.map((n) => ({ name: n, data: this.params.get(n)! }));
+    const withDecay = excludeFromWeightDecay(named);
+    return cfg.optimizer === "sgd"
+      ? new Sgd(withDecay, { lr: cfg.lr, momentum: cfg.momentum ?? 0, weightDecay: wd })
+      : cfg.optimizer === "adamw8bit"
+        ? new AdamW8bit(withDecay, { lr: cfg.lr, weightDecay: wd })
+        : new AdamW(withDecay, { lr: cfg.lr, weightDecay: wd });
+  }
+
+  /** Brings `params` up to date with the fused step's (downloads only when a step ran since). */
+  private async pullParams(): Promise<void> {
+    if (!this.fused || !this.deviceAhead) return;
+    for (const [n, t] of await this.fused.downloadParams()) this.params.get(n)!.set(t.data as Float32Array);
+    this.deviceAhead = false;
+  }
+
+  /**
+   * Current trainable values as tensors (graph input name → tensor). During `fit` with the
+   * resident optimizer these are the values of the last evaluation or checkpoint; `fit` brings
+   * them up to date before it returns.
+   */
   currentParams(): Map<string, Tensor> {
     const out = new Map<string, Tensor>();
-    for (const [n, d] of this.params) out.set(n, { dtype: "float32", shape: this.step.initial.get(n)!.shape, data: d });
+    for (const [n, d] of this.params) out.set(n, { dtype: "float32", shape: this.spec.initial.get(n)!.shape, data: d });
     return out;
   }
 
@@ -203,7 +264,7 @@ export class Trainer {
   commit(): void {
     const byAdapter = new Map<string, Map<string, Tensor>>();
     for (const [n, t] of this.currentParams()) {
-      const o = this.step.owners.get(n)!;
+      const o = this.spec.owners.get(n)!;
       if (!byAdapter.has(o.adapter)) byAdapter.set(o.adapter, new Map());
       byAdapter.get(o.adapter)!.set(o.key, { ...t, data: Float32Array.from(t.data as Float32Array) });
     }
@@ -222,6 +283,7 @@ export class Trainer {
         session: this.config.session ?? {},
       });
     }
+    await this.pullParams();
     const params = this.currentParams();
     let lossSum = 0;
     let weight = 0;
@@ -264,7 +326,10 @@ export class Trainer {
     if (cfg.checkpointDir && hasCheckpoint(cfg.checkpointDir)) {
       const ck = loadCheckpoint(cfg.checkpointDir);
       for (const [n, t] of ck.params) this.params.get(n)?.set(t.data as Float32Array);
-      this.optimizer.loadStateDict(ck.optimizer);
+      if (this.fused) {
+        this.fused.setParams(this.currentParams());
+        this.fused.loadStateDict(ck.optimizer);
+      } else this.optimizer!.loadStateDict(ck.optimizer);
       this.rng = Rng.fromState(ck.rng.data!);
       order = ck.dataOrder;
       step = ck.step;
@@ -292,9 +357,11 @@ export class Trainer {
     let stoppedEarly = false;
     while (step < total && !stoppedEarly) {
       const tStep = performance.now();
+      const lr = this.schedule.lrAt(step);
       let lossSum = 0;
       let tokens = 0;
       let examplesSeen = 0;
+      let fusedNorm: number | null = null;
       const gsum = new Map<string, Float32Array>();
       for (let m = 0; m < accum; m++) {
         if (pos >= order.length) {
@@ -309,23 +376,34 @@ export class Trainer {
         const idx = Array.from(order.subarray(pos, pos + cfg.batchSize));
         pos += idx.length;
         const batch = collate(idx.map((i) => this.train[i]!), cfg.task, cfg.padId ?? 0, cfg.maxLength);
-        const r = await this.step.run(batch, this.currentParams());
-        lossSum += r.loss;
         tokens += batch.inputIds.data.length;
         examplesSeen += idx.length;
+        if (this.fused) {
+          // accumulation is 1 here: this micro-batch is the whole step, update included
+          const r = await this.fused.run(batch, lr);
+          this.deviceAhead = true;
+          lossSum += r.loss;
+          fusedNorm = r.gradNorm ?? 0;
+          continue;
+        }
+        const r = await this.step!.run(batch, this.currentParams());
+        lossSum += r.loss;
         for (const [n, g] of r.grads) {
           const acc = gsum.get(n);
           if (!acc) gsum.set(n, Float32Array.from(g as Float32Array, (v) => v / accum));
           else for (let i = 0; i < acc.length; i++) acc[i]! += g[i]! / accum;
         }
       }
-      if (stoppedEarly || gsum.size === 0) break;
-      // float16: unscale the gradients; skip the update (and lower the scale) when one overflowed
+      if (stoppedEarly || (gsum.size === 0 && fusedNorm === null)) break;
       const lossScale = this.scaler?.scale;
-      const finite = this.scaler ? this.scaler.unscaleAndUpdate(gsum) : true;
-      const gradNorm = cfg.maxGradNorm && finite ? clipGradNorm(gsum, cfg.maxGradNorm) : 0;
-      const lr = this.schedule.lrAt(step);
-      if (finite) this.optimizer.step(gsum, lr);
+      let gradNorm = fusedNorm ?? 0;
+      let finite = true;
+      if (fusedNorm === null) {
+        // float16: unscale the gradients; skip the update (and lower the scale) when one overflowed
+        finite = this.scaler ? this.scaler.unscaleAndUpdate(gsum) : true;
+        gradNorm = cfg.maxGradNorm && finite ? clipGradNorm(gsum, cfg.maxGradNorm) : 0;
+        if (finite) this.optimizer!.step(gsum, lr);
+      }
       step++;
       const secs = (performance.now() - tStep) / 1000;
       const info: StepInfo = {
@@ -342,23 +420,26 @@ export class Trainer {
       history.steps.push(info);
       callbacks.onStep?.(info);
       if (cfg.evalEvery && step % cfg.evalEvery === 0 && (await evaluateNow())) stoppedEarly = true;
-      if (cfg.checkpointDir && cfg.checkpointEvery && step % cfg.checkpointEvery === 0) this.checkpoint(step, epoch, pos, order);
+      if (cfg.checkpointDir && cfg.checkpointEvery && step % cfg.checkpointEvery === 0) await this.checkpoint(step, epoch, pos, order);
     }
     // the last steps are evaluated too, so they can be the best (also when evalEvery does not divide the run)
     if (!stoppedEarly && step >= total && history.evals.at(-1)?.step !== step) await evaluateNow();
-    if (cfg.checkpointDir) this.checkpoint(step, epoch, pos, order);
+    await this.pullParams();
+    if (cfg.checkpointDir) await this.checkpoint(step, epoch, pos, order);
     if (bestParams && cfg.earlyStopping) for (const [k, v] of bestParams as Map<string, Float32Array>) this.params.get(k)!.set(v);
     this.commit();
     await this.release();
     return { history, steps: step, best, seconds: (performance.now() - t0) / 1000, stoppedEarly };
   }
 
-  private checkpoint(step: number, epoch: number, pos: number, order: Int32Array): void {
+  private async checkpoint(step: number, epoch: number, pos: number, order: Int32Array): Promise<void> {
+    await this.pullParams();
+    const optimizer = this.fused ? await this.fused.stateDict() : this.optimizer!.stateDict();
     saveCheckpoint(this.config.checkpointDir!, {
       step,
       epoch: epoch + pos / order.length,
       params: this.currentParams(),
-      optimizer: this.optimizer.stateDict(),
+      optimizer,
       rng: { data: this.rng.state() },
       dataOrder: order,
       extras: { position: pos, ...(this.scaler ? { gradScaler: { ...this.scaler.stateDict() } } : {}) },
@@ -366,8 +447,12 @@ export class Trainer {
   }
 
   async release(): Promise<void> {
+    await this.pullParams();
     await this.step?.release();
+    await this.fused?.release();
     await this.evalStep?.release();
+    this.step = null;
+    this.fused = null;
     this.evalStep = null;
   }
 }
