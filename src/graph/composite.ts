@@ -21,10 +21,15 @@ export function gelu(x: Value): Value {
 export function geluTanh(x: Value): Value {
   const c0 = 2 * Math.sqrt(2 / Math.PI);
   const c1 = c0 * 0.044715;
-  const x2 = G.mul(x, x);
-  const s = G.sigmoid(G.mul(G.add(G.mul(x2, c1), c0), x));
+  // float16: the cubic term overflows for |x| ≳ 40 (x = 100: (2a)′·x ≈ 2·10⁵ > 65504), and
+  // ∞·(1 − σ) = ∞·0 is NaN in the gradient. Beyond |x| = 10, σ(2a) is 0 or 1 in float16 anyway
+  // (|2a| > 87), so the polynomial is evaluated on x clipped to [−10, 10]: the same values and
+  // gradient, without the overflow. float32/float64 graphs are unchanged.
+  const xp = isHalf(x) ? G.minimum(G.maximum(x, -10), 10) : x;
+  const x2 = G.mul(xp, xp);
+  const s = G.sigmoid(G.mul(G.add(G.mul(x2, c1), c0), xp));
   return x.graph.customGradient(G.mul(x, s), [x], (dy) => {
-    const xdz = G.mul(G.add(G.mul(x2, 3 * c1), c0), x);
+    const xdz = G.mul(G.add(G.mul(x2, 3 * c1), c0), xp);
     return [G.mul(dy, G.mul(s, G.add(G.mul(xdz, G.sub(1, s)), 1)))];
   });
 }

@@ -8,7 +8,7 @@ import * as G from "../graph/api.js";
 import { dense } from "../graph/composite.js";
 import type { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
-import { type DType, type Tensor, floatToHalf, toFloat32 as toF32 } from "../tensor.js";
+import { type DType, type Tensor, bf16ToFloat, floatToHalf, toFloat32 as toF32 } from "../tensor.js";
 
 /** Named tensors a model reads its weights from (a `Map`, a lazy safetensors file…). */
 export interface WeightSource {
@@ -265,6 +265,19 @@ export function castTensor(t: Tensor, dtype: DType): Tensor {
   if (!isFloat) return t;
   if (dtype === "float64") return { dtype, shape: t.shape, data: t.dtype === "float32" ? Float64Array.from(t.data as Float32Array) : Float64Array.from(toF32(t)) };
   if (dtype === "float32") return { dtype, shape: t.shape, data: t.dtype === "float64" ? Float32Array.from(t.data as Float64Array) : toF32(t) };
-  if (dtype === "float16") return { dtype, shape: t.shape, data: Uint16Array.from(t.dtype === "float64" ? (t.data as Float64Array) : toF32(t), floatToHalf) };
+  if (dtype === "float16") return { dtype, shape: t.shape, data: toHalfBits(t) };
   return t;
+}
+
+/** float32/float64/bfloat16 values as float16 bits (a plain loop: ~15× faster than `Uint16Array.from` with a map function). */
+function toHalfBits(t: Tensor): Uint16Array {
+  const out = new Uint16Array(t.data.length);
+  if (t.dtype === "bfloat16") {
+    const src = t.data as Uint16Array;
+    for (let i = 0; i < src.length; i++) out[i] = floatToHalf(bf16ToFloat(src[i]!));
+  } else {
+    const src = t.data as Float32Array | Float64Array;
+    for (let i = 0; i < src.length; i++) out[i] = floatToHalf(src[i]!);
+  }
+  return out;
 }

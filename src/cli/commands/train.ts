@@ -46,6 +46,7 @@ interface RawTrainOptions {
   plot: boolean;
   progress: boolean;
   json?: boolean;
+  dtype: "float32" | "float16";
 }
 
 export function register(program: Command, ctx: CliContext): void {
@@ -75,6 +76,11 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--patience <n>", "early stopping: stop after N evaluations without improvement and keep the best adapter", parsePositiveInt)
     .option("--max-length <n>", "truncate texts to N tokens", parsePositiveInt)
     .option("--threads <n>", "onnxruntime intra-op threads (default: all cores)", parsePositiveInt)
+    .addOption(
+      new Option("--dtype <dtype>", "compute dtype; float16: mixed precision (float16 model, float32 master weights, dynamic loss scaling) — for GPUs, slower on the CPU")
+        .choices(["float32", "float16"])
+        .default("float32"),
+    )
     .option("--max-examples <n>", "use a stratified random subset of N examples (quick runs)", parsePositiveInt)
     .option("--max-steps <n>", "stop after N optimizer steps", parsePositiveInt)
     .option("--split <fractions>", "train,validation,test fractions of the seeded stratified split", `${DEFAULT_SPLIT.train},${DEFAULT_SPLIT.validation},${DEFAULT_SPLIT.test}`)
@@ -113,6 +119,7 @@ export function register(program: Command, ctx: CliContext): void {
         split: parseSplitFractions(o.split),
         mode: o.resume ? "resume" : o.overwrite ? "overwrite" : "new",
         plot: o.plot,
+        dtype: o.dtype,
       };
       const r = await runTraining(opts, ctx, { progress: o.progress ? {} : { tty: false } });
       if (o.json) ctx.json(r.metrics);

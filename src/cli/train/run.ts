@@ -57,6 +57,8 @@ export interface TrainRunOptions {
   readonly mode: RunDirMode;
   /** Render curves.svg / curves.png (default true). */
   readonly plot: boolean;
+  /** Compute dtype (default float32); float16: mixed precision with dynamic loss scaling. */
+  readonly dtype?: "float32" | "float16";
 }
 
 export const TRAIN_DEFAULTS = {
@@ -334,6 +336,7 @@ function trainerConfig(opts: TrainRunOptions, source: ModelSource, checkpointDir
     ...(opts.evalEvery !== null ? { evalEvery: opts.evalEvery } : {}),
     ...(opts.patience !== null ? { earlyStopping: { patience: opts.patience } } : {}),
     ...(opts.maxSteps !== null ? { maxSteps: opts.maxSteps } : {}),
+    ...(opts.dtype === "float16" ? { dtype: opts.dtype } : {}),
     seed: opts.seed,
     dropout: true,
     padId: source.padId,
