@@ -6,5 +6,6 @@ export { OPS, OP_NAMES, type OpName } from "./ops/index.js";
 export { nonDifferentiable, type OpDef, type VjpRule } from "./op-def.js";
 export { OPSET } from "./opset.js";
 export * as ops from "./api.js";
-export { gelu, geluTanh, silu, activation, rmsNorm, linear, dense, crossEntropy, nextTokenCrossEntropy, dropout } from "./composite.js";
+export { gelu, geluTanh, silu, activation, rmsNorm, linear, dense, crossEntropy, nextTokenCrossEntropy, dropout, isHalf } from "./composite.js";
+export { emulateHalf } from "./half-emulation.js";
 export { gradCheck, type GradCheckInput, type GradCheckOptions, type GradCheckResult } from "./gradcheck.js";

@@ -1,6 +1,7 @@
 export { ModelContext, mapSource, castTensor, type WeightSource, type LinearSite, type LinearHook, type EmbedHook, type ModelHooks, type ContextOptions } from "./context.js";
+export { checkComputeDtype, masterDtype, type ComputeDtype } from "./context.js";
 export { loadModel, SafetensorsWeights, type LoadedModel } from "./load.js";
-export { buildModelGraph, forwardLogits, type BuiltModel } from "./forward.js";
+export { buildModelGraph, forwardLogits, logitsInFloat32, type BuiltModel } from "./forward.js";
 export { MODELS } from "./registry.js";
 export type { ModelDef, ModelConfig, ModelInputs, ModelOutputs, ModelTask } from "./model-def.js";
 export { bert, buildBert } from "./bert.js";
