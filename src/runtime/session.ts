@@ -118,7 +118,8 @@ export function availableProviders(): string[] {
 /**
  * An output a run left in onnxruntime's memory (see `CompiledGraph.runResident`): on webgpu with
  * `outputLocation: "device"` a GPU buffer, otherwise onnxruntime's host copy. Feed it to a later
- * run as it is (no host round trip), `download()` it, and `dispose()` it after its last use.
+ * run as it is (no host round trip), `download()` it, and `dispose()` it after its last use, before
+ * releasing the session that made it (on webgpu its buffer belongs to that session's allocator).
  */
 export class ResidentValue {
   private value: ort.Tensor | null;
