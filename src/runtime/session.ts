@@ -10,7 +10,7 @@
 import { createHash } from "node:crypto";
 import * as ort from "onnxruntime-node";
 import { DisposedValueError, ExecutionProviderError, OrtSessionError, UnknownOutputError } from "../errors.js";
-import type { Graph } from "../graph/graph.js";
+import { Graph } from "../graph/graph.js";
 import { toOnnx } from "../graph/onnx.js";
 import type { DType, Tensor } from "../tensor.js";
 
@@ -152,12 +152,7 @@ export class ResidentValue {
 
   /** A host copy (a GPU buffer is read back; host data is copied, so the result never aliases the value). */
   async download(): Promise<Tensor> {
-    const v = this.ortValue("downloaded");
-    if (v.location === "cpu") {
-      const t = fromOrtTensor(v);
-      return { ...t, data: t.data.slice() as Tensor["data"] };
-    }
-    return hostTensor(this.dtype, this.shape, await v.getData());
+    return readBack(this.ortValue("downloaded"));
   }
 
   /** Frees the value (its GPU buffer on webgpu); idempotent. */
@@ -173,11 +168,47 @@ function hostTensor(dtype: DType, shape: readonly number[], data: ort.Tensor.Dat
   return { dtype, shape: [...shape], data: d as Tensor["data"] };
 }
 
+/**
+ * Identity sessions on the webgpu provider, one per dtype and rank, that copy a GPU buffer to host
+ * memory. onnxruntime-node 1.30 aborts the process in `Tensor.getData()` for a `gpu-buffer`
+ * tensor (uncaught native exception, seen with Dawn on Vulkan), while feeding that tensor to a
+ * run whose output is located on the host works; so reading back is a run.
+ */
+const readers = new Map<string, Promise<ort.InferenceSession>>();
+
+function readerFor(dtype: DType, rank: number): Promise<ort.InferenceSession> {
+  const key = `${dtype}/${rank}`;
+  let s = readers.get(key);
+  if (!s) {
+    const g = new Graph("read_back");
+    const x = g.input("x", dtype, Array.from({ length: rank }, (_, i) => `d${i}`));
+    g.output(g.op1("Identity", [x]), "y");
+    s = ort.InferenceSession.create(toOnnx(g), { executionProviders: ["webgpu"], graphOptimizationLevel: "disabled" });
+    readers.set(key, s);
+    s.catch(() => readers.delete(key));
+  }
+  return s;
+}
+
+/** A host copy of an onnxruntime value, wherever it lives; the value stays valid. */
+async function readBack(v: ort.Tensor): Promise<Tensor> {
+  if (v.location === "cpu") {
+    const t = fromOrtTensor(v);
+    return { ...t, data: t.data.slice() as Tensor["data"] };
+  }
+  const reader = await readerFor(v.type as DType, v.dims.length);
+  const out = (await reader.run({ x: v })).y!;
+  return hostTensor(v.type as DType, v.dims, out.data);
+}
+
 /** An onnxruntime output as a host tensor: device data is read back and its buffer freed. */
 async function toHost(v: ort.Tensor): Promise<Tensor> {
   if (v.location === "cpu") return fromOrtTensor(v);
-  const data = await v.getData(true);
-  return hostTensor(v.type as DType, v.dims, data);
+  try {
+    return await readBack(v);
+  } finally {
+    v.dispose();
+  }
 }
 
 /** Feeds of `runResident`: host tensors or values kept by an earlier run. */
@@ -230,6 +261,12 @@ export class CompiledGraph {
     return new CompiledGraph(session, signatureOf(bytes, options), options);
   }
 
+  /** Some output is located in device memory (webgpu with `outputLocation: "device"`). */
+  private get hasDeviceOutputs(): boolean {
+    const ep = this.options.ep ?? "cpu";
+    return Object.values(this.options.outputLocation ?? {}).some((l) => ortDataLocation(ep, l) !== "cpu");
+  }
+
   get inputNames(): readonly string[] {
     return this.session.inputNames;
   }
@@ -263,11 +300,23 @@ export class CompiledGraph {
       if (!t) throw new OrtSessionError(`missing input '${name}' (inputs: ${this.session.inputNames.join(", ")})`);
       ortFeeds[name] = t instanceof ResidentValue ? t.ortValue(`fed to input '${name}'`) : toOrtTensor(t);
     }
+    // onnxruntime-node 1.30 applies preferredOutputLocation by position in the list of fetched
+    // outputs, not by name (fetching ["total"] of outputs [next_state → gpu-buffer, total] returns
+    // total as a gpu-buffer): with device-located outputs, fetch them all in session order.
+    const positional = this.hasDeviceOutputs && options.outputs !== undefined;
     let res: ort.InferenceSession.ReturnType;
     try {
-      res = options.outputs ? await this.session.run(ortFeeds, [...options.outputs]) : await this.session.run(ortFeeds);
+      res = options.outputs && !positional ? await this.session.run(ortFeeds, [...options.outputs]) : await this.session.run(ortFeeds);
     } catch (cause) {
       throw new OrtSessionError("run failed", { cause });
+    }
+    if (positional) {
+      const picked: Record<string, ort.Tensor> = {};
+      for (const [k, v] of Object.entries(res)) {
+        if (wanted.includes(k)) picked[k] = v;
+        else v.dispose();
+      }
+      res = picked;
     }
     const host: Results = {};
     const kept = new Map<string, ResidentValue>();
