@@ -152,6 +152,23 @@ describe("FusedAdamWStep", () => {
     });
   }
 
+  test("on webgpu, with parameters and moments kept in GPU buffers between steps, the same 5 steps give the host run's parameters", async (t) => {
+    let run: Awaited<ReturnType<typeof fusedRun>>;
+    try {
+      run = await fusedRun(data, { weightDecay: 0.1, weightDecayOverrides: overrides, maxGradNorm: 1, session: { ep: "webgpu" } });
+    } catch (e) {
+      if ((e as { code?: string }).code === "PEFT_ERR_EXECUTION_PROVIDER") return t.skip("no WebGPU adapter here");
+      throw e;
+    }
+    const host = await hostRun(data, { weightDecay: 0.1, overrides, maxGradNorm: 1 });
+    const dp = await maxParamDiff(run.fs, host.params);
+    const dl = maxDiff(run.losses, host.losses);
+    console.log(`# fused on webgpu vs host on cpu, 5 steps: max |Δparam| = ${dp.toExponential(2)}, max |Δloss| = ${dl.toExponential(2)}`);
+    assert.ok(dp <= 1e-4, `parameters differ by ${dp}`);
+    assert.ok(dl <= 1e-4, `losses differ by ${dl}`);
+    await run.fs.release();
+  });
+
   test("clipping changes the result (so the clipped comparison can fail)", async () => {
     const clipped = await fusedRun(data.slice(0, 2), { weightDecay: 0.01, maxGradNorm: 0.05 });
     const free = await fusedRun(data.slice(0, 2), { weightDecay: 0.01 });
