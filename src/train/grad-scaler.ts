@@ -12,14 +12,14 @@
  * differentiated with the graph input `loss_scale` as the seed of the backward pass. The `loss`
  * output is the unscaled loss; only the gradients are scaled.
  */
-import { AdapterStateError, ConfigError } from "../errors.js";
+import { ConfigError } from "../errors.js";
 import * as G from "../graph/api.js";
 import { grad } from "../graph/autodiff.js";
 import type { PeftModel } from "../peft/peft-model.js";
 import { CompiledGraph, type SessionOptions } from "../runtime/session.js";
 import type { DType, Tensor } from "../tensor.js";
-import { type LossTask, taskLoss } from "./loss.js";
-import { type Batch, GRAD_PREFIX, type StepResult } from "./step.js";
+import type { LossTask } from "./loss.js";
+import { type Batch, GRAD_PREFIX, type StepResult, buildLossGraph } from "./step.js";
 
 /** How the loss is scaled in float16 training. */
 export type LossScaling =
@@ -180,20 +180,11 @@ export class LossScaledStep {
   ) {}
 
   static async create(pm: PeftModel, scaler: GradScaler, opts: LossScaledStepOptions): Promise<LossScaledStep> {
-    const built = pm.buildGraph({ training: true, dropout: opts.dropout ?? true, seed: opts.seed ?? 0, ...(opts.dtype ? { dtype: opts.dtype } : {}) });
-    const g = built.graph;
-    const labels = g.input("labels", "int64", opts.task === "causal-lm" ? ["batch", "seq"] : ["batch"]);
-    const loss = taskLoss(opts.task, built.outputs.logits, labels, opts.prefixTokens ?? 0);
-    g.output(loss, "loss");
-    const names = [...built.trainable.keys()];
-    if (names.length === 0) {
-      throw new AdapterStateError(pm.activeAdapters.join(",") || "(none)", "has no trainable tensors: load adapters with { isTrainable: true } or create them with PeftModel.create/addAdapter");
-    }
-    const params = names.map((n) => g.inputs.find((v) => v.name === n)!);
+    const { graph: g, loss, names, params, owners, initial } = buildLossGraph(pm, opts);
     const seed = G.cast(g.input(LOSS_SCALE_INPUT, "float32", []), loss.dtype);
     grad(loss, params, { seed }).forEach((gv, i) => g.output(gv, GRAD_PREFIX + names[i]!));
     const session = await CompiledGraph.create(g, opts.session ?? {});
-    return new LossScaledStep(session, names, built.owners, built.trainable, scaler);
+    return new LossScaledStep(session, names, owners, initial, scaler);
   }
 
   /** Loss (unscaled) and scaled gradients for a batch at the given parameter values. */
