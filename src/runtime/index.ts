@@ -34,3 +34,11 @@ export {
   type WebgpuPlacementSummary,
   type WebgpuPlacementPrediction,
 } from "./webgpu-kernels.js";
+export {
+  WEBGPU_LOWERED_OPS,
+  lowerForWebgpu,
+  type WebgpuLoweredOp,
+  type WebgpuLoweringOptions,
+  type WebgpuLoweringSkip,
+  type WebgpuLoweringResult,
+} from "./webgpu-lowering.js";

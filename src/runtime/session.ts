@@ -13,6 +13,7 @@ import { DisposedValueError, ExecutionProviderError, OrtSessionError, UnknownOut
 import { Graph } from "../graph/graph.js";
 import { toOnnx } from "../graph/onnx.js";
 import type { DType, Tensor } from "../tensor.js";
+import { lowerForWebgpu } from "./webgpu-lowering.js";
 
 export type ExecutionProvider = "cpu" | "webgpu";
 
@@ -59,6 +60,11 @@ export interface SessionOptions {
    * `device` outputs are meant for `runResident(…, { keep })`; `run()` downloads them.
    */
   outputLocation?: Readonly<Record<string, OutputLocation>>;
+  /**
+   * On `webgpu`: rewrite the nodes the WebGPU EP has no kernel for into GPU ops first
+   * (`lowerForWebgpu`: SoftmaxCrossEntropyLoss, LogSoftmax, RandomUniformLike, Sign, Size; default true).
+   */
+  webgpuLowering?: boolean;
 }
 
 export type Feeds = Record<string, Tensor>;
@@ -237,8 +243,9 @@ export class CompiledGraph {
   ) {}
 
   static async create(model: Graph | Uint8Array, options: SessionOptions = {}): Promise<CompiledGraph> {
-    const bytes = model instanceof Uint8Array ? model : toOnnx(model);
     const ep = options.ep ?? "cpu";
+    const lower = ep === "webgpu" && options.webgpuLowering !== false;
+    const bytes = lower ? lowerForWebgpu(model).bytes : model instanceof Uint8Array ? model : toOnnx(model);
     if (ep !== "cpu" && !availableProviders().includes(ep)) {
       throw new ExecutionProviderError(ep, `onnxruntime-node ${ort.env.versions.node} on ${process.platform}/${process.arch} offers: ${availableProviders().join(", ")}`);
     }
