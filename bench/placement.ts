@@ -4,7 +4,9 @@
  * forward (logits) graph, predicted statically (`predictWebgpuPlacement`, no GPU needed): nodes on
  * the CPU per op type and reason, and the host ↔ GPU copies per step with their bytes at the
  * workload's batch × seq. Models and shapes as `bench train-step` (`gpt2-small` batch 8 × 128,
- * `tiny`, `use-lite` batch 32 × 32; LoRA r 16, dropout off unless `--dropout`).
+ * `tiny`, `use-lite` batch 32 × 32; LoRA r 16, dropout off unless `--dropout`). Each graph is
+ * predicted as built and after `lowerForWebgpu`, the rewrite `CompiledGraph.create` applies on
+ * webgpu (`lowered`: what a webgpu session actually runs).
  */
 import { performance } from "node:perf_hooks";
 import { type Command, Option } from "commander";
@@ -12,6 +14,7 @@ import { grad } from "../src/graph/autodiff.js";
 import type { Graph } from "../src/graph/graph.js";
 import { PeftModel } from "../src/peft/peft-model.js";
 import { type WebgpuCrossing, type WebgpuPlacementPrediction, describeWebgpuCpuNodes, predictWebgpuPlacement } from "../src/runtime/webgpu-kernels.js";
+import { type WebgpuLoweringResult, lowerForWebgpu } from "../src/runtime/webgpu-lowering.js";
 import { taskLoss } from "../src/train/loss.js";
 import { GRAD_PREFIX } from "../src/train/step.js";
 import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
@@ -38,10 +41,21 @@ export interface GraphPlacementReport {
   readonly cpuGroups: readonly string[];
   readonly crossingsPerStep: number;
   readonly crossingsByKind: Readonly<Record<string, number>>;
+  /** Copies host → GPU and GPU → host (each GPU → host read drains the GPU queue). */
+  readonly toDevice: number;
+  readonly toHost: number;
   readonly bytesPerStep: number;
   readonly bytesByKind: Readonly<Record<string, number>>;
   readonly unknownSizeCrossings: number;
   readonly largest: readonly { value: string; kind: string; direction: string; dtype: string | null; shape: string; bytes: number | null; producer: string | null }[];
+}
+
+/** One graph as built (`asBuilt`, what a CPU session runs) and after the WebGPU lowering pass. */
+export interface LoweredPlacementReport {
+  readonly asBuilt: GraphPlacementReport;
+  readonly lowered: GraphPlacementReport;
+  /** Nodes rewritten per op, and nodes of those ops left as they were (with the reason). */
+  readonly rewrites: Pick<WebgpuLoweringResult, "lowered" | "skipped" | "nodesBefore" | "nodesAfter">;
 }
 
 export interface PlacementBenchResult {
@@ -50,8 +64,8 @@ export interface PlacementBenchResult {
   readonly seq: number;
   readonly rank: number;
   readonly dropout: boolean;
-  readonly trainStep: GraphPlacementReport;
-  readonly forward: GraphPlacementReport;
+  readonly trainStep: LoweredPlacementReport;
+  readonly forward: LoweredPlacementReport;
 }
 
 function report(p: WebgpuPlacementPrediction, top: number): GraphPlacementReport {
@@ -69,6 +83,8 @@ function report(p: WebgpuPlacementPrediction, top: number): GraphPlacementReport
     cpuGroups: describeWebgpuCpuNodes(p),
     crossingsPerStep: s.crossings,
     crossingsByKind: s.crossingsByKind,
+    toDevice: s.toDevice,
+    toHost: s.toHost,
     bytesPerStep: s.bytes,
     bytesByKind: s.bytesByKind,
     unknownSizeCrossings: s.unknownSizeCrossings,
@@ -95,17 +111,24 @@ export function benchPlacement(o: PlacementBenchOptions = {}): PlacementBenchRes
   const pm = PeftModel.create(w.model, w.peft, "default", { seed: 0 });
   const dims = { batch: w.batch, seq: w.seq };
   const top = o.top ?? 8;
-  const train = predictWebgpuPlacement(trainStepGraph(pm, w.task, o.dropout ?? false), { dims });
+  const both = (g: Graph): LoweredPlacementReport => {
+    const l = lowerForWebgpu(g, { annotate: true });
+    return {
+      asBuilt: report(predictWebgpuPlacement(g, { dims }), top),
+      lowered: report(predictWebgpuPlacement(l.bytes, { dims }), top),
+      rewrites: { lowered: l.lowered, skipped: l.skipped, nodesBefore: l.nodesBefore, nodesAfter: l.nodesAfter },
+    };
+  };
+  const trainStep = both(trainStepGraph(pm, w.task, o.dropout ?? false));
   const fwd = pm.buildGraph({});
   fwd.graph.output(fwd.outputs.logits, "logits");
-  const forward = predictWebgpuPlacement(fwd.graph, { dims });
-  return { model: modelName, batch: w.batch, seq: w.seq, rank: o.rank ?? 16, dropout: o.dropout ?? false, trainStep: report(train, top), forward: report(forward, top) };
+  return { model: modelName, batch: w.batch, seq: w.seq, rank: o.rank ?? 16, dropout: o.dropout ?? false, trainStep, forward: both(fwd.graph) };
 }
 
 export function register(program: Command): void {
   program
     .command("placement")
-    .description("predicted WebGPU placement (onnxruntime 1.30, no GPU needed): CPU nodes per op, host↔GPU copies and bytes per step, training step and forward")
+    .description("predicted WebGPU placement (onnxruntime 1.30, no GPU needed): CPU nodes per op, host↔GPU copies and bytes per step, training step and forward, as built and after the WebGPU lowering pass")
     .addOption(new Option("--model <name>", "workload").choices([...TRAIN_MODELS]).default("gpt2-small"))
     .option("--batch <n>", "batch size (default 8, use-lite 32)", positiveInt("--batch"))
     .option("--seq <n>", "sequence length (default 128, use-lite 32)", positiveInt("--seq"))

@@ -245,6 +245,29 @@ describe("lowerForWebgpu: the model", () => {
     assert.ok(after.bytesByKind.internal < 64 * 1000, `after: ${after.bytesByKind.internal} B`);
   });
 
+  test("dropout placement: the noise is uploaded, x is not read back; annotate gives the copy sizes", () => {
+    const g = new Graph("drop");
+    const x = g.input("x", "float32", ["n", 256]);
+    g.output(G.mul(dropout(G.mul(x, 2), 0.1, 1), 3), "y");
+    const dims = { n: 32 };
+    const before = predictWebgpuPlacement(g, { dims });
+    const plain = lowerForWebgpu(g);
+    assert.equal(onnx.ModelProto.decode(plain.bytes).graph!.valueInfo!.length, 0, "no value_info unless asked");
+    const annotated = lowerForWebgpu(g, { annotate: true });
+    const after = predictWebgpuPlacement(annotated.bytes, { dims });
+    const readBack = (p: typeof before) => p.crossings.filter((c) => c.kind === "internal" && c.direction === "toHost");
+    assert.equal(readBack(before).length, 1);
+    assert.equal(readBack(before)[0]!.bytes, 32 * 256 * 4);
+    assert.equal(readBack(after).length, 0);
+    const up = after.crossings.filter((c) => c.kind === "internal" && c.direction === "toDevice");
+    assert.deepEqual(up.map((c) => c.bytes), [32 * 256 * 4], "only the uniform noise goes to the GPU");
+    assert.equal(after.summary.unknownSizeCrossings, 0);
+    const vi = new Map(onnx.ModelProto.decode(annotated.bytes).graph!.valueInfo!.map((v) => [v.name, v.type!.tensorType!]));
+    const expand = [...vi.keys()].find((k) => k!.endsWith("/expand"))!;
+    assert.deepEqual(vi.get(expand)!.shape!.dim!.map((d) => d.dimParam || Number(d.dimValue)), ["n", 256]);
+    assert.equal(vi.get(expand)!.elemType, 3, "int8");
+  });
+
   test("inputs, outputs and untouched nodes are kept; ops option; bad bytes", () => {
     const g = new Graph("keep");
     const x = g.input("x", "float32", ["n", 4]);

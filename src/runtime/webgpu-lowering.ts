@@ -26,6 +26,7 @@ import onnxProto, { type onnx as OnnxTypes } from "onnx-proto";
 import { GraphBuildError, UnsupportedFileTypeError } from "../errors.js";
 import { dtypeFromOnnx, onnxDataType } from "../graph/api.js";
 import type { Graph } from "../graph/graph.js";
+import type { Dim } from "../graph/types.js";
 import { liveNodes, nameValues, toModelProto } from "../graph/onnx.js";
 import { type DType, floatToHalf } from "../tensor.js";
 
@@ -39,6 +40,12 @@ export type WebgpuLoweredOp = (typeof WEBGPU_LOWERED_OPS)[number];
 export interface WebgpuLoweringOptions {
   /** Which rewrites to apply (default: all of `WEBGPU_LOWERED_OPS`). */
   readonly ops?: readonly WebgpuLoweredOp[];
+  /**
+   * Write `value_info` (dtype and shape) for the values whose shape is known: every node output
+   * of a `Graph`, and the values the rewrites add. For tools that read the bytes, such as
+   * `predictWebgpuPlacement` counting copy sizes; sessions do not need it (default false).
+   */
+  readonly annotate?: boolean;
 }
 
 /** A node of a lowerable op that the pass left as it was, and why. */
@@ -126,25 +133,92 @@ function outputDtypes(n: NodeProto, ins: readonly (DType | null)[]): (DType | nu
   return out;
 }
 
-/** Dtype of every value of the graph: from the `Graph` when given, otherwise declared or inferred. */
-function valueDtypes(gp: OnnxTypes.IGraphProto, graph: Graph | null): Map<string, DType | null> {
-  const dtypes = new Map<string, DType | null>();
+interface Info {
+  readonly dtype: DType | null;
+  readonly shape: readonly Dim[] | null;
+}
+
+function declaredInfo(vi: OnnxTypes.IValueInfoProto): Info {
+  const t = vi.type?.tensorType;
+  const dims = t?.shape?.dim;
+  return {
+    dtype: dtypeOf(t?.elemType),
+    shape: dims ? dims.map((d) => (d.dimParam ? d.dimParam : d.dimValue !== null && d.dimValue !== undefined ? num(d.dimValue) : null)) : null,
+  };
+}
+
+/** Dtype and shape of every value: from the `Graph` when given, otherwise declared (or, for dtypes, inferred). */
+function valueInfos(gp: OnnxTypes.IGraphProto, graph: Graph | null): Map<string, Info> {
+  const infos = new Map<string, Info>();
   if (graph) {
     const nodes = liveNodes(graph);
     const names = nameValues(graph, nodes);
-    for (const v of [...graph.inputs, ...graph.initializers]) dtypes.set(names.get(v.id)!, v.dtype);
-    for (const n of nodes) for (const o of n.outputs) dtypes.set(names.get(o.id)!, o.dtype);
-    return dtypes;
+    for (const v of [...graph.inputs, ...graph.initializers, ...nodes.flatMap((n) => n.outputs)]) infos.set(names.get(v.id)!, { dtype: v.dtype, shape: v.shape });
+    return infos;
   }
-  const declared = new Map<string, DType | null>();
-  for (const vi of [...(gp.valueInfo ?? []), ...(gp.output ?? []), ...(gp.input ?? [])]) if (vi.name) declared.set(vi.name, dtypeOf(vi.type?.tensorType?.elemType));
-  for (const t of gp.initializer ?? []) if (t.name) dtypes.set(t.name, dtypeOf(t.dataType));
-  for (const vi of gp.input ?? []) if (vi.name && !dtypes.has(vi.name)) dtypes.set(vi.name, declared.get(vi.name) ?? null);
+  const declared = new Map<string, Info>();
+  for (const vi of [...(gp.valueInfo ?? []), ...(gp.output ?? []), ...(gp.input ?? [])]) if (vi.name) declared.set(vi.name, declaredInfo(vi));
+  for (const t of gp.initializer ?? []) if (t.name) infos.set(t.name, { dtype: dtypeOf(t.dataType), shape: (t.dims ?? []).map((d) => num(d)) });
+  for (const vi of gp.input ?? []) if (vi.name && !infos.has(vi.name)) infos.set(vi.name, declared.get(vi.name) ?? { dtype: null, shape: null });
   for (const n of gp.node ?? []) {
-    const inferred = outputDtypes(n, (n.input ?? []).map((i) => dtypes.get(i) ?? null));
-    (n.output ?? []).forEach((o, j) => o && dtypes.set(o, declared.get(o) ?? inferred[j] ?? null));
+    const inferred = outputDtypes(n, (n.input ?? []).map((i) => infos.get(i)?.dtype ?? null));
+    (n.output ?? []).forEach((o, j) => o && infos.set(o, declared.get(o) ?? { dtype: inferred[j] ?? null, shape: null }));
   }
-  return dtypes;
+  return infos;
+}
+
+function broadcastShapes(shapes: readonly (readonly Dim[] | null)[]): Dim[] | null {
+  if (shapes.some((x) => x === null)) return null;
+  const ss = shapes as (readonly Dim[])[];
+  const rank = Math.max(...ss.map((x) => x.length));
+  const out: Dim[] = [];
+  for (let k = 0; k < rank; k++) {
+    const ds = [...new Set(ss.map((x) => (k < rank - x.length ? 1 : x[k - (rank - x.length)]!)).filter((d) => d !== 1))];
+    if (ds.length > 1 || ds[0] === null) return null;
+    out.push(ds[0] ?? 1);
+  }
+  return out;
+}
+
+/** Dtypes and shapes of the outputs of the nodes the rewrites emit (the op forms used above only). */
+function annotateNew(nodes: readonly NodeProto[], infos: Map<string, Info>, consts: ReadonlyMap<string, readonly number[]>): void {
+  const shapeSource = new Map<string, string>();
+  for (const n of nodes) {
+    const ins = (n.input ?? []).map((i) => infos.get(i) ?? { dtype: null, shape: null });
+    const x = ins[0]!;
+    const rank = x.shape?.length ?? 0;
+    const axesOf = (): number[] | null => {
+      const a = attr(n, "axes")?.ints ?? (n.input?.[1] ? consts.get(n.input[1]) : null);
+      return a ? a.map((v) => ((num(v) ?? 0) + rank) % Math.max(rank, 1)) : null;
+    };
+    const op = n.opType ?? "";
+    let info: Info = { dtype: x.dtype, shape: null };
+    if (["Exp", "Log", "Identity", "Neg"].includes(op)) info = x;
+    else if (op === "Cast") info = { dtype: dtypeOf(attrInt(n, "to")), shape: x.shape };
+    else if (op === "RandomUniformLike") info = { dtype: dtypeOf(attrInt(n, "dtype")) ?? x.dtype, shape: x.shape };
+    else if (["Sub", "Where", "Equal", "Less", "Greater"].includes(op)) {
+      const dtype = op === "Where" ? ins[1]!.dtype : op === "Sub" ? x.dtype : "bool";
+      info = { dtype, shape: broadcastShapes(ins.map((v) => v.shape)) };
+    } else if (op.startsWith("Reduce")) {
+      const axes = axesOf() ?? [...Array(rank).keys()];
+      const keep = (attrInt(n, "keepdims") ?? 1) === 1;
+      info = { dtype: x.dtype, shape: x.shape ? x.shape.flatMap((d, i) => (axes.includes(i) ? (keep ? [1] : []) : [d])) : null };
+    } else if (op === "Unsqueeze" && x.shape) {
+      const at = (consts.get(n.input![1]!) ?? [])[0]!;
+      info = { dtype: x.dtype, shape: [...x.shape.slice(0, at), 1, ...x.shape.slice(at)] };
+    } else if (op === "Squeeze" && x.shape) info = { dtype: x.dtype, shape: x.shape.filter((_, i) => !(axesOf() ?? []).includes(i)) };
+    else if (op === "GatherElements") info = { dtype: x.dtype, shape: ins[1]!.shape };
+    else if (op === "Shape") {
+      shapeSource.set(n.output![0]!, n.input![0]!);
+      info = { dtype: "int64", shape: x.shape ? [x.shape.length] : null };
+    } else if (op === "Expand") info = { dtype: x.dtype, shape: infos.get(shapeSource.get(n.input![1]!) ?? "")?.shape ?? null };
+    infos.set(n.output![0]!, info);
+  }
+}
+
+function valueInfoProto(name: string, info: Info): OnnxTypes.IValueInfoProto {
+  const dim = (d: Dim) => (d === null ? {} : typeof d === "number" ? { dimValue: d } : { dimParam: d });
+  return { name, type: { tensorType: { elemType: onnxDataType(info.dtype!), ...(info.shape ? { shape: { dim: info.shape.map(dim) } } : {}) } } };
 }
 
 function rawOf(dtype: DType, values: readonly number[]): Uint8Array {
@@ -170,6 +244,8 @@ const int = (name: string, value: number): Attr => ({ name, type: A.INT, i: valu
 /** Emits the replacement nodes and constants, with names unique in the model. */
 class Emitter {
   readonly inits: OnnxTypes.ITensorProto[] = [];
+  /** Values of the int constants, by initializer name (axes, for `annotateNew`). */
+  readonly values = new Map<string, readonly number[]>();
   private readonly consts = new Map<string, string>();
   private readonly shapes = new Map<string, string>();
   out: NodeProto[] = [];
@@ -201,6 +277,7 @@ class Emitter {
       this.names.add(name);
       this.consts.set(key, name);
       this.inits.push({ name, dims: [...shape], dataType: onnxDataType(dtype), rawData: rawOf(dtype, values) });
+      this.values.set(name, values);
     }
     return name;
   }
@@ -371,7 +448,7 @@ export function lowerForWebgpu(model: Graph | Uint8Array, opts: WebgpuLoweringOp
   if (opset < 13) {
     return unchanged(targets.map((n) => ({ node: label(n, nodes.indexOf(n)), op: n.opType as WebgpuLoweredOp, reason: `model opset ${opset} < 13` })));
   }
-  const dtypes = valueDtypes(gp, isGraph ? model : null);
+  const infos = valueInfos(gp, isGraph ? model : null);
   const names = new Set<string>();
   for (const v of [...(gp.input ?? []), ...(gp.output ?? []), ...(gp.valueInfo ?? [])]) if (v.name) names.add(v.name);
   for (const t of gp.initializer ?? []) if (t.name) names.add(t.name);
@@ -381,9 +458,10 @@ export function lowerForWebgpu(model: Graph | Uint8Array, opts: WebgpuLoweringOp
   }
   const hostValues = new Set<string>([...(gp.input ?? []).map((v) => v.name ?? ""), ...(gp.initializer ?? []).map((t) => t.name ?? "")]);
   const em = new Emitter(names, opset);
-  const ctx: Context = { em, dtype: (v) => dtypes.get(v) ?? null, hostValues };
+  const ctx: Context = { em, dtype: (v) => infos.get(v)?.dtype ?? null, hostValues };
   const skipped: WebgpuLoweringSkip[] = [];
   const out: NodeProto[] = [];
+  const added: NodeProto[] = [];
   for (const [k, n] of nodes.entries()) {
     const op = n.opType as WebgpuLoweredOp;
     if (!isDefault(n) || !wanted.has(op)) {
@@ -395,6 +473,7 @@ export function lowerForWebgpu(model: Graph | Uint8Array, opts: WebgpuLoweringOp
     const reason = REWRITES[op](n, ctx);
     if (reason === null) {
       out.push(...em.out);
+      added.push(...em.out);
       lowered[op]++;
     } else {
       out.push(n);
@@ -404,5 +483,12 @@ export function lowerForWebgpu(model: Graph | Uint8Array, opts: WebgpuLoweringOp
   if (WEBGPU_LOWERED_OPS.every((op) => lowered[op] === 0)) return unchanged(skipped);
   gp.node = out;
   gp.initializer = [...(gp.initializer ?? []), ...em.inits];
+  if (opts.annotate) {
+    for (const t of em.inits) infos.set(t.name!, { dtype: dtypeOf(t.dataType), shape: (t.dims ?? []).map((d) => num(d)) });
+    annotateNew(added, infos, em.values);
+    const skip = new Set<string>([...hostValues, ...(gp.output ?? []).map((o) => o.name ?? ""), ...(gp.valueInfo ?? []).map((v) => v.name ?? "")]);
+    const known = out.flatMap((n) => n.output ?? []).filter((o) => o && !skip.has(o) && infos.get(o)?.dtype);
+    gp.valueInfo = [...(gp.valueInfo ?? []), ...known.map((o) => valueInfoProto(o, infos.get(o)!))];
+  }
   return { bytes: encode(), lowered, skipped, nodesBefore: nodes.length, nodesAfter: out.length };
 }
