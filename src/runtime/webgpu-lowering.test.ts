@@ -284,6 +284,9 @@ describe("lowerForWebgpu: the model", () => {
     plain.output(G.mul(plain.input("x", "float32", [2]), 2), "y");
     const none = toOnnx(plain);
     assert.equal(lowerForWebgpu(none).bytes, none);
+    plain.output(G.mul(G.mul(plain.inputs[0]!, 3), 4), "z");
+    const vi = onnx.ModelProto.decode(lowerForWebgpu(plain, { annotate: true }).bytes).graph!.valueInfo!;
+    assert.deepEqual(vi.map((v) => v.type!.tensorType!.shape!.dim!.map((d) => Number(d.dimValue))), [[2]], "annotate with nothing to lower");
     assert.throws(() => lowerForWebgpu(new Uint8Array([1, 2, 3, 250])), UnsupportedFileTypeError);
   });
 });

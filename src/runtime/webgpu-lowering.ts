@@ -56,7 +56,7 @@ export interface WebgpuLoweringSkip {
 }
 
 export interface WebgpuLoweringResult {
-  /** The lowered model (the input bytes themselves when nothing was rewritten). */
+  /** The lowered model (given bytes: those bytes themselves when nothing was rewritten). */
   readonly bytes: Uint8Array;
   /** Nodes rewritten, per op. */
   readonly lowered: Readonly<Record<WebgpuLoweredOp, number>>;
@@ -434,13 +434,16 @@ export function lowerForWebgpu(model: Graph | Uint8Array, opts: WebgpuLoweringOp
   const nodes = gp.node ?? [];
   const isDefault = (n: NodeProto) => !n.domain || n.domain === "ai.onnx";
   const targets = nodes.filter((n) => isDefault(n) && wanted.has(n.opType ?? ""));
-  const unchanged = (skipped: WebgpuLoweringSkip[]): WebgpuLoweringResult => ({
-    bytes: isGraph ? encode() : (model as Uint8Array),
-    lowered,
-    skipped,
-    nodesBefore: nodes.length,
-    nodesAfter: nodes.length,
-  });
+  /** value_info for the node outputs whose dtype is known (`annotate`). */
+  const annotateAll = (infos: ReadonlyMap<string, Info>, all: readonly NodeProto[]) => {
+    const skip = new Set<string>([...(gp.input ?? []), ...(gp.output ?? []), ...(gp.valueInfo ?? [])].map((v) => v.name ?? ""));
+    const known = all.flatMap((n) => n.output ?? []).filter((o) => o && !skip.has(o) && infos.get(o)?.dtype);
+    gp.valueInfo = [...(gp.valueInfo ?? []), ...known.map((o) => valueInfoProto(o, infos.get(o)!))];
+  };
+  const unchanged = (skipped: WebgpuLoweringSkip[]): WebgpuLoweringResult => {
+    if (isGraph && opts.annotate) annotateAll(valueInfos(gp, model), nodes);
+    return { bytes: isGraph ? encode() : (model as Uint8Array), lowered, skipped, nodesBefore: nodes.length, nodesAfter: nodes.length };
+  };
   if (targets.length === 0) return unchanged([]);
   const imp = mp.opsetImport?.find((o) => !o.domain || o.domain === "ai.onnx");
   const opset = num(imp?.version) ?? 1;
@@ -486,9 +489,7 @@ export function lowerForWebgpu(model: Graph | Uint8Array, opts: WebgpuLoweringOp
   if (opts.annotate) {
     for (const t of em.inits) infos.set(t.name!, { dtype: dtypeOf(t.dataType), shape: (t.dims ?? []).map((d) => num(d)) });
     annotateNew(added, infos, em.values);
-    const skip = new Set<string>([...hostValues, ...(gp.output ?? []).map((o) => o.name ?? ""), ...(gp.valueInfo ?? []).map((v) => v.name ?? "")]);
-    const known = out.flatMap((n) => n.output ?? []).filter((o) => o && !skip.has(o) && infos.get(o)?.dtype);
-    gp.valueInfo = [...(gp.valueInfo ?? []), ...known.map((o) => valueInfoProto(o, infos.get(o)!))];
+    annotateAll(infos, out);
   }
   return { bytes: encode(), lowered, skipped, nodesBefore: nodes.length, nodesAfter: out.length };
 }
