@@ -236,3 +236,44 @@ describe("LoRA training step on WebGPU vs the CPU EP (tiny fixture models)", () 
     });
   }
 });
+
+describe("mixed-precision (float16) LoRA training step on WebGPU vs float32 on the CPU EP", () => {
+  for (const model of ["gpt2", "llama"] as const) {
+    test(`${model}: loss and gradients within the float16 tolerances of docs/training.md`, { skip }, async () => {
+      const ref = loadSafetensors(fixturePath("peft-parity", `${model}/lora.grads.safetensors`)).tensors;
+      const batch: Batch = {
+        inputIds: ref.get("input_ids") as Tensor<"int64">,
+        attentionMask: ref.get("attention_mask") as Tensor<"int64">,
+        labels: ref.get("labels") as Tensor<"int64">,
+      };
+      const make = (ep: "cpu" | "webgpu", dtype: "float32" | "float16") => {
+        const pm = PeftModel.fromPretrained(loadModel(fixturePath("peft-parity", model, "base")), fixturePath("peft-parity", `${model}/lora`), { isTrainable: true });
+        return TrainStep.create(pm, { task: "causal-lm", dropout: false, dtype, session: { ep } });
+      };
+      const [cpu, gpu] = [await make("cpu", "float32"), await make("webgpu", "float16")];
+      try {
+        const [a, b] = [await cpu.run(batch, new Map()), await gpu.run(batch, new Map())];
+        const lossErr = Math.abs(a.loss - b.loss) / Math.abs(a.loss);
+        // relative error of the whole gradient vector, as the float16 CPU tests measure it
+        let num = 0;
+        let den = 0;
+        for (const n of cpu.names) {
+          const [x, y] = [a.grads.get(n)!, b.grads.get(n)!];
+          assert.equal(y.constructor, Float32Array, `${n}: master-weight gradients are float32`);
+          for (let i = 0; i < x.length; i++) {
+            num += (x[i]! - y[i]!) ** 2;
+            den += x[i]! ** 2;
+          }
+        }
+        const gradErr = Math.sqrt(num / den);
+        console.log(`# ${model} float16 on WebGPU vs float32 on CPU: loss ${b.loss} vs ${a.loss} (rel ${lossErr.toExponential(2)}), gradient vector rel err ${gradErr.toExponential(2)}`);
+        assert.ok(lossErr <= 1e-3, `loss rel err ${lossErr}`);
+        assert.ok(gradErr <= 5e-3, `gradient rel err ${gradErr}`);
+        assert.ok(gradErr > 0, "a float16 run differs from float32 somewhere (else the dtype was not applied)");
+      } finally {
+        await cpu.release();
+        await gpu.release();
+      }
+    });
+  }
+});
