@@ -18,6 +18,13 @@
  * decay and step count, as PyTorch keeps them), so one session serves every step of a schedule
  * and a state loaded from a checkpoint. β1, β2, eps and the clipping norm are inputs too.
  * amsgrad is not implemented here (the trainer keeps the host optimizer for it).
+ *
+ * Mixed precision (`dtype: "float16"`, or any dtype with a `scaler`): the backward pass is seeded
+ * with the loss scale, the gradients are unscaled in the graph (multiplied by the float32
+ * reciprocal, as `GradScaler.unscale_`), and when any of them is inf or NaN the graph leaves the
+ * parameters and moments as they were; the step reports `skipped`, the optimizer's step counts do
+ * not advance and the `GradScaler` backs off, as `scaler.step(optimizer)` + `scaler.update()` in
+ * PyTorch. Clipping sees the unscaled gradients.
  */
 import { ConfigError, ShapeMismatchError, UnsupportedOptionError } from "../errors.js";
 import * as G from "../graph/api.js";
@@ -30,6 +37,7 @@ import type { Tensor } from "../tensor.js";
 import { ADAMW_DEFAULTS } from "./optim/adamw.js";
 import { buildState, checkAdamHyperparams, checkNumber, checkState, takeBuffer } from "./optim/common.js";
 import type { NamedParam, OptimizerState } from "./optim/types.js";
+import { GradScaler, LOSS_SCALE_INPUT } from "./grad-scaler.js";
 import { type Batch, type LossGraphOptions, buildLossGraph } from "./step.js";
 
 /** Graph names of the fused step's optimizer inputs and outputs. */
@@ -49,6 +57,9 @@ export const FUSED_NAMES = {
   eps: "adamw::eps",
   maxNorm: "clip::max_norm",
   gradNorm: "grad_norm",
+  lossScale: LOSS_SCALE_INPUT,
+  invLossScale: "loss_scale::inverse",
+  gradsFinite: "grads_finite",
 } as const;
 
 export interface FusedAdamWStepOptions extends LossGraphOptions {
@@ -70,12 +81,22 @@ export interface FusedAdamWStepOptions extends LossGraphOptions {
   readonly amsgrad?: boolean;
   /** Clip the global gradient L2 norm in the graph (`clip_grad_norm_`); 0 or undefined: no clipping. */
   readonly maxGradNorm?: number;
+  /**
+   * Loss scaling (PyTorch `GradScaler` semantics, see the file comment). Default: a dynamic
+   * `GradScaler` with PyTorch's defaults when `dtype` is float16, none otherwise. The step updates
+   * it; pass your own to read or checkpoint its state.
+   */
+  readonly scaler?: GradScaler;
 }
 
 export interface FusedStepResult {
   readonly loss: number;
-  /** Global gradient norm before clipping (only with `maxGradNorm`). */
+  /** Global gradient norm before clipping (only with `maxGradNorm`; unscaled). */
   readonly gradNorm?: number;
+  /** With loss scaling: the scale this step's backward pass was seeded with. */
+  readonly lossScale?: number;
+  /** With loss scaling: a gradient was inf or NaN, so the update was skipped. */
+  readonly skipped?: boolean;
 }
 
 /** Host tensor or a value a run left in onnxruntime. */
@@ -119,6 +140,8 @@ export interface FusedAdamWGraph {
   readonly initial: ReadonlyMap<string, Tensor>;
   /** Whether the graph clips the gradient norm (and outputs `grad_norm`). */
   readonly clips: boolean;
+  /** Whether the graph scales the loss (inputs `loss_scale`, its inverse; output `grads_finite`). */
+  readonly scaled: boolean;
   /** Per trainable input: its weight-decay override, or undefined for the default. */
   readonly weightDecays: readonly (number | undefined)[];
   /** The outputs that stay on the device between steps (new parameters and moments). */
@@ -142,8 +165,8 @@ export function buildFusedAdamWGraph(pm: PeftModel, opts: FusedAdamWStepOptions)
   });
   const maxNorm = opts.maxGradNorm ?? 0;
   checkNumber(who, "maxGradNorm", maxNorm, 0);
-  if (opts.dtype !== undefined && opts.dtype !== "float32") {
-    throw new UnsupportedOptionError(who, "dtype", opts.dtype, "the fused AdamW step keeps float32 parameters and moments, as PyTorch's AdamW state");
+  if (opts.dtype !== undefined && opts.dtype !== "float32" && opts.dtype !== "float16") {
+    throw new UnsupportedOptionError(who, "dtype", opts.dtype, "the fused AdamW step computes in float32, or float16 with float32 master weights and moments");
   }
   const lg = buildLossGraph(pm, opts);
   const g = lg.graph;
@@ -162,11 +185,28 @@ export function buildFusedAdamWGraph(pm: PeftModel, opts: FusedAdamWStepOptions)
     const t = lg.initial.get(n)!;
     if (t.dtype !== "float32") throw new UnsupportedOptionError(who, `${n} dtype`, t.dtype, "the fused AdamW step trains float32 tensors only");
   }
-  let grads = grad(lg.loss, lg.params);
+  const scaled = opts.scaler !== undefined || opts.dtype === "float16";
+  let grads: Value[];
+  let finite: Value | null = null;
+  const sumOfSquares = (gs: readonly Value[]): Value => {
+    const squares = gs.map((gv) => G.reshape(G.sumAll(G.mul(gv, gv)), [1]));
+    return G.sumAll(squares.length === 1 ? squares[0]! : G.concat(squares, 0));
+  };
+  let sq: Value | null = null;
+  if (scaled) {
+    const seed = G.cast(g.input(FUSED_NAMES.lossScale, "float32", []), lg.loss.dtype);
+    const inv = g.input(FUSED_NAMES.invLossScale, "float32", []);
+    grads = grad(lg.loss, lg.params, { seed }).map((gv) => G.mul(gv, inv));
+    // inf and NaN make x − x NaN; unscaled gradients are far from float32's range otherwise
+    sq = sumOfSquares(grads);
+    finite = G.equal(G.sub(sq, sq), 0);
+    g.output(finite, FUSED_NAMES.gradsFinite);
+  } else {
+    grads = grad(lg.loss, lg.params);
+  }
   const clips = maxNorm > 0;
   if (clips) {
-    const squares = grads.map((gv) => G.reshape(G.sumAll(G.mul(gv, gv)), [1]));
-    const total = G.sqrt(G.sumAll(squares.length === 1 ? squares[0]! : G.concat(squares, 0)));
+    const total = G.sqrt(sq ?? sumOfSquares(grads));
     g.output(total, FUSED_NAMES.gradNorm);
     const maxNormIn = g.input(FUSED_NAMES.maxNorm, "float32", []);
     const coef = G.minimum(G.div(maxNormIn, G.add(total, 1e-6)), 1);
@@ -190,7 +230,9 @@ export function buildFusedAdamWGraph(pm: PeftModel, opts: FusedAdamWStepOptions)
     const v = g.input(FUSED_NAMES.expAvgSq(n), "float32", p.shape);
     const at = g.scalar(i, "int64");
     const k = { ...shared, ss: G.gather(ssAll, at), bc2: G.gather(bc2All, at), decay: G.gather(decayAll, at) };
-    const [p1, m1, v1] = adamwUpdate(p, grads[i]!, m, v, k);
+    const updated = adamwUpdate(p, grads[i]!, m, v, k);
+    // a skipped step (a gradient overflowed) keeps the parameter and its moments
+    const [p1, m1, v1] = finite ? updated.map((u, j) => G.where(finite, u, [p, m, v][j]!)) : updated;
     const outs: [Value, string][] = [
       [p1!, FUSED_NAMES.nextParam(n)],
       [m1!, FUSED_NAMES.nextExpAvg(n)],
@@ -201,7 +243,7 @@ export function buildFusedAdamWGraph(pm: PeftModel, opts: FusedAdamWStepOptions)
       stateOutputs.push(name);
     }
   });
-  return { graph: g, names: lg.names, owners: lg.owners, initial: lg.initial, clips, weightDecays, stateOutputs };
+  return { graph: g, names: lg.names, owners: lg.owners, initial: lg.initial, clips, scaled, weightDecays, stateOutputs };
 }
 
 export class FusedAdamWStep {
@@ -228,6 +270,8 @@ export class FusedAdamWStep {
   readonly initial: ReadonlyMap<string, Tensor>;
   /** Whether the graph clips the gradient norm (and outputs it). */
   readonly clips: boolean;
+  /** The loss scaler, when the step scales the loss (float16). */
+  readonly scaler: GradScaler | null;
 
   private constructor(
     readonly session: CompiledGraph,
@@ -238,6 +282,7 @@ export class FusedAdamWStep {
     this.owners = fg.owners;
     this.initial = fg.initial;
     this.clips = fg.clips;
+    this.scaler = fg.scaled ? (opts.scaler ?? new GradScaler()) : null;
     this.keep = [...fg.stateOutputs];
     this.lr = opts.lr ?? ADAMW_DEFAULTS.lr;
     [this.beta1, this.beta2] = opts.betas ?? ADAMW_DEFAULTS.betas;
@@ -282,6 +327,11 @@ export class FusedAdamWStep {
       [FUSED_NAMES.eps]: f32Scalar(this.eps),
     };
     if (this.clips) feeds[FUSED_NAMES.maxNorm] = f32Scalar(this.maxGradNorm);
+    const lossScale = this.scaler?.scale;
+    if (lossScale !== undefined) {
+      feeds[FUSED_NAMES.lossScale] = f32Scalar(lossScale);
+      feeds[FUSED_NAMES.invLossScale] = f32Scalar(1 / lossScale);
+    }
     this.names.forEach((n, i) => {
       feeds[n] = this.params[i]!;
       feeds[FUSED_NAMES.expAvg(n)] = this.expAvg[i]!;
@@ -293,10 +343,18 @@ export class FusedAdamWStep {
     this.expAvg = this.names.map((n) => kept.get(FUSED_NAMES.nextExpAvg(n))!);
     this.expAvgSq = this.names.map((n) => kept.get(FUSED_NAMES.nextExpAvgSq(n))!);
     old.forEach(release);
-    this.paramSteps = t;
-    this.steps++;
+    const finite = this.scaler ? Boolean(host[FUSED_NAMES.gradsFinite]!.data[0]) : true;
+    this.scaler?.update(!finite);
+    if (finite) {
+      this.paramSteps = t;
+      this.steps++;
+    }
     const gradNorm = host[FUSED_NAMES.gradNorm];
-    return { loss: Number(host.loss!.data[0]), ...(gradNorm ? { gradNorm: Number(gradNorm.data[0]) } : {}) };
+    return {
+      loss: Number(host.loss!.data[0]),
+      ...(gradNorm ? { gradNorm: Number(gradNorm.data[0]) } : {}),
+      ...(lossScale !== undefined ? { lossScale, skipped: !finite } : {}),
+    };
   }
 
   /** The current parameter values, downloaded (graph input name → tensor). */

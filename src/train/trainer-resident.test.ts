@@ -151,5 +151,38 @@ describe("trainer with the resident (fused) optimizer", () => {
     assert.equal(on({ residentOptimizer: true, optimizer: "sgd" }), false);
     assert.equal(on({ residentOptimizer: true, optimizer: "adamw8bit" }), false);
     assert.equal(on({ residentOptimizer: true, optimizer: "adamw" }), true);
+    assert.equal(on({ residentOptimizer: true, dtype: "float16" }), true, "mixed precision: loss scaling in the graph");
+  });
+
+  test("float16 (mixed precision): the same losses, loss scales and parameters as the host GradScaler path", async () => {
+    const cfg: TrainerConfig = { ...base, epochs: 2, dtype: "float16", lossScaling: { kind: "dynamic", initScale: 2 ** 22, growthInterval: 2 } };
+    const hostPm = llamaLora();
+    const host = new Trainer(hostPm, { ...cfg, residentOptimizer: false }, data);
+    const hr = await host.fit();
+    const resPm = llamaLora();
+    const res = new Trainer(resPm, { ...cfg, residentOptimizer: true }, data);
+    const rr = await res.fit();
+    await host.release();
+    await res.release();
+    assert.equal(res.usesResidentOptimizer, true);
+    const scales = (r: TrainResult) => r.history.steps.map((s) => [s.lossScale, s.skipped]);
+    console.log(`# float16 resident vs host: scales ${JSON.stringify(scales(rr))}`);
+    assert.deepEqual(scales(rr), scales(hr), "the same steps overflow and the same scales follow");
+    assert.ok(rr.history.steps.some((s) => s.skipped) && rr.history.steps.some((s) => !s.skipped), "some steps skipped, some taken");
+    const dl = lossDiff(hr, rr);
+    const dp = maxParamDiff(hostPm, resPm);
+    console.log(`# float16 resident vs host trainer, ${rr.steps} steps: max |Δloss| ${dl.toExponential(2)}, max |Δparam| ${dp.toExponential(2)}`);
+    assert.ok(dl <= 1e-5, `losses differ by ${dl}`);
+    assert.ok(dp <= 1e-5, `parameters differ by ${dp}`);
+    assert.ok(maxParamDiff(llamaLora(), resPm) > 1e-3, "the taken steps moved the parameters");
+  });
+
+  test("float16: an overflow on every step skips every update, halves the scale each time and leaves the adapter as it was", async () => {
+    const pm = llamaLora();
+    const t = new Trainer(pm, { ...base, epochs: 1, maxSteps: 3, dtype: "float16", residentOptimizer: true, lossScaling: { kind: "dynamic", initScale: 2 ** 120 } }, data);
+    const r = await t.fit();
+    await t.release();
+    assert.deepEqual(r.history.steps.map((s) => [s.lossScale, s.skipped]), [[2 ** 120, true], [2 ** 119, true], [2 ** 118, true]]);
+    assert.equal(maxParamDiff(llamaLora(), pm), 0);
   });
 });

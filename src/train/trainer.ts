@@ -197,7 +197,7 @@ export class Trainer {
   get usesResidentOptimizer(): boolean {
     const cfg = this.config;
     const wanted = cfg.residentOptimizer ?? cfg.session?.ep === "webgpu";
-    return wanted && (cfg.optimizer ?? "adamw") === "adamw" && (cfg.gradientAccumulation ?? 1) === 1 && (cfg.dtype ?? "float32") === "float32";
+    return wanted && (cfg.optimizer ?? "adamw") === "adamw" && (cfg.gradientAccumulation ?? 1) === 1;
   }
 
   private async init(): Promise<void> {
@@ -213,6 +213,7 @@ export class Trainer {
         // as the host path's excludeFromWeightDecay: no decay for biases and norms
         weightDecayOverrides: (n) => (isNoDecayParamName(n) ? 0 : undefined),
         ...(cfg.maxGradNorm ? { maxGradNorm: cfg.maxGradNorm } : {}),
+        ...(this.scaler ? { scaler: this.scaler } : {}),
       });
       this.spec = this.fused;
     } else {
@@ -362,6 +363,9 @@ export class Trainer {
       let tokens = 0;
       let examplesSeen = 0;
       let fusedNorm: number | null = null;
+      let fusedSkipped = false;
+      // the scale this step's backward passes are seeded with (the fused step updates the scaler itself)
+      const lossScale = this.scaler?.scale;
       const gsum = new Map<string, Float32Array>();
       for (let m = 0; m < accum; m++) {
         if (pos >= order.length) {
@@ -384,6 +388,7 @@ export class Trainer {
           this.deviceAhead = true;
           lossSum += r.loss;
           fusedNorm = r.gradNorm ?? 0;
+          fusedSkipped = r.skipped ?? false;
           continue;
         }
         const r = await this.step!.run(batch, this.currentParams());
@@ -395,9 +400,8 @@ export class Trainer {
         }
       }
       if (stoppedEarly || (gsum.size === 0 && fusedNorm === null)) break;
-      const lossScale = this.scaler?.scale;
       let gradNorm = fusedNorm ?? 0;
-      let finite = true;
+      let finite = !fusedSkipped;
       if (fusedNorm === null) {
         // float16: unscale the gradients; skip the update (and lower the scale) when one overflowed
         finite = this.scaler ? this.scaler.unscaleAndUpdate(gsum) : true;
