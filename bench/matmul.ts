@@ -17,7 +17,10 @@ import { Graph } from "../src/graph/graph.js";
 import { IR_VERSION, OPSET } from "../src/graph/opset.js";
 import { toOnnx } from "../src/graph/onnx.js";
 import { CompiledGraph, type ExecutionProvider } from "../src/runtime/session.js";
-import { type Tensor, tensor } from "../src/tensor.js";
+import { type Tensor, floatToHalf, tensor } from "../src/tensor.js";
+
+/** Element type of the ceiling products: float16 for mixed-precision steps (`train-step --dtype float16`). */
+export type CeilingDtype = "float32" | "float16";
 import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
 
 const { onnx } = onnxProto;
@@ -132,9 +135,10 @@ function transpose2d(t: Tensor<"float32">): Tensor<"float32"> {
  * With `probe`, a second output `probe` = y[0:1, 0:1]: fetching only it times the product without
  * copying y out to JavaScript (the kernel rate a graph that consumes y internally sees).
  */
-export function plainMatmulModel(w: Tensor<"float32">, m: number, probe = false): Uint8Array {
+export function plainMatmulModel(w: Tensor<"float32">, m: number, probe = false, dtype: CeilingDtype = "float32"): Uint8Array {
   const [k, n] = w.shape as [number, number];
-  const F32 = onnx.TensorProto.DataType.FLOAT;
+  const F32 = dtype === "float16" ? onnx.TensorProto.DataType.FLOAT16 : onnx.TensorProto.DataType.FLOAT;
+  const wData = dtype === "float16" ? Uint16Array.from(w.data, floatToHalf) : w.data;
   const I64 = onnx.TensorProto.DataType.INT64;
   const vi = (name: string, dims: number[]) => ({ name, type: { tensorType: { elemType: F32, shape: { dim: dims.map((d) => ({ dimValue: d })) } } } });
   const ints = (name: string, v: number[]) => ({ name, dims: [v.length], dataType: I64, rawData: new Uint8Array(BigInt64Array.from(v, BigInt).buffer) });
@@ -151,7 +155,7 @@ export function plainMatmulModel(w: Tensor<"float32">, m: number, probe = false)
       input: [vi("x", [m, k])],
       output: [vi("y", [m, n]), ...(probe ? [vi("probe", [1, 1])] : [])],
       initializer: [
-        { name: "w", dims: [k, n], dataType: F32, rawData: new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength) },
+        { name: "w", dims: [k, n], dataType: F32, rawData: new Uint8Array(wData.buffer, wData.byteOffset, wData.byteLength) },
         ...(probe ? [ints("probe_starts", [0, 0]), ints("probe_ends", [1, 1])] : []),
       ],
     },
@@ -330,13 +334,15 @@ export class PlainCeiling {
     this.cpu = shapes.map(() => []);
   }
 
-  static async create(shapes: readonly MatmulShape[], opts: { threads: number; ep: ExecutionProvider; warmup?: number }): Promise<PlainCeiling> {
+  static async create(shapes: readonly MatmulShape[], opts: { threads: number; ep: ExecutionProvider; warmup?: number; dtype?: CeilingDtype }): Promise<PlainCeiling> {
     const sessions: CompiledGraph[] = [];
     const xs: Tensor[] = [];
+    const dtype = opts.dtype ?? "float32";
     try {
       for (const [i, s] of shapes.entries()) {
-        const x = randomTensor([s.m, s.k], 1000 + i);
-        const cg = await CompiledGraph.create(plainMatmulModel(randomTensor([s.k, s.n], 2000 + i), s.m, true), { threads: opts.threads, ep: opts.ep });
+        const x32 = randomTensor([s.m, s.k], 1000 + i);
+        const x: Tensor = dtype === "float16" ? tensor("float16", x32.shape, Uint16Array.from(x32.data, floatToHalf)) : x32;
+        const cg = await CompiledGraph.create(plainMatmulModel(randomTensor([s.k, s.n], 2000 + i), s.m, true, dtype), { threads: opts.threads, ep: opts.ep });
         sessions.push(cg);
         xs.push(x);
         for (let k = 0; k < (opts.warmup ?? 2); k++) await cg.run({ x }, ["probe"]);

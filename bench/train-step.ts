@@ -58,6 +58,11 @@ export interface TrainStepBenchOptions {
   readonly profileDir?: string;
   /** Time the fused step (clipping + AdamW in the graph, state kept in onnxruntime) instead of loss + gradients. */
   readonly resident?: boolean;
+  /**
+   * Compute dtype of the frozen model (default float32). `float16`: mixed precision (float32 LoRA
+   * master weights and gradients, docs/training.md); the ceiling is then a float16 MatMul.
+   */
+  readonly dtype?: "float32" | "float16";
   readonly onProgress?: (msg: string) => void;
 }
 
@@ -88,6 +93,8 @@ export interface TrainStepBenchResult {
   readonly spinning: boolean;
   /** The fused resident step was timed (optimizer update included, state kept in onnxruntime). */
   readonly resident: boolean;
+  /** Compute dtype of the frozen model (the ceiling's MatMuls use it too). */
+  readonly dtype: "float32" | "float16";
   /** Peak RSS (getrusage maxRSS) after the first timed step, before the ceiling's sessions exist. */
   readonly peakRssMiB: number;
   readonly ceiling?: {
@@ -247,9 +254,10 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
     ...(profileDir ? { profilePrefix: join(profileDir, "train") } : {}),
   };
   const t1 = performance.now();
+  const dtype = o.dtype ?? "float32";
   const step = o.resident
-    ? await FusedAdamWStep.create(pm, { task: w.task, dropout: false, session, lr: 1e-4, maxGradNorm: 1 })
-    : await TrainStep.create(pm, { task: w.task, dropout: false, session });
+    ? await FusedAdamWStep.create(pm, { task: w.task, dropout: false, session, lr: 1e-4, maxGradNorm: 1, dtype })
+    : await TrainStep.create(pm, { task: w.task, dropout: false, session, dtype });
   const t2 = performance.now();
   say(`${modelName}${o.resident ? " (resident fused AdamW step)" : ""}: graph built in ${((t1 - t0) / 1e3).toFixed(1)} s, session in ${((t2 - t1) / 1e3).toFixed(1)} s`);
   const batch = randomBatch(w);
@@ -280,7 +288,7 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
       say(`${i < warmup ? "warm-up" : "step"} ${i < warmup ? i + 1 : i - warmup + 1}: ${ms.toFixed(0)} ms (CPU ${((c.user + c.system) / 1e3).toFixed(0)} ms), loss ${res.loss.toFixed(4)}`);
       if (i === warmup) {
         peakRssMiB = r1(process.resourceUsage().maxRSS / 1024, 0);
-        if (o.ceiling !== false) ceiling = await PlainCeiling.create(w.shapes, { threads, ep });
+        if (o.ceiling !== false) ceiling = await PlainCeiling.create(w.shapes, { threads, ep, dtype });
       }
       if (ceiling && i >= warmup) for (let r = 0; r < rounds; r++) await ceiling.round(w.shapes.map((x) => x.count));
     }
@@ -323,6 +331,7 @@ export async function benchTrainStep(o: TrainStepBenchOptions = {}): Promise<Tra
     memoryPattern: o.memoryPattern ?? false,
     spinning: o.spinning ?? false,
     resident: o.resident ?? false,
+    dtype,
     peakRssMiB,
     ...(profile ? { profile } : {}),
   };
@@ -371,7 +380,8 @@ export function register(program: Command): void {
     .option("--profile", "profile the timed steps with onnxruntime and report kernel time per op type")
     .option("--profile-dir <dir>", "like --profile, keeping the trace JSON in <dir>")
     .option("--resident", "time the fused step: clipping + AdamW in the graph, parameters and moments kept in onnxruntime (GPU buffers on webgpu)")
-    .action(async (opts: { model: TrainModel; threads?: number; ep: ExecutionProvider; steps?: number; warmup: number; batch?: number; seq?: number; rank: number; ceiling: boolean; ceilingRounds: number; memoryPattern?: boolean; spinning?: boolean; profile?: boolean; profileDir?: string; resident?: boolean }) => {
+    .addOption(new Option("--dtype <dtype>", "compute dtype of the frozen model (float16: mixed precision, float16 ceiling)").choices(["float32", "float16"]).default("float32"))
+    .action(async (opts: { model: TrainModel; threads?: number; ep: ExecutionProvider; steps?: number; warmup: number; batch?: number; seq?: number; rank: number; ceiling: boolean; ceilingRounds: number; memoryPattern?: boolean; spinning?: boolean; profile?: boolean; profileDir?: string; resident?: boolean; dtype: "float32" | "float16" }) => {
       const threads = opts.threads ?? cpus().length;
       const t0 = performance.now();
       const r = await benchTrainStep({ ...opts, threads, onProgress: progress });
