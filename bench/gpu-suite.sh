@@ -1,5 +1,5 @@
 #!/bin/bash
-# The GPU measurements of issue 7 in one prepared run (at most 8.5 minutes: the timeouts below add up to 495 s), for a session that has the
+# The GPU measurements of issue 7 in one prepared run (at most 9 minutes: the timeouts below add up to 530 s), for a session that has the
 # device tool. From the project root, after `npm run build` and `../shared/gpu/pack.sh`:
 #
 #   device run, carry [".gpu", "dist"]:   bash .gpu/run.sh bash bench/gpu-suite.sh
@@ -39,7 +39,8 @@ run webgpu-fp32 55 $ts --ep webgpu --steps $steps --ceiling-rounds 1
 run webgpu-fp32-resident 55 $ts --ep webgpu --steps $steps --resident
 run webgpu-fp16-resident 55 $ts --ep webgpu --steps $steps --resident --dtype float16
 run webgpu-fp16-resident-seq512 65 $ts --ep webgpu --steps $steps --resident --dtype float16 --seq 512
-run webgpu-infer 45 node dist/bench/main.js infer --ep webgpu
+run webgpu-infer 40 node dist/bench/main.js infer --ep webgpu
+run webgpu-infer-fp16 40 node dist/bench/main.js infer --ep webgpu --dtype float16
 # The peer on the same machine: Python PEFT + PyTorch on CUDA (fp32 at 8 x 128, bf16 at 8 x 512)
 shapes=$([ "$model" = tiny ] && echo small || echo gpt2)
 run torch-cuda-fp32 45 python3 .gpu/peer_peft.py --device cuda --shapes "$shapes" --steps $steps

@@ -31,6 +31,8 @@ export interface InferBenchOptions {
   /** Timed rounds (every variant once per round, order rotating; best and median count). */
   readonly repeat?: number;
   readonly warmup?: number;
+  /** Compute dtype of every variant (default float32; float16: float16 weights and activations, float32 logits). */
+  readonly dtype?: "float32" | "float16";
   readonly onProgress?: (msg: string) => void;
 }
 
@@ -44,6 +46,7 @@ export interface InferTiming {
 
 export interface InferBenchResult {
   readonly shape: Gpt2Shape;
+  readonly dtype: "float32" | "float16";
   readonly batch: number;
   readonly seq: number;
   readonly rank: number;
@@ -133,12 +136,14 @@ export async function benchInfer(o: InferBenchOptions = {}): Promise<InferBenchR
   const ids = BigInt64Array.from(randomValues(batch * seq, 99, 1), (v) => BigInt(1 + Math.floor(Math.abs(v) * (shape.vocab - 2))));
   const inputIds: Tensor<"int64"> = { dtype: "int64", shape: [batch, seq], data: ids };
   const attentionMask: Tensor<"int64"> = { dtype: "int64", shape: [batch, seq], data: new BigInt64Array(batch * seq).fill(1n) };
+  const dtype = o.dtype ?? "float32";
+  const fwd = { dtype };
   const variants: { name: string; run: () => Promise<Tensor> }[] = [
-    { name: "merged", run: () => merged.forward({ inputIds, attentionMask }) },
-    { name: "unmerged", run: () => single.forward({ inputIds, attentionMask }) },
+    { name: "merged", run: () => merged.forward({ inputIds, attentionMask }, fwd) },
+    { name: "unmerged", run: () => single.forward({ inputIds, attentionMask }, fwd) },
     ...counts.map((n) => ({
       name: `mixed${n}`,
-      run: () => many.forward({ inputIds, attentionMask, adapterNames: Array.from({ length: batch }, (_, r) => names[r % n]!) }),
+      run: () => many.forward({ inputIds, attentionMask, adapterNames: Array.from({ length: batch }, (_, r) => names[r % n]!) }, fwd),
     })),
   ];
   const outputs = new Map<string, Tensor>();
@@ -171,6 +176,7 @@ export async function benchInfer(o: InferBenchOptions = {}): Promise<InferBenchR
   const rowsOfA0 = (n: number) => Array.from({ length: batch }, (_, r) => r).filter((r) => r % n === 0);
   return {
     shape,
+    dtype,
     batch,
     seq,
     rank,
@@ -208,7 +214,8 @@ export function register(program: Command): void {
     .option("--adapters <list>", "adapter counts of the mixed batches", parseCounts, [1, 8, 64])
     .option("--repeat <n>", "timed rounds", positiveInt("--repeat"), 5)
     .option("--warmup <n>", "untimed runs per variant", positiveInt("--warmup"), 1)
-    .action(async (opts: { threads?: number; ep: ExecutionProvider; batch: number; seq: number; rank: number; adapters: number[]; repeat: number; warmup: number }) => {
+    .addOption(new Option("--dtype <dtype>", "compute dtype (float16: float16 weights and activations, float32 logits)").choices(["float32", "float16"]).default("float32"))
+    .action(async (opts: { threads?: number; ep: ExecutionProvider; batch: number; seq: number; rank: number; adapters: number[]; repeat: number; warmup: number; dtype: "float32" | "float16" }) => {
       const threads = opts.threads ?? cpus().length;
       const t0 = performance.now();
       const r = await benchInfer({ ...opts, threads, onProgress: progress });
