@@ -120,6 +120,18 @@ describe("benchmarks on small shapes", () => {
     assert.ok(r.profile && r.profile.runs === 1 && r.profile.byOp.some((o) => o.op === "Gemm"), JSON.stringify(r.profile?.byOp.slice(0, 3)));
   });
 
+  test("train-step --resident --dtype float16: the fused mixed-precision step; the same first loss as float32 within float16 error", async () => {
+    const o = { model: "tiny", threads: 1, steps: 1, warmup: 1, batch: 2, seq: 8, ceiling: false } as const;
+    const [a, b] = [await benchTrainStep(o), await benchTrainStep({ ...o, resident: true, dtype: "float16" })];
+    assert.equal(a.resident, false);
+    assert.equal(a.dtype, "float32");
+    assert.equal(b.resident, true);
+    assert.equal(b.dtype, "float16");
+    // the warm-up step updated b's parameters before the timed step, so compare loosely
+    assert.ok(Number.isFinite(b.loss) && Math.abs(b.loss - a.loss) / a.loss < 0.05, `${b.loss} vs ${a.loss}`);
+    assert.equal(b.flops.perStep, a.flops.perStep);
+  });
+
   test("infer: mixed-adapter rows agree with the merged adapter", async () => {
     const shape: Gpt2Shape = { layers: 1, hidden: 32, heads: 2, vocab: 64, positions: 32 };
     const r = await benchInfer({ threads: 1, shape, batch: 8, seq: 4, rank: 4, adapters: [1, 4], repeat: 1, warmup: 1 });
