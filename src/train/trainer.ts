@@ -20,6 +20,7 @@ import { AdamW, AdamW8bit, Sgd, clipGradNorm, excludeFromWeightDecay, isNoDecayP
 import type { NamedParam, Optimizer } from "./optim/types.js";
 import { createSchedule, type LrSchedule, warmupStepsFromRatio } from "./schedule.js";
 import { FusedAdamWStep } from "./fused-step.js";
+import { lengthGroupedOrder, lengthSortedOrder } from "./sampler.js";
 import { type Batch, TrainStep } from "./step.js";
 
 /** A tokenised example: token ids and a class id (classification) or nothing (LM: labels = ids). */
@@ -54,6 +55,12 @@ export interface TrainerConfig {
   readonly padId?: number;
   /** Truncate sequences to this length. */
   readonly maxLength?: number;
+  /**
+   * Batch examples of similar length together (transformers' `group_by_length`: random
+   * megabatches of up to 50 batches, each sorted by length), so that batches carry little padding.
+   * Default false (a plain permutation each epoch).
+   */
+  readonly groupByLength?: boolean;
   readonly session?: SessionOptions;
   readonly checkpointDir?: string;
   readonly checkpointEvery?: number;
@@ -290,8 +297,10 @@ export class Trainer {
     let weight = 0;
     const preds: number[] = [];
     const labels: number[] = [];
-    for (let i = 0; i < examples.length; i += batchSize) {
-      const chunk = examples.slice(i, i + batchSize);
+    // batches of similar length (less padding); loss and metrics do not depend on the order
+    const sorted = lengthSortedOrder(examples.map((e) => this.lengthOf(e))).map((k) => examples[k]!);
+    for (let i = 0; i < sorted.length; i += batchSize) {
+      const chunk = sorted.slice(i, i + batchSize);
       const batch = collate(chunk, this.config.task, this.config.padId ?? 0, this.config.maxLength);
       const r = await this.evalStep.run(batch, params);
       const w = this.config.task === "seq-cls" ? chunk.length : Math.max(1, chunk.reduce((s, e) => s + Math.max(0, Math.min(e.ids.length, this.config.maxLength ?? Infinity) - 1), 0));
@@ -308,6 +317,17 @@ export class Trainer {
     return { loss, perplexity: perplexity(loss) };
   }
 
+  /** One epoch's example order: a permutation, or length-grouped batches (`groupByLength`). */
+  private epochOrder(): Int32Array {
+    const cfg = this.config;
+    if (!cfg.groupByLength) return this.rng.permutation(this.train.length);
+    return lengthGroupedOrder(this.train.map((e) => this.lengthOf(e)), cfg.batchSize, this.rng);
+  }
+
+  private lengthOf(e: TokenizedExample): number {
+    return Math.min(e.ids.length, this.config.maxLength ?? Infinity);
+  }
+
   /** Run the configured training; resumes from `checkpointDir` when a checkpoint is there. */
   async fit(callbacks: TrainCallbacks = {}): Promise<TrainResult> {
     const cfg = this.config;
@@ -319,7 +339,7 @@ export class Trainer {
     let step = 0;
     let epoch = 0;
     let pos = 0; // position in the epoch's order, in examples
-    let order = this.rng.permutation(this.train.length);
+    let order = this.epochOrder();
     const history: TrainHistory = { steps: [], evals: [] };
     let best: (EvalResult & { step: number }) | null = null;
     let bestParams: Map<string, Float32Array> | null = null;
@@ -371,7 +391,7 @@ export class Trainer {
         if (pos >= order.length) {
           epoch++;
           pos = 0;
-          order = this.rng.permutation(this.train.length);
+          order = this.epochOrder();
           if (cfg.evalEvery === undefined && (await evaluateNow())) {
             stoppedEarly = true;
             break;

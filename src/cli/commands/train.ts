@@ -47,6 +47,7 @@ interface RawTrainOptions {
   progress: boolean;
   json?: boolean;
   dtype: "float32" | "float16";
+  groupByLength?: boolean;
 }
 
 export function register(program: Command, ctx: CliContext): void {
@@ -81,6 +82,7 @@ export function register(program: Command, ctx: CliContext): void {
         .choices(["float32", "float16"])
         .default("float32"),
     )
+    .option("--group-by-length", "batch texts of similar length together (transformers' group_by_length): less padding, faster epochs")
     .option("--max-examples <n>", "use a stratified random subset of N examples (quick runs)", parsePositiveInt)
     .option("--max-steps <n>", "stop after N optimizer steps", parsePositiveInt)
     .option("--split <fractions>", "train,validation,test fractions of the seeded stratified split", `${DEFAULT_SPLIT.train},${DEFAULT_SPLIT.validation},${DEFAULT_SPLIT.test}`)
@@ -120,6 +122,7 @@ export function register(program: Command, ctx: CliContext): void {
         mode: o.resume ? "resume" : o.overwrite ? "overwrite" : "new",
         plot: o.plot,
         dtype: o.dtype,
+        groupByLength: o.groupByLength ?? false,
       };
       const r = await runTraining(opts, ctx, { progress: o.progress ? {} : { tty: false } });
       if (o.json) ctx.json(r.metrics);

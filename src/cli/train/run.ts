@@ -59,6 +59,8 @@ export interface TrainRunOptions {
   readonly plot: boolean;
   /** Compute dtype (default float32); float16: mixed precision with dynamic loss scaling. */
   readonly dtype?: "float32" | "float16";
+  /** Batch examples of similar length together (transformers' `group_by_length`); default false. */
+  readonly groupByLength?: boolean;
 }
 
 export const TRAIN_DEFAULTS = {
@@ -337,6 +339,7 @@ function trainerConfig(opts: TrainRunOptions, source: ModelSource, checkpointDir
     ...(opts.patience !== null ? { earlyStopping: { patience: opts.patience } } : {}),
     ...(opts.maxSteps !== null ? { maxSteps: opts.maxSteps } : {}),
     ...(opts.dtype === "float16" ? { dtype: opts.dtype } : {}),
+    ...(opts.groupByLength ? { groupByLength: true } : {}),
     seed: opts.seed,
     dropout: true,
     padId: source.padId,
