@@ -26,6 +26,7 @@ export {
 } from "./metrics.js";
 export type { ClassScores, ClassificationReport, MetricOptions } from "./metrics.js";
 export { Trainer, collate } from "./trainer.js";
+export { lengthGroupedOrder, lengthSortedOrder } from "./sampler.js";
 export type { TokenizedExample, TrainerConfig, EvalResult, StepInfo, TrainHistory, TrainCallbacks, TrainResult } from "./trainer.js";
 export { TrainStep, GRAD_PREFIX, buildLossGraph } from "./step.js";
 export type { Batch, LossGraph, LossGraphOptions, StepResult, TrainStepOptions } from "./step.js";
