@@ -43,6 +43,7 @@ export const DEMO_LORA = {
   maxGradNorm: 1,
   patience: 3,
   maxLength: null,
+  groupByLength: true,
   split: DEFAULT_SPLIT,
 } as const satisfies Partial<TrainRunOptions>;
 
