@@ -15,8 +15,7 @@ import type { Graph } from "../src/graph/graph.js";
 import { PeftModel } from "../src/peft/peft-model.js";
 import { type WebgpuCrossing, type WebgpuPlacementPrediction, describeWebgpuCpuNodes, predictWebgpuPlacement } from "../src/runtime/webgpu-kernels.js";
 import { type WebgpuLoweringResult, lowerForWebgpu } from "../src/runtime/webgpu-lowering.js";
-import { taskLoss } from "../src/train/loss.js";
-import { GRAD_PREFIX } from "../src/train/step.js";
+import { GRAD_PREFIX, buildLossGraph } from "../src/train/step.js";
 import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
 import { TRAIN_MODELS, type TrainModel, trainWorkload } from "./train-step.js";
 
@@ -94,15 +93,9 @@ function report(p: WebgpuPlacementPrediction, top: number): GraphPlacementReport
 
 /** The training-step graph exactly as `TrainStep.create` builds it, without creating a session. */
 function trainStepGraph(pm: PeftModel, task: "causal-lm" | "seq-cls", dropout: boolean): Graph {
-  const built = pm.buildGraph({ training: true, dropout, seed: 0 });
-  const g = built.graph;
-  const labels = g.input("labels", "int64", task === "causal-lm" ? ["batch", "seq"] : ["batch"]);
-  const loss = taskLoss(task, built.outputs.logits, labels);
-  g.output(loss, "loss");
-  const names = [...built.trainable.keys()];
-  const params = names.map((n) => g.inputs.find((v) => v.name === n)!);
-  grad(loss, params).forEach((gv, i) => g.output(gv, GRAD_PREFIX + names[i]!));
-  return g;
+  const { graph, loss, names, params } = buildLossGraph(pm, { task, dropout, seed: 0 });
+  grad(loss, params).forEach((gv, i) => graph.output(gv, GRAD_PREFIX + names[i]!));
+  return graph;
 }
 
 export function benchPlacement(o: PlacementBenchOptions = {}): PlacementBenchResult {
