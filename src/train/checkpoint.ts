@@ -41,6 +41,8 @@ export interface TrainingCheckpoint {
   /** The example order of the current epoch (indices). */
   readonly dataOrder: Int32Array | readonly number[];
   readonly extras?: Readonly<Record<string, JsonValue>>;
+  /** Other named tensors to keep with the state (e.g. the best parameters so far for early stopping). */
+  readonly tensors?: ReadonlyMap<string, Tensor>;
 }
 
 export interface LoadedCheckpoint {
@@ -51,6 +53,8 @@ export interface LoadedCheckpoint {
   readonly rng: Record<string, RngState>;
   readonly dataOrder: Int32Array;
   readonly extras: Record<string, JsonValue>;
+  /** The checkpoint's `tensors` (empty when it had none). */
+  readonly tensors: Map<string, Tensor>;
 }
 
 export const CHECKPOINT_FILE = "checkpoint.json";
@@ -58,6 +62,7 @@ const FORMAT = "peft-ts-training-checkpoint";
 const VERSION = 1;
 const OPT_PREFIX = "optimizer/";
 const DATA_ORDER = "data_order";
+const EXTRA_PREFIX = "extra/";
 const OWN_FILE = /^(params|state)-\d+-[0-9a-f]+\.safetensors(\.tmp-\d+-[0-9a-f]+)?$/;
 const OWN_TEMP = /^checkpoint\.json\.tmp-\d+-[0-9a-f]+$/;
 
@@ -77,6 +82,8 @@ interface CheckpointRecord {
   rng: Record<string, RngState>;
   dataOrderLength: number;
   extras: Record<string, JsonValue>;
+  /** Names of the extra tensors in the state file (absent in checkpoints written without any). */
+  tensors?: string[];
 }
 
 function checkJson(value: unknown, path: string): void {
@@ -121,6 +128,8 @@ export function saveCheckpoint(dir: string, ckpt: TrainingCheckpoint): void {
     stateTensors.set(OPT_PREFIX + key, { dtype: "float32", shape: [data.length], data });
   }
   stateTensors.set(DATA_ORDER, { dtype: "int32", shape: [order.length], data: order });
+  const extraNames = [...(ckpt.tensors?.keys() ?? [])];
+  for (const [key, t] of ckpt.tensors ?? []) stateTensors.set(EXTRA_PREFIX + key, t);
   const params = new Map(entries(ckpt.params));
 
   fs.mkdirSync(dir, { recursive: true });
@@ -152,6 +161,7 @@ export function saveCheckpoint(dir: string, ckpt: TrainingCheckpoint): void {
     rng: { ...ckpt.rng },
     dataOrderLength: order.length,
     extras: { ...extras },
+    ...(extraNames.length > 0 ? { tensors: extraNames } : {}),
   };
   writeFileAtomic(join(dir, CHECKPOINT_FILE), JSON.stringify(record, null, 2) + "\n");
 
@@ -210,6 +220,7 @@ function readRecord(dir: string): CheckpointRecord {
   if (!isRecord(raw.rng) || !Number.isSafeInteger(raw.dataOrderLength) || !isRecord(raw.extras)) {
     fail(dir, "'rng', 'dataOrderLength' or 'extras' is malformed");
   }
+  if (raw.tensors !== undefined && (!Array.isArray(raw.tensors) || !raw.tensors.every((t) => typeof t === "string"))) fail(dir, "'tensors' is malformed");
   return raw as unknown as CheckpointRecord;
 }
 
@@ -244,10 +255,17 @@ export function loadCheckpoint(dir: string): LoadedCheckpoint {
   if (!order || order.dtype !== "int32" || order.data.length !== rec.dataOrderLength) {
     fail(dir, `'${DATA_ORDER}' in ${rec.files.state.name} is missing or does not hold ${rec.dataOrderLength} int32 indices`);
   }
+  const extra = new Map<string, Tensor>();
+  for (const key of rec.tensors ?? []) {
+    const t = state.get(EXTRA_PREFIX + key);
+    if (!t) fail(dir, `tensor '${key}' named by ${CHECKPOINT_FILE} is missing from ${rec.files.state.name}`);
+    extra.set(key, t);
+  }
   return {
     step: rec.step,
     epoch: rec.epoch,
     params,
+    tensors: extra,
     optimizer: {
       kind: rec.optimizer.kind,
       step: rec.optimizer.step,

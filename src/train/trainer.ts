@@ -122,6 +122,20 @@ export interface TrainResult {
   readonly stoppedEarly: boolean;
 }
 
+/** The early-stopping state a checkpoint keeps, so that a resumed run stops and restores as the straight run. */
+interface EarlyStoppingRecord {
+  readonly best: (EvalResult & { step: number }) | null;
+  readonly sinceBest: number;
+}
+
+/** Checkpoint tensor names of the best parameters so far. */
+const BEST_PREFIX = "best/";
+
+/** An evaluation record as JSON: non-finite values (an overflowing perplexity) are left out. */
+function finiteFields(r: EvalResult & { step: number }): { [k: string]: number } {
+  return Object.fromEntries(Object.entries(r).filter(([, v]) => typeof v === "number" && Number.isFinite(v)));
+}
+
 /** Pad a list of examples into a batch (right padding). */
 export function collate(examples: readonly TokenizedExample[], task: LossTask, padId = 0, maxLength?: number): Batch {
   const rows = examples.map((e) => (maxLength ? e.ids.slice(0, maxLength) : e.ids));
@@ -357,6 +371,14 @@ export class Trainer {
       epoch = Math.floor(ck.epoch);
       pos = Number(ck.extras.position ?? 0);
       if (this.scaler && ck.extras.gradScaler) this.scaler.loadStateDict(ck.extras.gradScaler as unknown as GradScalerState);
+      // the early-stopping record: the best evaluation so far, its parameters, evaluations since
+      const es = ck.extras.earlyStopping as unknown as EarlyStoppingRecord | undefined;
+      if (es) {
+        best = es.best;
+        sinceBest = es.sinceBest;
+      }
+      const saved = [...ck.tensors].filter(([k]) => k.startsWith(BEST_PREFIX));
+      if (saved.length > 0) bestParams = new Map(saved.map(([k, t]) => [k.slice(BEST_PREFIX.length), Float32Array.from(t.data as Float32Array)]));
     }
     const total = this.totalSteps;
     const evaluateNow = async () => {
@@ -444,19 +466,19 @@ export class Trainer {
       history.steps.push(info);
       callbacks.onStep?.(info);
       if (cfg.evalEvery && step % cfg.evalEvery === 0 && (await evaluateNow())) stoppedEarly = true;
-      if (cfg.checkpointDir && cfg.checkpointEvery && step % cfg.checkpointEvery === 0) await this.checkpoint(step, epoch, pos, order);
+      if (cfg.checkpointDir && cfg.checkpointEvery && step % cfg.checkpointEvery === 0) await this.checkpoint(step, epoch, pos, order, { best, sinceBest }, bestParams);
     }
     // the last steps are evaluated too, so they can be the best (also when evalEvery does not divide the run)
     if (!stoppedEarly && step >= total && history.evals.at(-1)?.step !== step) await evaluateNow();
     await this.pullParams();
-    if (cfg.checkpointDir) await this.checkpoint(step, epoch, pos, order);
+    if (cfg.checkpointDir) await this.checkpoint(step, epoch, pos, order, { best, sinceBest }, bestParams);
     if (bestParams && cfg.earlyStopping) for (const [k, v] of bestParams as Map<string, Float32Array>) this.params.get(k)!.set(v);
     this.commit();
     await this.release();
     return { history, steps: step, best, seconds: (performance.now() - t0) / 1000, stoppedEarly };
   }
 
-  private async checkpoint(step: number, epoch: number, pos: number, order: Int32Array): Promise<void> {
+  private async checkpoint(step: number, epoch: number, pos: number, order: Int32Array, es: EarlyStoppingRecord, bestParams: Map<string, Float32Array> | null): Promise<void> {
     await this.pullParams();
     const optimizer = this.fused ? await this.fused.stateDict() : this.optimizer!.stateDict();
     saveCheckpoint(this.config.checkpointDir!, {
@@ -466,7 +488,14 @@ export class Trainer {
       optimizer,
       rng: { data: this.rng.state() },
       dataOrder: order,
-      extras: { position: pos, ...(this.scaler ? { gradScaler: { ...this.scaler.stateDict() } } : {}) },
+      extras: {
+        position: pos,
+        ...(this.scaler ? { gradScaler: { ...this.scaler.stateDict() } } : {}),
+        earlyStopping: { sinceBest: es.sinceBest, best: es.best ? finiteFields(es.best) : null },
+      },
+      ...(bestParams
+        ? { tensors: new Map([...bestParams].map(([k, v]) => [BEST_PREFIX + k, { dtype: "float32", shape: [...this.spec.initial.get(k)!.shape], data: v } as Tensor])) }
+        : {}),
     });
   }
 
