@@ -197,6 +197,25 @@ describe("training checkpoints", () => {
     assert.throws(() => loadCheckpoint(dir), CheckpointError);
   });
 
+  test("extra tensors (e.g. early stopping's best parameters) round-trip; a record naming a missing one is an error", () => {
+    const dir = join(root, "extra-tensors");
+    const best: Tensor = { dtype: "float32", shape: [2, 3], data: Float32Array.from([1, -2, 3.5, 0, 1e-8, 7]) };
+    saveCheckpoint(dir, { ...makeState(3).ckpt, tensors: new Map([["best/w", best]]) });
+    const got = loadCheckpoint(dir);
+    assert.deepEqual([...got.tensors.keys()], ["best/w"]);
+    assert.deepEqual(got.tensors.get("best/w")!.shape, [2, 3]);
+    assert.deepEqual(bytes(got.tensors.get("best/w")!), bytes(best));
+    saveCheckpoint(join(root, "no-extra"), makeState(1).ckpt);
+    assert.equal(loadCheckpoint(join(root, "no-extra")).tensors.size, 0);
+    const recordPath = join(dir, CHECKPOINT_FILE);
+    const record = JSON.parse(fs.readFileSync(recordPath, "utf8")) as { tensors: string[] };
+    record.tensors = ["best/w", "best/missing"];
+    fs.writeFileSync(recordPath, JSON.stringify(record));
+    assert.throws(() => loadCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /best\/missing/.test(e.message));
+    fs.writeFileSync(recordPath, JSON.stringify({ ...record, tensors: "best/w" }));
+    assert.throws(() => loadCheckpoint(dir), (e: unknown) => e instanceof CheckpointError && /'tensors' is malformed/.test(e.message));
+  });
+
   test("values JSON cannot hold are rejected before anything is written", () => {
     const dir = join(root, "reject");
     const { ckpt } = makeState(1);
