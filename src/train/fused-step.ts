@@ -35,7 +35,7 @@ import type { PeftModel } from "../peft/peft-model.js";
 import { CompiledGraph, type OutputLocation, ResidentValue, type SessionOptions } from "../runtime/session.js";
 import type { Tensor } from "../tensor.js";
 import { ADAMW_DEFAULTS } from "./optim/adamw.js";
-import { buildState, checkAdamHyperparams, checkNumber, checkState, takeBuffer } from "./optim/common.js";
+import { buildState, checkAdamHyperparams, checkNumber, checkState, savedNumber, takeBuffer } from "./optim/common.js";
 import type { NamedParam, OptimizerState } from "./optim/types.js";
 import { GradScaler, LOSS_SCALE_INPUT } from "./grad-scaler.js";
 import { type Batch, type LossGraphOptions, buildLossGraph } from "./step.js";
@@ -414,8 +414,8 @@ export class FusedAdamWStep {
     const info = checkState(who, "adamw", params, state);
     const h = state.hyperparams;
     if (h.amsgrad === true) throw new UnsupportedOptionError("optimizer state", "amsgrad", true, "the fused step has no AMSGrad buffer; resume with the AdamW optimizer");
-    const num = (k: string, fallback: number): number => (typeof h[k] === "number" ? (h[k] as number) : fallback);
-    const next = { lr: num("lr", this.lr), beta1: num("beta1", this.beta1), beta2: num("beta2", this.beta2), eps: num("eps", this.eps), weightDecay: num("weightDecay", this.weightDecay) };
+    const num = (k: "lr" | "beta1" | "beta2" | "eps" | "weightDecay"): number => savedNumber(h, k, this[k]);
+    const next = { lr: num("lr"), beta1: num("beta1"), beta2: num("beta2"), eps: num("eps"), weightDecay: num("weightDecay") };
     checkAdamHyperparams(who, next);
     const moments = params.map((p, i) => {
       const steps = info[i]!.step;

@@ -17,7 +17,7 @@
  * results agree with PyTorch to about one float32 ulp per step, not bit for bit; the scalar
  * factors (bias corrections, step size) are float64 in both.
  */
-import { buildState, checkAdamHyperparams, checkNumber, checkParams, checkState, resolveGradients, takeBuffer } from "./common.js";
+import { assignHyperparams, buildState, checkAdamHyperparams, checkNumber, checkParams, checkState, resolveGradients, savedNumber, takeBuffer } from "./common.js";
 import type { Gradients, NamedParam, Optimizer, OptimizerState } from "./types.js";
 
 export interface AdamWOptions {
@@ -125,13 +125,12 @@ export class AdamW implements Optimizer {
   loadStateDict(state: OptimizerState): void {
     const info = checkState("AdamW", "adamw", this.params, state);
     const h = state.hyperparams;
-    const num = (k: string, fallback: number): number => (typeof h[k] === "number" ? (h[k] as number) : fallback);
     const next = {
-      lr: num("lr", this.lr),
-      beta1: num("beta1", this.beta1),
-      beta2: num("beta2", this.beta2),
-      eps: num("eps", this.eps),
-      weightDecay: num("weightDecay", this.weightDecay),
+      lr: savedNumber(h, "lr", this.lr),
+      beta1: savedNumber(h, "beta1", this.beta1),
+      beta2: savedNumber(h, "beta2", this.beta2),
+      eps: savedNumber(h, "eps", this.eps),
+      weightDecay: savedNumber(h, "weightDecay", this.weightDecay),
       amsgrad: typeof h.amsgrad === "boolean" ? h.amsgrad : this.amsgrad,
     };
     const restored = this.params.map((p, i) => {
@@ -143,14 +142,7 @@ export class AdamW implements Optimizer {
         maxExpAvgSq: takeBuffer(state, p, steps, "max_exp_avg_sq", next.amsgrad),
       };
     });
-    const old = { lr: this.lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay, amsgrad: this.amsgrad };
-    Object.assign(this, next);
-    try {
-      this.checkHyperparams();
-    } catch (e) {
-      Object.assign(this, old);
-      throw e;
-    }
+    assignHyperparams(this, next, () => this.checkHyperparams());
     this.state = restored;
     this.paramWeightDecay = info.map((p) => p.weightDecay);
     this.steps = state.step;

@@ -29,7 +29,7 @@ import { ABSMAX_FLOOR, nearestIndex } from "../../compress/quant/blockwise.js";
 import { codebookBounds } from "../../compress/quant/codebooks.js";
 import { codebookFor, quantize } from "../../compress/quant/quantize.js";
 import { ADAMW_DEFAULTS, type AdamWOptions } from "./adamw.js";
-import { buildState, checkAdamHyperparams, checkNumber, checkParams, checkState, resolveGradients, takeBuffer } from "./common.js";
+import { assignHyperparams, buildState, checkAdamHyperparams, checkNumber, checkParams, checkState, resolveGradients, savedNumber, takeBuffer } from "./common.js";
 import type { Gradients, NamedParam, Optimizer, OptimizerState } from "./types.js";
 
 export interface AdamW8bitOptions extends Omit<AdamWOptions, "amsgrad"> {
@@ -345,8 +345,8 @@ export class AdamW8bit implements Optimizer {
         `the state has blockSize ${String(h.blockSize)} / minSize8bit ${String(h.minSize8bit)} but this optimizer ${this.blockSize} / ${this.minSize8bit}; create it with the same options`,
       );
     }
-    const num = (k: string, fallback: number): number => (typeof h[k] === "number" ? (h[k] as number) : fallback);
-    const next = { lr: num("lr", this.lr), beta1: num("beta1", this.beta1), beta2: num("beta2", this.beta2), eps: num("eps", this.eps), weightDecay: num("weightDecay", this.weightDecay) };
+    const num = (k: "lr" | "beta1" | "beta2" | "eps" | "weightDecay"): number => savedNumber(h, k, this[k]);
+    const next = { lr: num("lr"), beta1: num("beta1"), beta2: num("beta2"), eps: num("eps"), weightDecay: num("weightDecay") };
     const restored = this.params.map((p, i): ParamState => {
       const steps = info[i]!.step;
       if (steps === 0 && !state.tensors.has(`${p.name}.exp_avg`) && !state.tensors.has(`${p.name}.state1`)) return { step: 0, moments: null };
@@ -367,14 +367,7 @@ export class AdamW8bit implements Optimizer {
       };
       return { step: steps, moments: { bits: 8, m: part("state1", "absmax1"), v: part("state2", "absmax2") } };
     });
-    const old = { lr: this.lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: this.weightDecay };
-    Object.assign(this, next);
-    try {
-      this.checkHyperparams();
-    } catch (e) {
-      Object.assign(this, old);
-      throw e;
-    }
+    assignHyperparams(this, next, () => this.checkHyperparams());
     this.state = restored;
     this.paramWeightDecay = info.map((p) => p.weightDecay);
     this.steps = state.step;

@@ -108,3 +108,26 @@ export function checkAdamHyperparams(who: string, h: { lr: number; beta1: number
   checkNumber(who, "eps", h.eps, 0);
   checkNumber(who, "weightDecay", h.weightDecay, 0);
 }
+
+/** Reads a saved hyperparameter: the stored number, or `fallback` when the state has none. */
+export function savedNumber(h: Readonly<Record<string, number | boolean>>, key: string, fallback: number): number {
+  const v = h[key];
+  return typeof v === "number" ? v : fallback;
+}
+
+/**
+ * Sets hyperparameters loaded from a state on `target` and validates them with `check`; when the
+ * check fails the previous values come back, so a rejected state leaves the optimizer as it was.
+ */
+export function assignHyperparams(target: object, next: Readonly<Record<string, number | boolean>>, check: () => void): void {
+  const t = target as Record<string, unknown>;
+  const old: Record<string, unknown> = {};
+  for (const k of Object.keys(next)) old[k] = t[k];
+  Object.assign(target, next);
+  try {
+    check();
+  } catch (e) {
+    Object.assign(target, old);
+    throw e;
+  }
+}

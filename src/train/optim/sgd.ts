@@ -12,7 +12,7 @@
  * float32; each element is computed in float64 and rounded once when stored (see adamw.ts).
  */
 import { ConfigError } from "../../errors.js";
-import { buildState, checkNumber, checkParams, checkState, resolveGradients, takeBuffer } from "./common.js";
+import { assignHyperparams, buildState, checkNumber, checkParams, checkState, resolveGradients, savedNumber, takeBuffer } from "./common.js";
 import type { Gradients, NamedParam, Optimizer, OptimizerState } from "./types.js";
 
 export interface SgdOptions {
@@ -112,23 +112,15 @@ export class Sgd implements Optimizer {
   loadStateDict(state: OptimizerState): void {
     const info = checkState("SGD", "sgd", this.params, state);
     const h = state.hyperparams;
-    const num = (k: string, fallback: number): number => (typeof h[k] === "number" ? (h[k] as number) : fallback);
     const next = {
-      lr: num("lr", this.lr),
-      momentum: num("momentum", this.momentum),
-      dampening: num("dampening", this.dampening),
-      weightDecay: num("weightDecay", this.weightDecay),
+      lr: savedNumber(h, "lr", this.lr),
+      momentum: savedNumber(h, "momentum", this.momentum),
+      dampening: savedNumber(h, "dampening", this.dampening),
+      weightDecay: savedNumber(h, "weightDecay", this.weightDecay),
       nesterov: typeof h.nesterov === "boolean" ? h.nesterov : this.nesterov,
     };
     const buffers = this.params.map((p, i) => takeBuffer(state, p, info[i]!.step, "momentum_buffer", next.momentum !== 0));
-    const old = { lr: this.lr, momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov };
-    Object.assign(this, next);
-    try {
-      this.checkHyperparams();
-    } catch (e) {
-      Object.assign(this, old);
-      throw e;
-    }
+    assignHyperparams(this, next, () => this.checkHyperparams());
     this.buffers = buffers;
     this.paramSteps = info.map((p) => p.step);
     this.paramWeightDecay = info.map((p) => p.weightDecay);
