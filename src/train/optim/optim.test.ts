@@ -165,6 +165,14 @@ describe("AdamW", () => {
     tensors.set("x.exp_avg_sq", new Float32Array(3));
     assert.throws(() => b.loadStateDict({ ...saved, tensors }), ShapeMismatchError);
     assert.throws(() => new Sgd([param("x", [0, 0]), param("bias", [0])]).loadStateDict(saved), ConfigError);
+    // A state with invalid hyperparameters is rejected and leaves the optimizer as it was.
+    const c = new AdamW([param("x", [0, 0]), param("bias", [0])], { lr: 0.5, betas: [0.8, 0.99] });
+    assert.throws(() => c.loadStateDict({ ...saved, hyperparams: { ...saved.hyperparams, beta1: 1.5 } }), ConfigError);
+    assert.deepEqual([c.lr, c.beta1, c.beta2, c.amsgrad], [0.5, 0.8, 0.99, false]);
+    const sgd = new Sgd([param("x", [0, 0])], { lr: 0.3, momentum: 0.9 });
+    const sgdState = sgd.stateDict();
+    assert.throws(() => sgd.loadStateDict({ ...sgdState, hyperparams: { ...sgdState.hyperparams, lr: 0.1, momentum: -1 } }), ConfigError);
+    assert.deepEqual([sgd.lr, sgd.momentum], [0.3, 0.9]);
   });
 });
 
