@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { Command, CommanderError } from "commander";
 import { PeftError } from "../errors.js";
 import { packageRoot } from "../util/paths.js";
+import * as atlas from "./commands/atlas.js";
 import * as combine from "./commands/combine.js";
 import * as compress from "./commands/compress.js";
 import * as decompress from "./commands/decompress.js";
@@ -21,7 +22,7 @@ import * as train from "./commands/train.js";
 import { type CliContext, type CliIo, type CommandModule, createContext, processIo } from "./context.js";
 
 /** Every `peft` sub-command, in the order `peft --help` lists them. */
-export const COMMANDS: readonly CommandModule[] = [inspect, forward, combine, merge, compress, decompress, train, evaluate, demo];
+export const COMMANDS: readonly CommandModule[] = [inspect, forward, combine, merge, compress, decompress, train, atlas, evaluate, demo];
 
 /** The `version` field of peft-ts's package.json. */
 export function packageVersion(): string {
