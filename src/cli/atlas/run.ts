@@ -200,7 +200,7 @@ export async function runAtlas(opts: AtlasRunOptions, ctx: CliContext, hooks: { 
         last = now;
         progress.step({ step: s.step, totalSteps: s.totalSteps, epoch: s.step / stepsPerEpoch, loss: s.loss, examplesPerSecond: secs > 0 ? batchSize / secs : 0 });
       },
-      onEval: (e) => progress.evaluation({ step: e.epoch * stepsPerEpoch, epoch: e.epoch, loss: Number.NaN, accuracy: e.accuracy }),
+      onEval: (e) => progress.note(`validation after epoch ${e.epoch}: accuracy ${e.accuracy.toFixed(4)}`),
     });
     progress.stop();
     const fitted = { validation: await evalSplit(splits.validation), test: await evalSplit(splits.test) };

@@ -124,9 +124,14 @@ describe("peft atlas", () => {
     const again = await atlas(out, ["--head", runA]);
     assert.equal(again.code, 1);
     assert.match(again.stderr, /PEFT_ERR_CONFIG.*--out.*already holds a run.*--overwrite/);
-    const over = await atlas(out, ["--head", runA, "--epochs", "1", "--overwrite"]);
+    const over = await atlas(out, ["--head", runA, "--epochs", "2", "--keep-best", "--overwrite"]);
     assert.equal(over.code, 0, over.stderr);
-    assert.equal(readJson<AtlasMetrics>(join(out, "metrics.json")).objective, "cross-entropy");
+    const m2 = readJson<AtlasMetrics>(join(out, "metrics.json"));
+    assert.equal(m2.objective, "cross-entropy");
+    assert.ok(m2.bestEpoch !== null && m2.bestEpoch >= 0 && m2.bestEpoch <= 2);
+    assert.match(over.stderr, /validation after epoch 2: accuracy/);
+    // --keep-best restores the best epoch's λ, so the final validation accuracy is never below λ = 0's
+    assert.ok(m2.fitted.validation!.accuracy >= m2.base.validation!.accuracy);
   });
 
   test("bad inputs are typed errors naming the option and path", async () => {
