@@ -1,23 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { loadModel } from "../models/load.js";
-import { PeftModel } from "../peft/peft-model.js";
-import { fixturePath } from "../util/paths.js";
-import { Rng } from "../util/rng.js";
-import { type TokenizedExample, Trainer, type TrainerConfig, type TrainResult } from "./trainer.js";
+import { llamaLora, patternCorpus } from "./tiny-llama.test-util.js";
+import { Trainer, type TrainerConfig, type TrainResult } from "./trainer.js";
 
-const LORA = { peft_type: "LORA", r: 4, lora_alpha: 8, target_modules: ["q_proj", "v_proj"], lora_dropout: 0 };
-const LLAMA = loadModel(fixturePath("peft-parity", "llama", "base"));
-const llamaLora = () => PeftModel.create(LLAMA, LORA, "default", { seed: 1 });
-
-/** Learnable patterns of very different lengths (2–30 tokens). */
-function corpus(n: number, seed: number): TokenizedExample[] {
-  const rng = new Rng(seed);
-  return Array.from({ length: n }, () => {
-    const start = 3 + rng.int(8);
-    return { ids: Array.from({ length: 2 + rng.int(29) }, (_, j) => 3 + ((start + 3 * j) % 40)) };
-  });
-}
+const corpus = (n: number, seed: number) => patternCorpus(n, seed, (r) => 2 + r.int(29));
 
 /** Padded tokens per example over the run (each step's tokens ÷ examples, as the trainer counts them). */
 const paddedPerExample = (r: TrainResult) => {

@@ -3,23 +3,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { loadModel } from "../models/load.js";
-import { PeftModel } from "../peft/peft-model.js";
-import { fixturePath } from "../util/paths.js";
-import { Rng } from "../util/rng.js";
-import { type TokenizedExample, Trainer, type TrainerConfig } from "./trainer.js";
+import type { PeftModel } from "../peft/peft-model.js";
+import { llamaLora, patternCorpus } from "./tiny-llama.test-util.js";
+import { Trainer, type TrainerConfig } from "./trainer.js";
 
-const LORA = { peft_type: "LORA", r: 4, lora_alpha: 8, target_modules: ["q_proj", "v_proj"], lora_dropout: 0 };
-const LLAMA = loadModel(fixturePath("peft-parity", "llama", "base"));
-const llamaLora = () => PeftModel.create(LLAMA, LORA, "default", { seed: 1 });
-
-function corpus(n: number, seed: number): TokenizedExample[] {
-  const rng = new Rng(seed);
-  return Array.from({ length: n }, () => {
-    const start = 3 + rng.int(8);
-    return { ids: Array.from({ length: 10 }, (_, j) => 3 + ((start + 3 * j) % 40)) };
-  });
-}
+const corpus = (n: number, seed: number) => patternCorpus(n, seed, () => 10);
 
 function maxDiff(a: PeftModel, b: PeftModel): number {
   let worst = 0;
