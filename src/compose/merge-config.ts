@@ -23,7 +23,7 @@
 import { readFileSync } from "node:fs";
 import { parseDocument } from "yaml";
 import { ConfigError, MissingFileError } from "../errors.js";
-import { MERGE_METHODS, type MergeMethodDef, type MergeParamDef, type MergeParamValue, type MergeParams } from "./methods.js";
+import { MERGE_METHODS, checkParamValue, type MergeMethodDef, type MergeParamDef, type MergeParamValue, type MergeParams } from "./methods.js";
 
 export const MERGE_CONFIG_DTYPES = ["float32", "float16", "bfloat16"] as const;
 export type MergeConfigDtype = (typeof MERGE_CONFIG_DTYPES)[number];
@@ -73,17 +73,7 @@ function checkValue(file: string, path: string, def: MergeParamDef, v: unknown):
   if (Array.isArray(v) || isRecord(v)) {
     throw new ConfigError(file, path, `must be a single ${def.type}; mergekit's per-layer gradients (lists) and tensor filters are not supported by peft-ts`);
   }
-  const ok =
-    def.type === "boolean"
-      ? typeof v === "boolean"
-      : def.type === "string"
-        ? typeof v === "string" && (!def.choices || def.choices.includes(v))
-        : typeof v === "number" && Number.isFinite(v) && (def.type === "number" || Number.isInteger(v));
-  if (!ok) {
-    const want = def.choices ? `one of ${def.choices.join(", ")}` : `a${def.type === "integer" ? "n" : ""} ${def.type}`;
-    throw new ConfigError(file, path, `must be ${want}, got ${JSON.stringify(v)}`);
-  }
-  return v as MergeParamValue;
+  return checkParamValue(file, path, def, v);
 }
 
 function stringKey(file: string, path: string, v: unknown, what: string): string {

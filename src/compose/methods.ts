@@ -348,19 +348,24 @@ function resolveOne(defs: Readonly<Record<string, MergeParamDef>>, given: MergeP
   for (const [k, def] of Object.entries(defs)) {
     const v = given?.[k] ?? def.default;
     if (v === undefined) throw new ConfigError(where, `${path}${k}`, `is required (${def.description})`);
-    const ok =
-      def.type === "boolean"
-        ? typeof v === "boolean"
-        : def.type === "string"
-          ? typeof v === "string" && (!def.choices || def.choices.includes(v))
-          : typeof v === "number" && Number.isFinite(v) && (def.type === "number" || Number.isInteger(v));
-    if (!ok) {
-      const want = def.choices ? `one of ${def.choices.join(", ")}` : `a${def.type === "integer" ? "n" : ""} ${def.type}`;
-      throw new ConfigError(where, `${path}${k}`, `must be ${want}, got ${JSON.stringify(v)}`);
-    }
-    res[k] = v;
+    res[k] = checkParamValue(where, `${path}${k}`, def, v);
   }
   return res;
+}
+
+/** `v` if it has the type (and choices) `def` declares; otherwise a `ConfigError` naming `path` in `where`. */
+export function checkParamValue(where: string, path: string, def: MergeParamDef, v: unknown): MergeParamValue {
+  const ok =
+    def.type === "boolean"
+      ? typeof v === "boolean"
+      : def.type === "string"
+        ? typeof v === "string" && (!def.choices || def.choices.includes(v))
+        : typeof v === "number" && Number.isFinite(v) && (def.type === "number" || Number.isInteger(v));
+  if (!ok) {
+    const want = def.choices ? `one of ${def.choices.join(", ")}` : `a${def.type === "integer" ? "n" : ""} ${def.type}`;
+    throw new ConfigError(where, path, `must be ${want}, got ${JSON.stringify(v)}`);
+  }
+  return v as MergeParamValue;
 }
 
 /** Validates parameters against a method's definitions and fills in defaults. */
