@@ -225,8 +225,8 @@ function parseHeader(json: unknown, file: string, version: number): Header {
   if (scale !== compeftScale(alpha, std)) bad("scale", `${scale} is not float32(alpha · std) = ${compeftScale(alpha, std)}`);
   if (!Array.isArray(json.tensors)) return bad("tensors", "must be an array");
   const seen = new Set<string>();
-  const tensors = (json.tensors as unknown[]).map((t, i): HeaderTensor => {
-    const p = `tensors[${i}]`;
+  // name (unique over tensors and dense entries), shape and dtype of one header entry
+  const entry = (t: unknown, p: string): { raw: Record<string, unknown>; name: string; shape: number[]; dtype: CompeftDType } => {
     if (!isObject(t)) return bad(p, "must be an object");
     if (typeof t.name !== "string" || t.name === "") bad(`${p}.name`, "must be a non-empty string");
     const name = t.name as string;
@@ -239,27 +239,20 @@ function parseHeader(json: unknown, file: string, version: number): Header {
     if (!COMPEFT_DTYPES.includes(t.dtype as CompeftDType)) {
       bad(`${p}.dtype`, `must be one of ${COMPEFT_DTYPES.join(", ")}, got ${JSON.stringify(t.dtype)}`);
     }
-    const b = t.baseline;
+    return { raw: t, name, shape: shape as number[], dtype: t.dtype as CompeftDType };
+  };
+  const tensors = (json.tensors as unknown[]).map((t, i): HeaderTensor => {
+    const p = `tensors[${i}]`;
+    const { raw, name, shape, dtype } = entry(t, p);
+    const b = raw.baseline;
     if (typeof b !== "number" || !Number.isFinite(b) || Math.fround(b) !== b) bad(`${p}.baseline`, `must be a finite float32, got ${JSON.stringify(b)}`);
-    return { name, shape: shape as number[], dtype: t.dtype as CompeftDType, baseline: b as number };
+    return { name, shape, dtype, baseline: b as number };
   });
   if (version === 1) return { format: "compeft", version, density, alpha, std, scale, tensors, dense: [], metadata: {} };
   if (!Array.isArray(json.dense)) return bad("dense", "must be an array (version 2)");
   const dense = (json.dense as unknown[]).map((t, i): HeaderDense => {
-    const p = `dense[${i}]`;
-    if (!isObject(t)) return bad(p, "must be an object");
-    if (typeof t.name !== "string" || t.name === "") bad(`${p}.name`, "must be a non-empty string");
-    const name = t.name as string;
-    if (seen.has(name)) bad(`${p}.name`, `duplicate tensor name ${JSON.stringify(name)}`);
-    seen.add(name);
-    const shape = t.shape;
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      bad(`${p}.shape`, `must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
-    }
-    if (!COMPEFT_DTYPES.includes(t.dtype as CompeftDType)) {
-      bad(`${p}.dtype`, `must be one of ${COMPEFT_DTYPES.join(", ")}, got ${JSON.stringify(t.dtype)}`);
-    }
-    return { name, shape: shape as number[], dtype: t.dtype as CompeftDType };
+    const { name, shape, dtype } = entry(t, `dense[${i}]`);
+    return { name, shape, dtype };
   });
   if (!isObject(json.metadata)) return bad("metadata", "must be a JSON object (version 2)");
   return { format: "compeft", version, density, alpha, std, scale, tensors, dense, metadata: json.metadata };
