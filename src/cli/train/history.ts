@@ -6,6 +6,7 @@
 import { existsSync } from "node:fs";
 import { ConfigError } from "../../errors.js";
 import { readJsonObject } from "../../io/json-file.js";
+import type { EvalResult } from "../../train/trainer.js";
 import type { CurveData, CurvePoint } from "./plot.js";
 
 export interface HistoryStep {
@@ -15,14 +16,8 @@ export interface HistoryStep {
   readonly lr: number;
 }
 
-export interface HistoryEval {
-  readonly step: number;
-  readonly epoch: number;
-  readonly loss: number;
-  readonly accuracy?: number;
-  readonly f1?: number;
-  readonly perplexity?: number;
-}
+/** One evaluation as the trainer reports it (`EvalResult` at a step and epoch). */
+export type HistoryEval = EvalResult & { readonly step: number; readonly epoch: number };
 
 export interface RunHistory {
   steps: HistoryStep[];

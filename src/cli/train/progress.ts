@@ -5,6 +5,7 @@
  */
 import { MultiBar, type SingleBar } from "cli-progress";
 import type { CliContext } from "../context.js";
+import type { HistoryEval } from "./history.js";
 
 /** What the reporter shows for one optimizer step. */
 export interface ProgressStep {
@@ -15,15 +16,8 @@ export interface ProgressStep {
   readonly examplesPerSecond: number;
 }
 
-/** What the reporter shows for one evaluation. */
-export interface ProgressEval {
-  readonly step: number;
-  readonly epoch: number;
-  readonly loss: number;
-  readonly accuracy?: number;
-  readonly f1?: number;
-  readonly perplexity?: number;
-}
+/** What the reporter shows for one evaluation: the history's record. */
+export type ProgressEval = HistoryEval;
 
 export interface ProgressReporter {
   /** Called once before the first step (`startStep` > 0 when resuming). */
