@@ -1,4 +1,4 @@
-/** Test helpers: the tiny Llama fixture with a LoRA r 4 adapter on q/v, and toy token corpora. */
+/** Test helpers for the trainer: the tiny Llama fixture with a LoRA adapter, and toy token datasets. */
 import { loadModel } from "../models/load.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { fixturePath } from "../util/paths.js";
@@ -19,4 +19,13 @@ export function patternCorpus(n: number, seed: number, length: (rng: Rng) => num
     const start = 3 + rng.int(8);
     return { ids: Array.from({ length: length(rng) }, (_, j) => 3 + ((start + 3 * j) % 40)) };
   });
+}
+
+/** A two-class toy task: label 0 sentences use ids 5..24, label 1 ids 60..79 (6 tokens each). */
+export function separableClasses(rng: Rng): (n: number) => TokenizedExample[] {
+  return (n) =>
+    Array.from({ length: n }, () => {
+      const label = rng.int(2);
+      return { ids: Array.from({ length: 6 }, () => (label === 0 ? 5 + rng.int(20) : 60 + rng.int(20))), label };
+    });
 }

@@ -7,6 +7,7 @@ import { loadModel } from "../models/load.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { fixturePath } from "../util/paths.js";
 import { Rng } from "../util/rng.js";
+import { separableClasses } from "./tiny-llama.test-util.js";
 import { type TokenizedExample, Trainer, type TrainerConfig, type TrainResult } from "./trainer.js";
 
 const LORA = (targets: string[]) => ({ peft_type: "LORA", r: 4, lora_alpha: 8, target_modules: targets, lora_dropout: 0 });
@@ -101,12 +102,7 @@ describe("trainer with the resident (fused) optimizer", () => {
 
   test("classification with evaluation and early stopping: same evaluations as the host path, best parameters restored", async () => {
     const raw = { ...LORA(["query", "value"]), task_type: "SEQ_CLS" };
-    const rng = new Rng(3);
-    const mk = (n: number) =>
-      Array.from({ length: n }, () => {
-        const label = rng.int(2);
-        return { ids: Array.from({ length: 6 }, () => (label === 0 ? 5 + rng.int(20) : 60 + rng.int(20))), label };
-      });
+    const mk = separableClasses(new Rng(3));
     const train = mk(32);
     const val = mk(16);
     // a large rate: the loss rises after the first evaluation, so training stops early and the best (step 2) is restored

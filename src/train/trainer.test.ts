@@ -7,6 +7,7 @@ import { loadModel } from "../models/load.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { Rng } from "../util/rng.js";
 import { fixturePath } from "../util/paths.js";
+import { separableClasses } from "./tiny-llama.test-util.js";
 import { type TokenizedExample, Trainer, type TrainerConfig, collate } from "./trainer.js";
 
 const LORA = (targets: string[]) => ({ peft_type: "LORA", r: 4, lora_alpha: 8, target_modules: targets, lora_dropout: 0 });
@@ -131,12 +132,7 @@ describe("trainer", () => {
   test("evaluation reports accuracy and F1 for classification, and early stopping keeps the best", async () => {
     const model = loadModel(fixturePath("peft-parity", "bert", "base"));
     const raw = { ...LORA(["query", "value"]), task_type: "SEQ_CLS" };
-    const rng = new Rng(3);
-    const mk = (n: number) =>
-      Array.from({ length: n }, () => {
-        const label = rng.int(2);
-        return { ids: Array.from({ length: 6 }, () => (label === 0 ? 5 + rng.int(20) : 60 + rng.int(20))), label };
-      });
+    const mk = separableClasses(new Rng(3));
     const pm = PeftModel.create(model, raw, "default", { seed: 1 });
     const val = mk(24);
     const tr = new Trainer(pm, { task: "seq-cls", epochs: 12, batchSize: 8, lr: 5e-2, seed: 1, dropout: false, evalEvery: 6, earlyStopping: { patience: 3 } }, mk(48), val);
