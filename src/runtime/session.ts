@@ -169,11 +169,6 @@ export class ResidentValue {
   }
 }
 
-function hostTensor(dtype: DType, shape: readonly number[], data: ort.Tensor.DataType): Tensor {
-  const d = dtype === "bool" ? Uint8Array.from(data as unknown as ArrayLike<number>) : data;
-  return { dtype, shape: [...shape], data: d as Tensor["data"] };
-}
-
 /**
  * Identity sessions on the webgpu provider, one per dtype and rank, that copy a GPU buffer to host
  * memory. onnxruntime-node 1.30 aborts the process in `Tensor.getData()` for a `gpu-buffer`
@@ -203,8 +198,7 @@ async function readBack(v: ort.Tensor): Promise<Tensor> {
     return { ...t, data: t.data.slice() as Tensor["data"] };
   }
   const reader = await readerFor(v.type as DType, v.dims.length);
-  const out = (await reader.run({ x: v })).y!;
-  return hostTensor(v.type as DType, v.dims, out.data);
+  return fromOrtTensor((await reader.run({ x: v })).y!);
 }
 
 /** An onnxruntime output as a host tensor: device data is read back and its buffer freed. */
