@@ -16,3 +16,4 @@ export * from "./data/index.js";
 export * from "./train/index.js";
 export * from "./compose/index.js";
 export * from "./compress/index.js";
+export * from "./runs/index.js";

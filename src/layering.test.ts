@@ -5,7 +5,7 @@ import { test } from "node:test";
 import { packageRoot } from "./util/paths.js";
 
 /**
- * Imports point downward only (DEVELOPERS.md): cli → train/compose/compress → peft → tuners →
+ * Imports point downward only (DEVELOPERS.md): cli → runs → train/compose/compress → peft → tuners →
  * models → graph/runtime/io. Files may import their own layer and any layer below.
  */
 const LAYERS: Record<string, number> = {
@@ -22,9 +22,10 @@ const LAYERS: Record<string, number> = {
   train: 5,
   compose: 5,
   compress: 5,
-  serve: 6,
-  cli: 6,
-  "index.ts": 7,
+  runs: 6,
+  serve: 7,
+  cli: 7,
+  "index.ts": 8,
 };
 
 function layerOf(pathInSrc: string): number {

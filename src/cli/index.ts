@@ -5,5 +5,4 @@ export { inspectModelDir, inspectSafetensorsFile, moduleRole, modelWeightFiles, 
 export { inspectAdapterDir, type AdapterReport, type AdapterTensorGroup } from "./inspect/adapter.js";
 export { formatInspectReport, formatBytes, formatCount } from "./inspect/format.js";
 export type { TensorEntry, GroupStats, DtypeStats, FileStats } from "./inspect/tensors.js";
-export { runTraining, runEvaluation, runDemo } from "./train/index.js";
 export { runForward, type ForwardCommandOptions, type ForwardCommandResult } from "./commands/forward.js";

@@ -9,3 +9,4 @@ export * as ops from "./api.js";
 export { gelu, geluTanh, silu, activation, rmsNorm, linear, dense, crossEntropy, nextTokenCrossEntropy, dropout, isHalf } from "./composite.js";
 export { emulateHalf } from "./half-emulation.js";
 export { gradCheck, type GradCheckInput, type GradCheckOptions, type GradCheckResult } from "./gradcheck.js";
+export { matmulTerms, dimValue, forwardFlops, trainingFlops, type MatmulTerm, type FlopSplit } from "./flops.js";

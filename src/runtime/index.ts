@@ -42,3 +42,15 @@ export {
   type WebgpuLoweringSkip,
   type WebgpuLoweringResult,
 } from "./webgpu-lowering.js";
+export {
+  measureMatmulCeiling,
+  PlainCeiling,
+  mixCeilingGflops,
+  GPT2_SMALL_SHAPES,
+  type MatmulShape,
+  type MatmulCeiling,
+  type MatmulCeilingOptions,
+  type MatmulShapeResult,
+  type MatmulTiming,
+  type MatmulVariant,
+} from "./matmul-ceiling.js";

@@ -37,3 +37,5 @@ export { GRAD_SCALER_DEFAULTS, GradScaler, LOSS_SCALE_INPUT, LossScaledStep } fr
 export type { GradScalerState, LossScaledStepOptions, LossScaling } from "./grad-scaler.js";
 export type { LossTask } from "./loss.js";
 export { ADAMW8BIT_DEFAULTS, AdamW8bit, type AdamW8bitOptions, type OptimizerStateBytes } from "./optim/index.js";
+export { modelMatmulTerms, examplesPerStep } from "./flops.js";
+export { evaluateWith, evaluateModel, createEvalStep, type EvaluateOptions } from "./evaluate.js";

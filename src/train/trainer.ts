@@ -15,19 +15,16 @@ import { Rng } from "../util/rng.js";
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js";
 import { GradScaler, type GradScalerState, LossScaledStep, type LossScaling } from "./grad-scaler.js";
 import type { LossTask } from "./loss.js";
-import { accuracy, argmaxRows, macroF1, perplexity } from "./metrics.js";
+import { type TokenizedExample, collate } from "./batch.js";
+import { createEvalStep, evaluateWith } from "./evaluate.js";
 import { AdamW, AdamW8bit, Sgd, clipGradNorm, excludeFromWeightDecay, isNoDecayParamName } from "./optim/index.js";
 import type { NamedParam, Optimizer } from "./optim/types.js";
 import { createSchedule, type LrSchedule, warmupStepsFromRatio } from "./schedule.js";
 import { FusedAdamWStep } from "./fused-step.js";
-import { lengthGroupedOrder, lengthSortedOrder } from "./sampler.js";
-import { type Batch, TrainStep } from "./step.js";
+import { lengthGroupedOrder } from "./sampler.js";
+import { TrainStep } from "./step.js";
 
-/** A tokenised example: token ids and a class id (classification) or nothing (LM: labels = ids). */
-export interface TokenizedExample {
-  readonly ids: readonly number[];
-  readonly label?: number;
-}
+export { collate, type TokenizedExample } from "./batch.js";
 
 export interface TrainerConfig {
   readonly task: LossTask;
@@ -134,35 +131,6 @@ const BEST_PREFIX = "best/";
 /** An evaluation record as JSON: non-finite values (an overflowing perplexity) are left out. */
 function finiteFields(r: EvalResult & { step: number }): { [k: string]: number } {
   return Object.fromEntries(Object.entries(r).filter(([, v]) => typeof v === "number" && Number.isFinite(v)));
-}
-
-/** Pad a list of examples into a batch (right padding). */
-export function collate(examples: readonly TokenizedExample[], task: LossTask, padId = 0, maxLength?: number): Batch {
-  const rows = examples.map((e) => (maxLength ? e.ids.slice(0, maxLength) : e.ids));
-  const len = Math.max(1, ...rows.map((r) => r.length));
-  const b = rows.length;
-  const ids = new BigInt64Array(b * len).fill(BigInt(padId));
-  const mask = new BigInt64Array(b * len);
-  const lm = new BigInt64Array(b * len).fill(-100n);
-  rows.forEach((r, i) => {
-    r.forEach((t, j) => {
-      ids[i * len + j] = BigInt(t);
-      mask[i * len + j] = 1n;
-      lm[i * len + j] = BigInt(t);
-    });
-  });
-  const labels: Tensor<"int64"> =
-    task === "causal-lm"
-      ? { dtype: "int64", shape: [b, len], data: lm }
-      : {
-          dtype: "int64",
-          shape: [b],
-          data: BigInt64Array.from(examples, (e, i) => {
-            if (e.label === undefined) throw new ConfigError("training data", `example ${i}`, "has no label");
-            return BigInt(e.label);
-          }),
-        };
-  return { inputIds: { dtype: "int64", shape: [b, len], data: ids }, attentionMask: { dtype: "int64", shape: [b, len], data: mask }, labels };
 }
 
 function higherIsBetter(metric: string): boolean {
@@ -295,40 +263,15 @@ export class Trainer {
 
   /** Loss and metrics on a list of examples with the current parameters (no dropout). */
   async evaluate(examples: readonly TokenizedExample[], batchSize = this.config.batchSize): Promise<EvalResult> {
-    if (!this.evalStep) {
-      this.evalStep = await TrainStep.create(this.model, {
-        task: this.config.task,
-        dropout: false,
-        gradients: false,
-        withLogits: this.config.task === "seq-cls",
-        dtype: this.config.dtype ?? "float32",
-        session: this.config.session ?? {},
-      });
-    }
+    const cfg = this.config;
+    this.evalStep ??= await createEvalStep(this.model, cfg.task, { dtype: cfg.dtype ?? "float32", session: cfg.session ?? {} });
     await this.pullParams();
-    const params = this.currentParams();
-    let lossSum = 0;
-    let weight = 0;
-    const preds: number[] = [];
-    const labels: number[] = [];
-    // batches of similar length (less padding); loss and metrics do not depend on the order
-    const sorted = lengthSortedOrder(examples.map((e) => this.lengthOf(e))).map((k) => examples[k]!);
-    for (let i = 0; i < sorted.length; i += batchSize) {
-      const chunk = sorted.slice(i, i + batchSize);
-      const batch = collate(chunk, this.config.task, this.config.padId ?? 0, this.config.maxLength);
-      const r = await this.evalStep.run(batch, params);
-      const w = this.config.task === "seq-cls" ? chunk.length : Math.max(1, chunk.reduce((s, e) => s + Math.max(0, Math.min(e.ids.length, this.config.maxLength ?? Infinity) - 1), 0));
-      lossSum += r.loss * w;
-      weight += w;
-      if (r.logits) {
-        const nl = r.logits.shape[1]!;
-        preds.push(...argmaxRows(r.logits.data as Float32Array, nl));
-        labels.push(...chunk.map((e) => e.label!));
-      }
-    }
-    const loss = lossSum / Math.max(1, weight);
-    if (this.config.task === "seq-cls") return { loss, accuracy: accuracy(preds, labels), f1: macroF1(preds, labels) };
-    return { loss, perplexity: perplexity(loss) };
+    return evaluateWith(this.evalStep, this.currentParams(), examples, {
+      task: cfg.task,
+      batchSize,
+      padId: cfg.padId ?? 0,
+      ...(cfg.maxLength !== undefined ? { maxLength: cfg.maxLength } : {}),
+    });
   }
 
   /** One epoch's example order: a permutation, or length-grouped batches (`groupByLength`). */

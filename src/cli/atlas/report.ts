@@ -1,6 +1,6 @@
 /** The plain-text summary `peft atlas` prints. */
 import { formatSeconds } from "../train/progress.js";
-import type { AtlasRunResult, AtlasSplitMetrics } from "./run.js";
+import type { AtlasRunResult, AtlasSplitMetrics } from "../../runs/atlas/run.js";
 
 function pad(label: string): string {
   return label.padEnd(13);

@@ -13,11 +13,11 @@ import { loadModel } from "../../models/load.js";
 import { loadAdapterDir } from "../../peft/adapter-io.js";
 import { modelInfo } from "../../peft/model-info.js";
 import type { Tensor } from "../../tensor.js";
-import type { AtlasMetrics } from "../atlas/run.js";
+import type { AtlasMetrics } from "../../runs/atlas/run.js";
 import { runCli } from "../main.js";
-import { loadRunData, tokenizeSplits } from "../train/data.js";
-import { openModelSource } from "../train/model-source.js";
-import { makeTinyModelDir, writeTinyDataset } from "../train/testing.js";
+import { loadRunData, tokenizeSplits } from "../../runs/data.js";
+import { openModelSource } from "../../runs/model-source.js";
+import { makeTinyModelDir, writeTinyDataset } from "../../runs/testing.js";
 
 let root = "";
 let bert = "";

@@ -3,11 +3,12 @@ import { type Command, Option } from "commander";
 import type { AtlasObjective } from "../../compose/atlas/composer.js";
 import type { AtlasMode } from "../../compose/atlas/layout.js";
 import type { CliContext } from "../context.js";
-import { ATLAS_DEFAULTS, type AtlasRunOptions, runAtlas } from "../atlas/run.js";
+import { ATLAS_DEFAULTS, type AtlasRunOptions, runAtlas } from "../../runs/atlas/run.js";
+import { parseRunList } from "../../runs/atlas/sources.js";
+import { DEFAULT_SPLIT, parseSplitFractions } from "../../runs/data.js";
 import { formatAtlasSummary } from "../atlas/report.js";
-import { parseRunList } from "../atlas/sources.js";
-import { DEFAULT_SPLIT, parseSplitFractions } from "../train/data.js";
 import { parseNonNegativeInt, parseNonNegativeNumber, parsePositiveInt, parsePositiveNumber } from "../train/options.js";
+import { createProgress } from "../train/progress.js";
 
 interface RawAtlasOptions {
   model: string;
@@ -90,7 +91,7 @@ export function register(program: Command, ctx: CliContext): void {
         saveModel: o.saveModel ?? false,
         overwrite: o.overwrite ?? false,
       };
-      const r = await runAtlas(opts, ctx, { progress: o.progress ? {} : { tty: false } });
+      const r = await runAtlas(opts, createProgress(ctx, o.progress ? {} : { tty: false }));
       if (o.json) ctx.json(r.metrics);
       else ctx.out(formatAtlasSummary(r));
     });

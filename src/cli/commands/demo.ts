@@ -1,9 +1,9 @@
 /** `peft demo`: LoRA on USE-lite vs a tuned frozen-encoder baseline on UCI sentiment. */
 import type { Command } from "commander";
 import type { CliContext } from "../context.js";
-import { runDemo } from "../train/demo.js";
+import { runDemo } from "../../runs/demo.js";
 import { parseNonNegativeInt, parsePositiveInt, parsePositiveNumber } from "../train/options.js";
-import { formatSeconds } from "../train/progress.js";
+import { createProgress, formatSeconds } from "../train/progress.js";
 
 interface RawDemoOptions {
   out: string;
@@ -45,9 +45,8 @@ export function register(program: Command, ctx: CliContext): void {
           ...(o.maxExamples !== undefined ? { maxExamples: o.maxExamples } : {}),
           ...(o.epochs !== undefined ? { epochs: o.epochs } : {}),
           ...(o.maxSteps !== undefined ? { maxSteps: o.maxSteps } : {}),
-          ...(o.progress ? {} : { progress: { tty: false } }),
         },
-        ctx,
+        createProgress(ctx, o.progress ? {} : { tty: false }),
       );
       const m = r.metrics;
       if (o.json) {

@@ -1,11 +1,11 @@
 /** `peft eval`: accuracy / F1 (classification) or loss / perplexity (LM) of an adapter on a dataset split. */
 import { type Command, Option } from "commander";
 import type { CliContext } from "../context.js";
-import { parseSplitFractions } from "../train/data.js";
-import { type EvalSplit, runEvaluation } from "../train/evaluate.js";
+import { parseSplitFractions } from "../../runs/data.js";
+import { type EvalSplit, runEvaluation } from "../../runs/evaluate.js";
+import { writeJsonAtomic } from "../../runs/run-dir.js";
 import { parseNonNegativeInt, parsePositiveInt } from "../train/options.js";
 import { formatSplitMetrics } from "../train/report.js";
-import { writeJsonAtomic } from "../train/run-dir.js";
 
 interface RawEvalOptions {
   adapter: string;

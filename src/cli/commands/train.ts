@@ -2,7 +2,8 @@
 import { type Command, Option } from "commander";
 import { ConfigError } from "../../errors.js";
 import type { CliContext } from "../context.js";
-import { DEFAULT_SPLIT, parseSplitFractions } from "../train/data.js";
+import { DEFAULT_SPLIT, parseSplitFractions } from "../../runs/data.js";
+import { TRAIN_DEFAULTS, type ScheduleName, type TrainMethod, type TrainRunOptions, runTraining } from "../../runs/train.js";
 import {
   parseFraction,
   parseNonNegativeInt,
@@ -12,7 +13,7 @@ import {
   parseTargetSpec,
 } from "../train/options.js";
 import { formatTrainSummary } from "../train/report.js";
-import { TRAIN_DEFAULTS, type ScheduleName, type TrainMethod, type TrainRunOptions, runTraining } from "../train/run.js";
+import { createProgress } from "../train/progress.js";
 import type { TargetSpec } from "../../tuners/common/target.js";
 
 interface RawTrainOptions {
@@ -124,7 +125,7 @@ export function register(program: Command, ctx: CliContext): void {
         dtype: o.dtype,
         groupByLength: o.groupByLength ?? false,
       };
-      const r = await runTraining(opts, ctx, { progress: o.progress ? {} : { tty: false } });
+      const r = await runTraining(opts, createProgress(ctx, o.progress ? {} : { tty: false }));
       if (o.json) ctx.json(r.metrics);
       else ctx.out(formatTrainSummary(r));
     });

@@ -4,8 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { runCli } from "../main.js";
-import { ceilingShapes } from "./demo.js";
-import type { MatmulTerm } from "./flops.js";
+import type { MatmulTerm } from "../../graph/flops.js";
+import { ceilingShapes } from "../../runs/demo.js";
 
 describe("peft demo", () => {
   test("a tiny run (60 sentences, 1 epoch) writes metrics.json with the required keys", async () => {

@@ -1,33 +1,20 @@
 /**
- * Training progress on stderr: a cli-progress bar (step, loss, sentences/s, ETA) when stderr is a
+ * Training progress on stderr (the CLI's `RunReporter`): a cli-progress bar (step, loss, sentences/s, ETA) when stderr is a
  * terminal, plain log lines otherwise (CI logs, files, in-process test runs). Evaluations are
  * printed as lines in both modes. Everything goes through `ctx.io.stderr`, never `console`.
  */
 import { MultiBar, type SingleBar } from "cli-progress";
+import type { RunEval, RunReporter, RunStep } from "../../runs/reporter.js";
 import type { CliContext } from "../context.js";
-import type { HistoryEval } from "./history.js";
 
-/** What the reporter shows for one optimizer step. */
-export interface ProgressStep {
-  readonly step: number;
-  readonly totalSteps: number;
-  readonly epoch: number;
-  readonly loss: number;
-  readonly examplesPerSecond: number;
-}
+/** What the bar shows for one optimizer step. */
+export type ProgressStep = RunStep;
 
-/** What the reporter shows for one evaluation: the history's record. */
-export type ProgressEval = HistoryEval;
+/** What the reporter prints for one evaluation: the history's record. */
+export type ProgressEval = RunEval;
 
-export interface ProgressReporter {
-  /** Called once before the first step (`startStep` > 0 when resuming). */
-  start(totalSteps: number, startStep: number): void;
-  step(info: ProgressStep): void;
-  evaluation(result: ProgressEval): void;
-  /** A free-form line (kept above the bar on a terminal). */
-  note(line: string): void;
-  stop(): void;
-}
+/** The CLI's `RunReporter` (notes are kept above the bar on a terminal). */
+export type ProgressReporter = RunReporter;
 
 export interface ProgressOptions {
   /** Draw a bar (default: whether the process's stderr is a terminal). */

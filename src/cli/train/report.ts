@@ -1,5 +1,5 @@
 /** Plain-text summaries printed by `peft train` and `peft eval`. */
-import type { SplitMetrics, TrainRunResult } from "./run.js";
+import type { SplitMetrics, TrainRunResult } from "../../runs/train.js";
 import { formatSeconds } from "./progress.js";
 
 /** `accuracy 0.9233  f1 0.9231  loss 0.2178  (300 examples)`, or loss/perplexity for LM. */

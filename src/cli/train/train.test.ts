@@ -7,13 +7,12 @@ import { loadModel } from "../../models/load.js";
 import { PeftModel } from "../../peft/peft-model.js";
 import type { Tensor } from "../../tensor.js";
 import { collate } from "../../train/trainer.js";
-import { createContext } from "../context.js";
 import { runCli } from "../main.js";
-import { DEFAULT_SPLIT } from "./data.js";
-import { openModelSource } from "./model-source.js";
-import { RUN_FILES } from "./run-dir.js";
-import { type TrainRunOptions, type TrainMetrics, runTraining } from "./run.js";
-import { makeTinyModelDir, writeTinyDataset } from "./testing.js";
+import { DEFAULT_SPLIT } from "../../runs/data.js";
+import { openModelSource } from "../../runs/model-source.js";
+import { RUN_FILES } from "../../runs/run-dir.js";
+import { type TrainRunOptions, type TrainMetrics, runTraining } from "../../runs/train.js";
+import { makeTinyModelDir, writeTinyDataset } from "../../runs/testing.js";
 
 let root = "";
 let bert = "";
@@ -21,11 +20,6 @@ let gpt2 = "";
 let data = "";
 let data2 = "";
 
-function quietCtx() {
-  const out = { stdout: "", stderr: "" };
-  const ctx = createContext({ stdout: (t) => void (out.stdout += t), stderr: (t) => void (out.stderr += t), setExitCode: () => undefined }, {});
-  return { ctx, out };
-}
 
 function readJson<T>(file: string): T {
   return JSON.parse(readFileSync(file, "utf8")) as T;
@@ -108,8 +102,7 @@ describe("peft train", () => {
       mode: "new",
       plot: false,
     };
-    const { ctx } = quietCtx();
-    const r = await runTraining(opts, ctx);
+    const r = await runTraining(opts);
     for (const f of [RUN_FILES.adapterConfig, RUN_FILES.adapterWeights, RUN_FILES.metrics, RUN_FILES.config, RUN_FILES.history]) assert.ok(existsSync(join(out, f)), f);
     assert.ok(!existsSync(join(out, RUN_FILES.curvesPng)), "--no-plot writes no chart");
     const batch = collate([{ ids: [2, 7, 9, 3], label: 0 }, { ids: [2, 12, 3], label: 1 }], "seq-cls", 0);

@@ -5,16 +5,16 @@
  * the validation split from a grid, the number of epochs by evaluating after every epoch, so the
  * baseline is tuned as carefully as the adapter it is compared with.
  */
-import { ConfigError } from "../../errors.js";
-import { grad } from "../../graph/autodiff.js";
-import { crossEntropy, linear } from "../../graph/composite.js";
-import { Graph } from "../../graph/graph.js";
-import { UseLiteEmbedder } from "../../models/use-lite/embed.js";
-import { CompiledGraph } from "../../runtime/session.js";
-import type { Tensor } from "../../tensor.js";
-import { accuracy, argmaxRows, macroF1 } from "../../train/metrics.js";
-import { AdamW, excludeFromWeightDecay } from "../../train/optim/index.js";
-import { Rng } from "../../util/rng.js";
+import { ConfigError } from "../errors.js";
+import { grad } from "../graph/autodiff.js";
+import { crossEntropy, linear } from "../graph/composite.js";
+import { Graph } from "../graph/graph.js";
+import { UseLiteEmbedder } from "../models/use-lite/embed.js";
+import { CompiledGraph } from "../runtime/session.js";
+import type { Tensor } from "../tensor.js";
+import { accuracy, argmaxRows, macroF1 } from "../train/metrics.js";
+import { AdamW, excludeFromWeightDecay } from "../train/optim/index.js";
+import { Rng } from "../util/rng.js";
 
 /** Row-major feature matrix with its labels. */
 export interface Features {

@@ -6,16 +6,16 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { ConfigError, MissingFileError } from "../../errors.js";
-import { readJsonObject } from "../../io/json-file.js";
-import { loadTokenizer } from "../../io/tokenizer.js";
-import { type WeightSource, overlaySource } from "../../models/context.js";
-import { type LoadedModel, loadModel } from "../../models/load.js";
-import { USE_LITE_MODEL_TYPE } from "../../models/use-lite/config.js";
-import { loadUseLiteModel } from "../../models/use-lite/classifier.js";
-import type { LossTask } from "../../train/loss.js";
-import type { Tensor } from "../../tensor.js";
-import { Rng } from "../../util/rng.js";
+import { ConfigError, MissingFileError } from "../errors.js";
+import { readJsonObject } from "../io/json-file.js";
+import { loadTokenizer } from "../io/tokenizer.js";
+import { type WeightSource, overlaySource } from "../models/context.js";
+import { type LoadedModel, loadModel } from "../models/load.js";
+import { USE_LITE_MODEL_TYPE } from "../models/use-lite/config.js";
+import { loadUseLiteModel } from "../models/use-lite/classifier.js";
+import type { LossTask } from "../train/loss.js";
+import type { Tensor } from "../tensor.js";
+import { Rng } from "../util/rng.js";
 
 /** The `--model` value naming the built-in USE-lite model. */
 export const USE_LITE_MODEL_ID = "use-lite";

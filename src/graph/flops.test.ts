@@ -1,15 +1,16 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { loadModel } from "../../models/load.js";
-import { PeftModel } from "../../peft/peft-model.js";
-import { fixturePath } from "../../util/paths.js";
-import { dimValue, examplesPerStep, forwardFlops, matmulTerms, trainingFlops } from "./flops.js";
+import { loadModel } from "../models/load.js";
+import { PeftModel } from "../peft/peft-model.js";
+import { examplesPerStep, modelMatmulTerms } from "../train/flops.js";
+import { fixturePath } from "../util/paths.js";
+import { dimValue, forwardFlops, trainingFlops } from "./flops.js";
 
 describe("matmul FLOP counting", () => {
   test("BERT fixture with LoRA on query/value: the graph's products match the hand count", () => {
     const model = loadModel(fixturePath("peft-parity", "bert", "base"));
     const pm = PeftModel.create(model, { peft_type: "LORA", r: 4, lora_alpha: 8, target_modules: ["query", "value"], task_type: "SEQ_CLS" });
-    const terms = matmulTerms(pm);
+    const terms = modelMatmulTerms(pm);
     // hidden 32, intermediate 64, 2 layers, 2 heads of 16, 3 labels
     const [B, S] = [3, 7];
     const T = B * S;

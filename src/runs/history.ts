@@ -4,9 +4,9 @@
  * turned into the series of the curves chart.
  */
 import { existsSync } from "node:fs";
-import { ConfigError } from "../../errors.js";
-import { readJsonObject } from "../../io/json-file.js";
-import type { EvalResult } from "../../train/trainer.js";
+import { ConfigError } from "../errors.js";
+import { readJsonObject } from "../io/json-file.js";
+import type { EvalResult } from "../train/trainer.js";
 import type { CurveData, CurvePoint } from "./plot.js";
 
 export interface HistoryStep {

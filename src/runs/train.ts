@@ -1,23 +1,23 @@
 /**
- * One `peft train` run, shared by the `train` and `demo` commands: data → model → adapter →
+ * One training run (`peft train`, and the LoRA half of `peft demo`): data → model → adapter →
  * `Trainer.fit` with progress → final validation/test evaluation → the run folder (PEFT adapter,
  * metrics.json, config.json, history.json, curves.svg/png) and a resumable checkpoint.
  */
 import { join } from "node:path";
-import { ConfigError } from "../../errors.js";
-import type { SplitInfo } from "../../data/split.js";
-import { PeftModel } from "../../peft/peft-model.js";
-import type { TargetSpec } from "../../tuners/common/target.js";
-import { type EvalResult, type StepInfo, Trainer, type TrainerConfig } from "../../train/trainer.js";
-import type { CliContext } from "../context.js";
+import { ConfigError } from "../errors.js";
+import type { SplitInfo } from "../data/split.js";
+import { PeftModel } from "../peft/peft-model.js";
+import type { TargetSpec } from "../tuners/common/target.js";
+import { type EvalResult, type StepInfo, Trainer, type TrainerConfig } from "../train/trainer.js";
+import { trainingFlops } from "../graph/flops.js";
+import { examplesPerStep, modelMatmulTerms } from "../train/flops.js";
+import { writeFileAtomic } from "../io/atomic.js";
 import { type SplitFractions, loadRunData, tokenizeSplits } from "./data.js";
-import { examplesPerStep, matmulTerms, trainingFlops } from "./flops.js";
+import { type RunHistory, curveData, mergeHistory, readHistory } from "./history.js";
 import { type ModelSource, openModelSource } from "./model-source.js";
 import { renderCurves } from "./plot.js";
-import { type ProgressOptions, createProgress } from "./progress.js";
+import { type RunReporter, silentReporter } from "./reporter.js";
 import { RUN_FILES, type RunDirMode, checkRunDir, claimRunDir, runEnvironment, writeJsonAtomic } from "./run-dir.js";
-import { writeFileAtomic } from "../../io/atomic.js";
-import { type RunHistory, curveData, mergeHistory, readHistory } from "./history.js";
 
 export type TrainMethod = "lora" | "ia3";
 export type ScheduleName = "linear" | "cosine" | "constant";
@@ -210,17 +210,12 @@ function splitMetrics(r: EvalResult, n: number): SplitMetrics {
   return { examples: n, loss: r.loss, ...(r.accuracy !== undefined ? { accuracy: r.accuracy, f1: r.f1 } : {}), ...(r.perplexity !== undefined ? { perplexity: r.perplexity } : {}) };
 }
 
-export interface RunTrainingHooks {
-  readonly progress?: ProgressOptions;
-}
-
-/** Runs one training as `peft train` does and writes the run folder. */
-export async function runTraining(opts: TrainRunOptions, ctx: CliContext, hooks: RunTrainingHooks = {}): Promise<TrainRunResult> {
+/** Runs one training as `peft train` does and writes the run folder; progress, evaluations and notes go to `progress`. */
+export async function runTraining(opts: TrainRunOptions, progress: RunReporter = silentReporter): Promise<TrainRunResult> {
   const t0 = performance.now();
   checkOptions(opts);
   const saved = checkRunDir(opts.out, opts.mode);
   if (saved) checkResume(saved, opts, opts.out);
-  const progress = createProgress(ctx, hooks.progress ?? {});
   const data = loadRunData({ data: opts.data, seed: opts.seed, fractions: opts.split, ...(opts.maxExamples !== null ? { maxExamples: opts.maxExamples } : {}) });
   if (saved) {
     const prevHash = (saved.split as { hash?: unknown } | undefined)?.hash;
@@ -251,7 +246,7 @@ export async function runTraining(opts: TrainRunOptions, ctx: CliContext, hooks:
   if (!saved) writeJsonAtomic(join(opts.out, RUN_FILES.config), runConfig);
 
   const trainer = new Trainer(pm, trainerConfig(opts, source, join(opts.out, RUN_FILES.checkpoint), splits.train.length), splits.train, splits.validation);
-  const terms = matmulTerms(pm);
+  const terms = modelMatmulTerms(pm);
   const perStep = examplesPerStep(splits.train.length, opts.batchSize, opts.gradAccum, trainer.totalSteps);
   const history: RunHistory = saved ? readHistory(join(opts.out, RUN_FILES.history)) : { steps: [], evals: [] };
   let trainSeconds = 0;

@@ -6,10 +6,10 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import { arch, cpus, platform } from "node:os";
 import { join } from "node:path";
-import { ConfigError } from "../../errors.js";
-import { writeFileAtomic } from "../../io/atomic.js";
-import { readJsonObject } from "../../io/json-file.js";
-import { packageRoot } from "../../util/paths.js";
+import { ConfigError } from "../errors.js";
+import { writeFileAtomic } from "../io/atomic.js";
+import { readJsonObject } from "../io/json-file.js";
+import { packageRoot } from "../util/paths.js";
 
 /** File names inside a run folder. The adapter files are PEFT's own names. */
 export const RUN_FILES = {

@@ -14,11 +14,10 @@ import { ConfigError, UnsupportedOptionError } from "../../errors.js";
 import { overlaySource } from "../../models/context.js";
 import type { LoadedModel } from "../../models/load.js";
 import type { TokenizedExample } from "../../train/trainer.js";
-import type { CliContext } from "../context.js";
-import { type SplitFractions, loadRunData, tokenizeSplits } from "../train/data.js";
-import { openModelSource } from "../train/model-source.js";
-import { type ProgressOptions, createProgress } from "../train/progress.js";
-import { RUN_FILES, checkRunDir, claimRunDir, runEnvironment, writeJsonAtomic } from "../train/run-dir.js";
+import { type SplitFractions, loadRunData, tokenizeSplits } from "../data.js";
+import { openModelSource } from "../model-source.js";
+import { type RunReporter, silentReporter } from "../reporter.js";
+import { RUN_FILES, checkRunDir, claimRunDir, runEnvironment, writeJsonAtomic } from "../run-dir.js";
 import { kShotSubset } from "./shots.js";
 import { type RunSource, loadRunHead, loadRunTaskVectors, openRunSource } from "./sources.js";
 
@@ -135,13 +134,12 @@ function summarise(c: AtlasComposer, sources: readonly RunSource[]): AtlasCoeffi
 }
 
 /** Runs `peft atlas` and writes its folder. */
-export async function runAtlas(opts: AtlasRunOptions, ctx: CliContext, hooks: { progress?: ProgressOptions } = {}): Promise<AtlasRunResult> {
+export async function runAtlas(opts: AtlasRunOptions, progress: RunReporter = silentReporter): Promise<AtlasRunResult> {
   const t0 = performance.now();
   checkOptions(opts);
   checkRunDir(opts.out, opts.overwrite ? "overwrite" : "new", COMMAND);
   const runs = opts.taskVectors.map((d) => openRunSource(d, "--task-vectors"));
   const headRun = opts.head === null ? runs[0]! : openRunSource(opts.head, "--head");
-  const progress = createProgress(ctx, hooks.progress ?? {});
 
   const data = loadRunData({ data: opts.data, seed: opts.seed, fractions: opts.split, command: COMMAND, ...(opts.maxExamples !== null ? { maxExamples: opts.maxExamples } : {}) });
   const source = openModelSource(opts.model, { numLabels: data.dataset.numLabels, seed: opts.seed, command: COMMAND, ...(opts.maxLength !== null ? { maxLength: opts.maxLength } : {}) });

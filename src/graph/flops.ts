@@ -11,8 +11,8 @@
  * gradient). Elementwise work, softmax and norms are not counted: this is the matmul FLOP count
  * used for achieved-FLOP/s ratios against `measureMatmulCeiling`.
  */
-import type { Node, Shape, Value } from "../../graph/types.js";
-import type { PeftModel } from "../../peft/peft-model.js";
+import type { Graph } from "./graph.js";
+import type { Node, Shape, Value } from "./types.js";
 
 export interface MatmulTerm {
   /** The node's name (scope and op), for reports. */
@@ -29,11 +29,11 @@ export interface FlopSplit {
   readonly trainable: number;
 }
 
-/** Every matrix product of `pm`'s forward graph (its active adapters applied, dropout off). */
-export function matmulTerms(pm: PeftModel): MatmulTerm[] {
-  const built = pm.buildGraph({ training: true, dropout: false });
-  const g = built.graph;
-  const trainableNames = new Set(built.trainable.keys());
+/**
+ * Every matrix product of a forward graph; `trainableNames` are the graph inputs that are trained
+ * (a product with one of them, or with a value computed from parameters only, is a weight product).
+ */
+export function matmulTerms(g: Graph, trainableNames: ReadonlySet<string>): MatmulTerm[] {
   // values computed from parameters only (no data input): weight-like operands
   const paramLike = new Set<number>();
   const fromTrainable = new Set<number>();
@@ -92,24 +92,4 @@ export function forwardFlops(terms: readonly MatmulTerm[], batch: number, seq: n
 export function trainingFlops(terms: readonly MatmulTerm[], batch: number, seq: number): number {
   const f = forwardFlops(terms, batch, seq);
   return 2 * f.base + 3 * f.trainable;
-}
-
-/**
- * Examples taken by each optimizer step, as the trainer takes them: micro-batches of `batchSize`
- * over an epoch of `n` examples (the last one short), `accum` micro-batches per step.
- */
-export function examplesPerStep(n: number, batchSize: number, accum: number, steps: number): number[] {
-  const out: number[] = [];
-  let pos = 0;
-  for (let s = 0; s < steps; s++) {
-    let ex = 0;
-    for (let m = 0; m < accum; m++) {
-      if (pos >= n) pos = 0;
-      const take = Math.min(batchSize, n - pos);
-      pos += take;
-      ex += take;
-    }
-    out.push(ex);
-  }
-  return out;
 }

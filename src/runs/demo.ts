@@ -5,19 +5,19 @@
  * scored once on the test split. Writes `<out>/metrics.json` and the LoRA run in `<out>/lora/`.
  */
 import { join } from "node:path";
-import { type MatmulShape, measureMatmulCeiling } from "../../../bench/matmul.js";
-import { ConfigError } from "../../errors.js";
-import type { SplitInfo } from "../../data/split.js";
-import { loadUseLiteModel } from "../../models/use-lite/classifier.js";
-import { PeftModel } from "../../peft/peft-model.js";
-import type { CliContext } from "../context.js";
+import { ConfigError } from "../errors.js";
+import type { SplitInfo } from "../data/split.js";
+import { loadUseLiteModel } from "../models/use-lite/classifier.js";
+import { PeftModel } from "../peft/peft-model.js";
+import type { MatmulTerm } from "../graph/flops.js";
+import { type MatmulShape, measureMatmulCeiling } from "../runtime/matmul-ceiling.js";
+import { modelMatmulTerms } from "../train/flops.js";
 import { DEFAULT_SPLIT, loadRunData } from "./data.js";
-import { type MatmulTerm, matmulTerms } from "./flops.js";
 import { DEFAULT_PROBE_GRID, type Features, type ProbeGrid, type ProbeResult, embedFrozen, selectRows, tuneLinearProbe } from "./linear-probe.js";
 import { USE_LITE_MODEL_ID } from "./model-source.js";
-import type { ProgressOptions } from "./progress.js";
+import { type RunReporter, silentReporter } from "./reporter.js";
 import { checkRunDir, claimRunDir, runEnvironment, writeJsonAtomic } from "./run-dir.js";
-import { type TrainRunOptions, type TrainRunResult, runTraining } from "./run.js";
+import { type TrainRunOptions, type TrainRunResult, runTraining } from "./train.js";
 
 export const DEMO_DATASET = "uci-sentiment";
 
@@ -61,7 +61,6 @@ export interface DemoOptions {
   /** Measure the matmul ceiling at the same thread count and report the achieved fraction (default true). */
   readonly mfu?: boolean;
   readonly plot?: boolean;
-  readonly progress?: ProgressOptions;
 }
 
 /** What `<out>/metrics.json` holds (snake_case: a file meant for scripts and papers). */
@@ -110,7 +109,8 @@ export function ceilingShapes(terms: readonly MatmulTerm[]): MatmulShape[] {
   return [...seen.values()];
 }
 
-export async function runDemo(opts: DemoOptions, ctx: CliContext): Promise<DemoResult> {
+/** Runs `peft demo` and writes its folder; the LoRA run's progress and the baseline's notes go to `progress`. */
+export async function runDemo(opts: DemoOptions, progress: RunReporter = silentReporter): Promise<DemoResult> {
   const t0 = performance.now();
   checkRunDir(opts.out, "overwrite", "peft demo");
   // The frozen baseline first, on the very split the LoRA run will use (checked by its hash).
@@ -119,7 +119,7 @@ export async function runDemo(opts: DemoOptions, ctx: CliContext): Promise<DemoR
     throw new ConfigError("peft demo", "--max-examples", `${data.examples.length} examples leave no validation or test example; use at least 20`);
   }
   const tf = performance.now();
-  ctx.err(`frozen baseline: embedding ${data.examples.length} sentences with the frozen encoder, tuning a logistic-regression head on validation`);
+  progress.note(`frozen baseline: embedding ${data.examples.length} sentences with the frozen encoder, tuning a logistic-regression head on validation`);
   const emb = await embedFrozen(
     data.examples.map((e) => e.text),
     opts.threads !== undefined ? { threads: opts.threads } : {},
@@ -133,7 +133,7 @@ export async function runDemo(opts: DemoOptions, ctx: CliContext): Promise<DemoR
   });
   const frozenSeconds = (performance.now() - tf) / 1000;
   const sel = p.selected;
-  ctx.err(
+  progress.note(
     `frozen baseline: lr ${sel.lr}, weight decay ${sel.weightDecay}, ${sel.bestEpoch} epochs → validation accuracy ${sel.validation.accuracy.toFixed(4)}, test ${p.test!.accuracy.toFixed(4)} (${frozenSeconds.toFixed(1)}s)`,
   );
 
@@ -152,12 +152,12 @@ export async function runDemo(opts: DemoOptions, ctx: CliContext): Promise<DemoR
     mode: "overwrite",
     plot: opts.plot ?? true,
   };
-  const lora = await runTraining(loraOpts, ctx, opts.progress ? { progress: opts.progress } : {});
+  const lora = await runTraining(loraOpts, progress);
   if (lora.splitInfo.hash !== data.split.info.hash) throw new ConfigError("peft demo", "split", "the LoRA run saw another split than the baseline");
   let ceiling: number | null = null;
   if (opts.mfu ?? true) {
     const pm = PeftModel.create(loadUseLiteModel({ numLabels: data.dataset.numLabels, seed: opts.seed }), { peft_type: "LORA", r: DEMO_LORA.r, target_modules: "all-linear", task_type: "SEQ_CLS" });
-    const shapes = ceilingShapes(matmulTerms(pm));
+    const shapes = ceilingShapes(modelMatmulTerms(pm));
     const c = await measureMatmulCeiling({ shapes, variants: ["plain"], ...(opts.threads !== undefined ? { threads: opts.threads } : {}) });
     ceiling = c.ceilingGflops;
   }

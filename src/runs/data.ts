@@ -2,11 +2,11 @@
  * Data for a run: load a dataset by name or file, optionally keep a stratified subset
  * (`--max-examples`), split it (seeded, stratified) and tokenise each split for a model.
  */
-import { ConfigError } from "../../errors.js";
-import { loadDataset } from "../../data/registry.js";
-import { type DatasetSplit, type SplitName, splitDataset } from "../../data/split.js";
-import type { Dataset, Example } from "../../data/types.js";
-import type { TokenizedExample } from "../../train/trainer.js";
+import { ConfigError } from "../errors.js";
+import { loadDataset } from "../data/registry.js";
+import { type DatasetSplit, type SplitName, splitDataset } from "../data/split.js";
+import type { Dataset, Example } from "../data/types.js";
+import type { TokenizedExample } from "../train/trainer.js";
 
 /** Train / validation / test fractions (they add up to 1). */
 export interface SplitFractions {

@@ -6,13 +6,11 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { ConfigError, MissingFileError } from "../../errors.js";
-import type { SplitName } from "../../data/split.js";
-import { readJsonObject } from "../../io/json-file.js";
-import { PeftModel } from "../../peft/peft-model.js";
-import { accuracy, argmaxRows, macroF1, perplexity } from "../../train/metrics.js";
-import { TrainStep } from "../../train/step.js";
-import { type TokenizedExample, collate } from "../../train/trainer.js";
+import { ConfigError, MissingFileError } from "../errors.js";
+import type { SplitName } from "../data/split.js";
+import { readJsonObject } from "../io/json-file.js";
+import { PeftModel } from "../peft/peft-model.js";
+import { evaluateModel } from "../train/evaluate.js";
 import { DEFAULT_SPLIT, type SplitFractions, loadRunData, tokenizeExamples } from "./data.js";
 import { openModelSource } from "./model-source.js";
 import { RUN_FILES } from "./run-dir.js";
@@ -74,38 +72,7 @@ function readRun(adapter: string): SavedRun | null {
 
 const num = (v: unknown): number | undefined => (typeof v === "number" ? v : undefined);
 
-/** Loss and metrics of `pm`'s active adapter on some examples (no dropout; batches grouped by length). */
-export async function evaluateExamples(
-  pm: PeftModel,
-  task: "seq-cls" | "causal-lm",
-  examples: readonly TokenizedExample[],
-  opts: { batchSize: number; padId: number; threads?: number },
-): Promise<{ loss: number; accuracy?: number; f1?: number; perplexity?: number }> {
-  const step = await TrainStep.create(pm, { task, dropout: false, gradients: false, withLogits: task === "seq-cls", session: opts.threads !== undefined ? { threads: opts.threads } : {} });
-  try {
-    const order = examples.map((_, i) => i).sort((a, b) => examples[a]!.ids.length - examples[b]!.ids.length);
-    let lossSum = 0;
-    let weight = 0;
-    const preds: number[] = [];
-    const labels: number[] = [];
-    for (let s = 0; s < order.length; s += opts.batchSize) {
-      const chunk = order.slice(s, s + opts.batchSize).map((i) => examples[i]!);
-      const r = await step.run(collate(chunk, task, opts.padId), new Map());
-      const w = task === "seq-cls" ? chunk.length : Math.max(1, chunk.reduce((t, e) => t + Math.max(0, e.ids.length - 1), 0));
-      lossSum += r.loss * w;
-      weight += w;
-      if (r.logits) {
-        preds.push(...argmaxRows(r.logits.data as Float32Array, r.logits.shape[1]!));
-        labels.push(...chunk.map((e) => e.label!));
-      }
-    }
-    const loss = lossSum / Math.max(1, weight);
-    return task === "seq-cls" ? { loss, accuracy: accuracy(preds, labels), f1: macroF1(preds, labels) } : { loss, perplexity: perplexity(loss) };
-  } finally {
-    await step.release();
-  }
-}
-
+/** Runs `peft eval`: the adapter's loss and metrics on one split (the run's own split when the folder is a run of this dataset). */
 export async function runEvaluation(opts: EvalRunOptions): Promise<EvalReport> {
   const t0 = performance.now();
   const command = "peft eval";
@@ -139,7 +106,7 @@ export async function runEvaluation(opts: EvalRunOptions): Promise<EvalReport> {
   // loaded as trainable so the adapter tensors are inputs of the (gradient-free) loss graph, as in training evaluation
   const pm = PeftModel.fromPretrained(source.model, opts.adapter, { isTrainable: true });
   try {
-    const r = await evaluateExamples(pm, source.task, examples, { batchSize: opts.batchSize, padId: source.padId, ...(opts.threads !== undefined ? { threads: opts.threads } : {}) });
+    const r = await evaluateModel(pm, examples, { task: source.task, batchSize: opts.batchSize, padId: source.padId, session: opts.threads !== undefined ? { threads: opts.threads } : {} });
     return {
       adapter: opts.adapter,
       model,

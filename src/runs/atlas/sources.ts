@@ -18,7 +18,7 @@ import type { LoadedModel } from "../../models/load.js";
 import { loadAdapterDir } from "../../peft/adapter-io.js";
 import { modelInfo } from "../../peft/model-info.js";
 import type { Tensor } from "../../tensor.js";
-import { RUN_FILES } from "../train/run-dir.js";
+import { RUN_FILES } from "../run-dir.js";
 
 const COMMAND = "peft atlas";
 /** The classification head's parameters (every seq-cls architecture peft-ts builds names it so). */

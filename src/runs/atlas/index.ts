@@ -1,4 +1,4 @@
-/** `peft atlas` internals: the run, its sources (task vectors, head) and few-shot subsets. */
+/** aTLAS runs (`peft atlas`): the run, its sources (task vectors, head) and few-shot subsets. */
 export {
   ATLAS_DEFAULTS,
   ATLAS_RUN_FILES,
@@ -10,6 +10,5 @@ export {
   defaultAtlasLr,
   runAtlas,
 } from "./run.js";
-export { formatAtlasSummary } from "./report.js";
 export { kShotSubset } from "./shots.js";
 export { HEAD_PARAMS, type RunSource, TASK_VECTOR_INCLUDE, loadRunHead, loadRunTaskVectors, openRunSource, parseRunList, runLabelNames } from "./sources.js";

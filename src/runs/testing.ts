@@ -5,8 +5,8 @@
  */
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { fixturePath } from "../../util/paths.js";
-import { Rng } from "../../util/rng.js";
+import { fixturePath } from "../util/paths.js";
+import { Rng } from "../util/rng.js";
 
 const SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"];
 const WORDS: Record<string, readonly string[]> = {
