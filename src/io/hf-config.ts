@@ -1,10 +1,12 @@
 /**
- * Hugging Face `config.json` for the architectures peft-ts builds (bert, gpt2, llama), validated
- * with zod and normalised to camelCase with transformers' defaults filled in (transformers 5.x:
- * gpt2 `n_inner: null` → 4·n_embd, llama `head_dim` → hidden/heads, llama `num_key_value_heads`
- * → heads, `rope_parameters.rope_theta` or legacy `rope_theta` (default 10000), labels from
- * `id2label`, `tie_word_embeddings` true except for llama). Unknown keys are tolerated; values
- * that would change the math in a way peft-ts does not implement raise `UnsupportedOptionError`.
+ * Hugging Face `config.json` for the architectures peft-ts builds (bert, gpt2, llama, qwen2,
+ * mistral), validated with zod and normalised to camelCase with transformers' defaults filled in
+ * (transformers 5.x: gpt2 `n_inner: null` → 4·n_embd, llama `head_dim` → hidden/heads,
+ * `num_key_value_heads` → heads (mistral: 8 when absent), `rope_parameters.rope_theta` or legacy
+ * `rope_theta` (default 10000), labels from `id2label`, `tie_word_embeddings` true for bert/gpt2,
+ * qwen2's sliding window only with `use_sliding_window` and only on layers ≥ `max_window_layers`
+ * (or as its `layer_types` say)). Unknown keys are tolerated; values that would change the math in
+ * a way peft-ts does not implement raise `UnsupportedOptionError`.
  */
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
@@ -32,7 +34,7 @@ export const HF_ACTIVATIONS: Readonly<Record<string, Activation>> = {
 
 export type ProblemType = "regression" | "single_label_classification" | "multi_label_classification";
 
-export const SUPPORTED_MODEL_TYPES = ["bert", "gpt2", "llama"] as const;
+export const SUPPORTED_MODEL_TYPES = ["bert", "gpt2", "llama", "qwen2", "mistral"] as const;
 export type ModelType = (typeof SUPPORTED_MODEL_TYPES)[number];
 
 interface HfConfigBase {
@@ -82,17 +84,44 @@ export interface Gpt2Config extends HfConfigBase {
   readonly attnDropout: number;
 }
 
-export interface LlamaConfig extends HfConfigBase {
-  readonly modelType: "llama";
+/** What the Llama-family decoders (llama, qwen2, mistral) share: RMSNorm, RoPE, GQA, SwiGLU. */
+export interface LlamaFamilyConfig extends HfConfigBase {
+  readonly modelType: "llama" | "qwen2" | "mistral";
   readonly numKeyValueHeads: number;
   readonly rmsNormEps: number;
   readonly ropeTheta: number;
-  readonly attentionBias: boolean;
-  readonly mlpBias: boolean;
   readonly attentionDropout: number;
 }
 
-export type HfModelConfig = BertConfig | Gpt2Config | LlamaConfig;
+export interface LlamaConfig extends LlamaFamilyConfig {
+  readonly modelType: "llama";
+  /** Biases on q/k/v/o_proj (`attention_bias`). */
+  readonly attentionBias: boolean;
+  /** Biases on gate/up/down_proj (`mlp_bias`). */
+  readonly mlpBias: boolean;
+}
+
+/** transformers' per-layer attention kinds (`layer_types`). */
+export type AttentionLayerType = "full_attention" | "sliding_attention";
+
+/** Qwen2 (`Qwen2ForCausalLM`): Llama with biases on q/k/v_proj (not o_proj) and an optional sliding window. */
+export interface Qwen2Config extends LlamaFamilyConfig {
+  readonly modelType: "qwen2";
+  readonly useSlidingWindow: boolean;
+  /** The window (keys within this many positions of the query, itself included); null when `use_sliding_window` is false. */
+  readonly slidingWindow: number | null;
+  readonly maxWindowLayers: number;
+  /** Per layer: `layer_types` as stored, else sliding from layer `max_window_layers` on when the window is on. */
+  readonly layerTypes: readonly AttentionLayerType[];
+}
+
+/** Mistral (`MistralForCausalLM`): Llama with sliding-window attention on every layer (`sliding_window`, null = off). */
+export interface MistralConfig extends LlamaFamilyConfig {
+  readonly modelType: "mistral";
+  readonly slidingWindow: number | null;
+}
+
+export type HfModelConfig = BertConfig | Gpt2Config | LlamaConfig | Qwen2Config | MistralConfig;
 
 export type HfConfigResult = { readonly success: true; readonly config: HfModelConfig } | { readonly success: false; readonly errors: readonly PeftError[] };
 
@@ -173,29 +202,59 @@ const ropeSchema = z
   .nullable()
   .default(null);
 
+/** Keys every Llama-family config reads, with one architecture's defaults. */
+function decoderShape(d: {
+  vocab: number;
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads: number | null;
+  maxPositions: number;
+  bos: number | null;
+  eos: number | null;
+}) {
+  return {
+    ...commonShape,
+    vocab_size: posInt.default(d.vocab),
+    hidden_size: posInt.default(d.hidden),
+    intermediate_size: posInt.default(d.intermediate),
+    num_hidden_layers: posInt.default(d.layers),
+    num_attention_heads: posInt.default(d.heads),
+    num_key_value_heads: posInt.nullable().default(d.kvHeads),
+    head_dim: posInt.nullable().default(null),
+    hidden_act: z.string().default("silu"),
+    max_position_embeddings: posInt.default(d.maxPositions),
+    rms_norm_eps: eps.default(1e-6),
+    bos_token_id: tokenId.default(d.bos),
+    eos_token_id: z.union([z.number().int(), z.array(z.number().int())]).nullable().default(d.eos),
+    tie_word_embeddings: z.boolean().default(false),
+    rope_parameters: ropeSchema,
+    rope_scaling: ropeSchema,
+    rope_theta: z.number().positive().optional(),
+    partial_rotary_factor: z.number().positive().max(1).optional(),
+    attention_dropout: prob.default(0),
+  };
+}
+
 const llamaSchema = z.object({
-  ...commonShape,
-  vocab_size: posInt.default(32000),
-  hidden_size: posInt.default(4096),
-  intermediate_size: posInt.default(11008),
-  num_hidden_layers: posInt.default(32),
-  num_attention_heads: posInt.default(32),
-  num_key_value_heads: posInt.nullable().default(null),
-  head_dim: posInt.nullable().default(null),
-  hidden_act: z.string().default("silu"),
-  max_position_embeddings: posInt.default(2048),
-  rms_norm_eps: eps.default(1e-6),
-  bos_token_id: tokenId.default(1),
-  eos_token_id: z.union([z.number().int(), z.array(z.number().int())]).nullable().default(2),
-  tie_word_embeddings: z.boolean().default(false),
-  rope_parameters: ropeSchema,
-  rope_scaling: ropeSchema,
-  rope_theta: z.number().positive().optional(),
-  partial_rotary_factor: z.number().positive().max(1).optional(),
+  ...decoderShape({ vocab: 32000, hidden: 4096, intermediate: 11008, layers: 32, heads: 32, kvHeads: null, maxPositions: 2048, bos: 1, eos: 2 }),
   attention_bias: z.boolean().default(false),
-  attention_dropout: prob.default(0),
   mlp_bias: z.boolean().default(false),
   pretraining_tp: posInt.nullable().default(1),
+});
+
+const qwen2Schema = z.object({
+  ...decoderShape({ vocab: 151936, hidden: 4096, intermediate: 22016, layers: 32, heads: 32, kvHeads: 32, maxPositions: 32768, bos: null, eos: null }),
+  use_sliding_window: z.boolean().default(false),
+  sliding_window: posInt.nullable().default(4096),
+  max_window_layers: z.number().int().nonnegative().default(28),
+  layer_types: z.array(z.enum(["full_attention", "sliding_attention"])).nullable().default(null),
+});
+
+const mistralSchema = z.object({
+  ...decoderShape({ vocab: 32000, hidden: 4096, intermediate: 14336, layers: 32, heads: 32, kvHeads: 8, maxPositions: 4096 * 32, bos: 1, eos: 2 }),
+  sliding_window: posInt.nullable().default(4096),
 });
 
 type CommonParsed = z.infer<z.ZodObject<typeof commonShape>>;
@@ -319,7 +378,10 @@ function normaliseGpt2(c: z.infer<typeof gpt2Schema>, raw: Record<string, unknow
   };
 }
 
-function normaliseLlama(c: z.infer<typeof llamaSchema>, raw: Record<string, unknown>, file: string, issues: Issues): LlamaConfig {
+type DecoderParsed = z.infer<z.ZodObject<ReturnType<typeof decoderShape>>>;
+
+/** The fields every Llama-family config normalises the same way (RoPE, GQA, head_dim). */
+function decoderOf(c: DecoderParsed, raw: Record<string, unknown>, file: string, issues: Issues) {
   // transformers 5 keeps RoPE settings in `rope_parameters`; 4.x configs use `rope_scaling` + `rope_theta`.
   const ropeKey = c.rope_parameters !== null ? "rope_parameters" : "rope_scaling";
   const rope = c.rope_parameters ?? c.rope_scaling;
@@ -334,14 +396,15 @@ function normaliseLlama(c: z.infer<typeof llamaSchema>, raw: Record<string, unkn
   if (c.num_attention_heads % numKv !== 0) {
     issues.config("num_key_value_heads", `num_attention_heads (${c.num_attention_heads}) must be a multiple of num_key_value_heads (${numKv})`);
   }
+  const headDim = c.head_dim ?? Math.floor(c.hidden_size / c.num_attention_heads);
+  if (headDim % 2 !== 0) issues.config(c.head_dim !== null ? "head_dim" : "num_attention_heads", `the head dimension (${headDim}) must be even for rotary embeddings`);
   return {
-    modelType: "llama",
     ...commonOf(c, raw, file, issues),
     vocabSize: c.vocab_size,
     hiddenSize: c.hidden_size,
     numLayers: c.num_hidden_layers,
     numHeads: c.num_attention_heads,
-    headDim: c.head_dim ?? Math.floor(c.hidden_size / c.num_attention_heads),
+    headDim,
     intermediateSize: c.intermediate_size,
     maxPositionEmbeddings: c.max_position_embeddings,
     activation: activationOf("hidden_act", c.hidden_act, issues),
@@ -349,10 +412,42 @@ function normaliseLlama(c: z.infer<typeof llamaSchema>, raw: Record<string, unkn
     numKeyValueHeads: numKv,
     rmsNormEps: c.rms_norm_eps,
     ropeTheta: rope?.rope_theta ?? c.rope_theta ?? 10000,
-    attentionBias: c.attention_bias,
-    mlpBias: c.mlp_bias,
     attentionDropout: c.attention_dropout,
   };
+}
+
+function normaliseLlama(c: z.infer<typeof llamaSchema>, raw: Record<string, unknown>, file: string, issues: Issues): LlamaConfig {
+  return { modelType: "llama", ...decoderOf(c, raw, file, issues), attentionBias: c.attention_bias, mlpBias: c.mlp_bias };
+}
+
+function normaliseQwen2(c: z.infer<typeof qwen2Schema>, raw: Record<string, unknown>, file: string, issues: Issues): Qwen2Config {
+  // transformers' Qwen2Config: the window exists only with use_sliding_window, and then applies
+  // to layers i ≥ max_window_layers unless `layer_types` lists each layer's kind
+  const slidingWindow = c.use_sliding_window ? c.sliding_window : null;
+  let layerTypes: AttentionLayerType[];
+  if (c.layer_types !== null) {
+    layerTypes = c.layer_types;
+    if (layerTypes.length !== c.num_hidden_layers) {
+      issues.config("layer_types", `lists ${layerTypes.length} layers, but num_hidden_layers is ${c.num_hidden_layers}`);
+    }
+    if (slidingWindow === null && layerTypes.includes("sliding_attention")) {
+      issues.config("layer_types", "lists sliding_attention layers, but the sliding window is off (use_sliding_window false or sliding_window null)");
+    }
+  } else {
+    layerTypes = Array.from({ length: c.num_hidden_layers }, (_, i) => (slidingWindow !== null && i >= c.max_window_layers ? "sliding_attention" : "full_attention"));
+  }
+  return {
+    modelType: "qwen2",
+    ...decoderOf(c, raw, file, issues),
+    useSlidingWindow: c.use_sliding_window,
+    slidingWindow,
+    maxWindowLayers: c.max_window_layers,
+    layerTypes,
+  };
+}
+
+function normaliseMistral(c: z.infer<typeof mistralSchema>, raw: Record<string, unknown>, file: string, issues: Issues): MistralConfig {
+  return { modelType: "mistral", ...decoderOf(c, raw, file, issues), slidingWindow: c.sliding_window };
 }
 
 function zodIssues(error: z.ZodError, issues: Issues): void {
@@ -388,6 +483,14 @@ export function safeParseHfConfig(raw: unknown, file: string): HfConfigResult {
   } else if (mt === "llama") {
     const r = llamaSchema.safeParse(obj);
     if (r.success) config = normaliseLlama(r.data, obj, file, issues);
+    else zodIssues(r.error, issues);
+  } else if (mt === "qwen2") {
+    const r = qwen2Schema.safeParse(obj);
+    if (r.success) config = normaliseQwen2(r.data, obj, file, issues);
+    else zodIssues(r.error, issues);
+  } else if (mt === "mistral") {
+    const r = mistralSchema.safeParse(obj);
+    if (r.success) config = normaliseMistral(r.data, obj, file, issues);
     else zodIssues(r.error, issues);
   } else {
     issues.unsupported("model_type", mt, `peft-ts builds ${SUPPORTED_MODEL_TYPES.join(", ")}`);

@@ -21,6 +21,10 @@ export type {
   BertConfig,
   Gpt2Config,
   LlamaConfig,
+  LlamaFamilyConfig,
+  Qwen2Config,
+  MistralConfig,
+  AttentionLayerType,
   HfModelConfig,
   HfConfigResult,
 } from "./hf-config.js";

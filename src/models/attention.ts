@@ -18,14 +18,21 @@ export function positions(ids: Value): Value {
 
 /**
  * Which keys each query may attend to, as bool [batch, 1, q, k] (or [batch, 1, 1, k] when not
- * causal): key j is visible when its attention_mask is 1 and, for causal models, j ≤ i.
+ * causal): key j is visible when its attention_mask is 1 and, for causal models, j ≤ i; with a
+ * sliding window w also i − j < w (transformers' `kv_idx > q_idx - sliding_window`: the query and
+ * the w − 1 keys before it).
  */
-export function attentionAllowed(mask: Value, causal: boolean): Value {
+export function attentionAllowed(mask: Value, causal: boolean, slidingWindow: number | null = null): Value {
   const keys = G.unsqueeze(G.cast(mask, "bool"), [1, 2]);
   if (!causal) return keys;
   const pos = positions(mask);
-  const later = G.greater(G.unsqueeze(pos, [0]), G.unsqueeze(pos, [1])); // [q, k]: k > q
-  return G.and(keys, G.not(later));
+  const qi = G.unsqueeze(pos, [1]);
+  const kj = G.unsqueeze(pos, [0]);
+  const later = G.greater(kj, qi); // [q, k]: k > q
+  const visible = G.and(keys, G.not(later));
+  if (slidingWindow === null) return visible;
+  const tooOld = G.greater(G.sub(qi, kj), slidingWindow - 1); // [q, k]: q − k ≥ w
+  return G.and(visible, G.not(tooOld));
 }
 
 /** Split the last dim into heads: [B, S, H·D] → [B, H, S, D]. */

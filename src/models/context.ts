@@ -228,11 +228,14 @@ export class ModelContext {
     return null;
   }
 
-  /** A linear layer by HF module name: `${name}.weight` (+ `.bias` if present), rewritten by a tuner hook if any. */
+  /**
+   * A linear layer by HF module name: `${name}.weight` + `.bias` (`bias` true: required, false:
+   * none, absent: if present), rewritten by a tuner hook if any.
+   */
   linear(name: string, x: Value, opts: { fanInFanOut?: boolean; bias?: boolean } = {}): Value {
     const fanInFanOut = opts.fanInFanOut ?? false;
     const weight = this.param(`${name}.weight`);
-    const bias = opts.bias === false || !this.has(`${name}.bias`) ? null : this.param(`${name}.bias`);
+    const bias = opts.bias === true || (opts.bias === undefined && this.has(`${name}.bias`)) ? this.param(`${name}.bias`) : null;
     const [d0, d1] = weight.shape as [number, number];
     const inFeatures = fanInFanOut ? d0 : d1;
     const outFeatures = fanInFanOut ? d1 : d0;

@@ -1,17 +1,19 @@
 /**
  * Llama (`LlamaForCausalLM`): RMSNorm, rotary position embeddings (default rope), grouped-query
- * attention, SwiGLU feed-forward.
+ * attention, SwiGLU feed-forward. `buildLlamaFamily` is the decoder the Llama-shaped architectures
+ * share (qwen2.ts, mistral.ts), with their differences as options: which projections have biases
+ * and each layer's sliding window.
  */
 import * as G from "../graph/api.js";
 import { activation, dropout, rmsNorm } from "../graph/composite.js";
 import type { Value } from "../graph/types.js";
-import type { LlamaConfig } from "../io/hf-config.js";
+import type { LlamaConfig, LlamaFamilyConfig } from "../io/hf-config.js";
 import { attention, attentionAllowed, mergeHeads, positions, splitHeads } from "./attention.js";
 import { type ModelContext, castTensor } from "./context.js";
 import type { ModelDef, ModelInputs, ModelOutputs } from "./model-def.js";
 
 /** cos and sin tables [maxPos, headDim] computed in float32 as transformers does (`inv_freq`, `cat(freqs, freqs)`). */
-function ropeTables(cfg: LlamaConfig, dtype: "float32" | "float64"): { cos: Float64Array; sin: Float64Array } {
+function ropeTables(cfg: LlamaFamilyConfig, dtype: "float32" | "float64"): { cos: Float64Array; sin: Float64Array } {
   const d = cfg.headDim;
   const n = cfg.maxPositionEmbeddings;
   const f = Math.fround;
@@ -35,7 +37,24 @@ function rope(x: Value, cos: Value, sin: Value, headDim: number): Value {
   return G.add(G.mul(x, cos), G.mul(rot, sin));
 }
 
+/** How a Llama-family architecture differs from Llama. */
+export interface LlamaFamilyOptions {
+  /** Biases on q_proj, k_proj, v_proj (required in the weights when true, ignored when false). */
+  readonly qkvBias: boolean;
+  /** Bias on o_proj. */
+  readonly oBias: boolean;
+  /** Biases on gate_proj, up_proj, down_proj. */
+  readonly mlpBias: boolean;
+  /** Layer i's sliding window (a query sees itself and the window − 1 keys before it), or null for full causal attention. */
+  readonly slidingWindow: (layer: number) => number | null;
+}
+
 export function buildLlama(ctx: ModelContext, cfg: LlamaConfig, inputs: ModelInputs): ModelOutputs {
+  const bias = cfg.attentionBias;
+  return buildLlamaFamily(ctx, cfg, inputs, { qkvBias: bias, oBias: bias, mlpBias: cfg.mlpBias, slidingWindow: () => null });
+}
+
+export function buildLlamaFamily(ctx: ModelContext, cfg: LlamaFamilyConfig, inputs: ModelInputs, opts: LlamaFamilyOptions): ModelOutputs {
   const { g } = ctx;
   // the tables are computed in float32 (float64 graphs: float64) and, under float16, rounded once
   // to float16 as transformers does (`cos.to(x.dtype)`)
@@ -53,7 +72,13 @@ export function buildLlama(ctx: ModelContext, cfg: LlamaConfig, inputs: ModelInp
   const pos = positions(hooked.mask);
   const cos = G.gather(mk(tables.cos), pos); // [S, D], broadcasts over [B, H, S, D]
   const sin = G.gather(mk(tables.sin), pos);
-  const allowed = attentionAllowed(hooked.mask, true);
+  // one mask per distinct window, shared by the layers that use it
+  const masks = new Map<number | null, Value>();
+  const allowedFor = (window: number | null): Value => {
+    let m = masks.get(window);
+    if (!m) masks.set(window, (m = attentionAllowed(hooked.mask, true, window)));
+    return m;
+  };
   const hd = cfg.headDim;
   let x = hooked.embeds;
   for (let i = 0; i < cfg.numLayers; i++) {
@@ -61,18 +86,20 @@ export function buildLlama(ctx: ModelContext, cfg: LlamaConfig, inputs: ModelInp
     x = g.withScope(p, () => {
       const h = rmsNorm(x, ctx.param(`${p}.input_layernorm.weight`), cfg.rmsNormEps);
       const a = g.withScope(`${p}.self_attn`, () => {
-        const q = rope(splitHeads(ctx.linear(`${p}.self_attn.q_proj`, h), cfg.numHeads, hd), cos, sin, hd);
-        const k = rope(splitHeads(ctx.linear(`${p}.self_attn.k_proj`, h), cfg.numKeyValueHeads, hd), cos, sin, hd);
-        const v = splitHeads(ctx.linear(`${p}.self_attn.v_proj`, h), cfg.numKeyValueHeads, hd);
+        const qkv = { bias: opts.qkvBias };
+        const q = rope(splitHeads(ctx.linear(`${p}.self_attn.q_proj`, h, qkv), cfg.numHeads, hd), cos, sin, hd);
+        const k = rope(splitHeads(ctx.linear(`${p}.self_attn.k_proj`, h, qkv), cfg.numKeyValueHeads, hd), cos, sin, hd);
+        const v = splitHeads(ctx.linear(`${p}.self_attn.v_proj`, h, qkv), cfg.numKeyValueHeads, hd);
         const drop = (pr: Value) => (ctx.training && cfg.attentionDropout > 0 ? dropout(pr, cfg.attentionDropout, ctx.nextSeed()) : pr);
-        const o = attention(q, k, v, allowed, 1 / Math.sqrt(hd), { heads: cfg.numHeads, kvHeads: cfg.numKeyValueHeads, dropout: drop });
-        return ctx.linear(`${p}.self_attn.o_proj`, mergeHeads(o));
+        const o = attention(q, k, v, allowedFor(opts.slidingWindow(i)), 1 / Math.sqrt(hd), { heads: cfg.numHeads, kvHeads: cfg.numKeyValueHeads, dropout: drop });
+        return ctx.linear(`${p}.self_attn.o_proj`, mergeHeads(o), { bias: opts.oBias });
       });
       const r = G.add(x, a);
       const m = g.withScope(`${p}.mlp`, () => {
         const n2 = rmsNorm(r, ctx.param(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps);
-        const gate = activation(cfg.activation, ctx.linear(`${p}.mlp.gate_proj`, n2));
-        return ctx.linear(`${p}.mlp.down_proj`, G.mul(gate, ctx.linear(`${p}.mlp.up_proj`, n2)));
+        const mlp = { bias: opts.mlpBias };
+        const gate = activation(cfg.activation, ctx.linear(`${p}.mlp.gate_proj`, n2, mlp));
+        return ctx.linear(`${p}.mlp.down_proj`, G.mul(gate, ctx.linear(`${p}.mlp.up_proj`, n2, mlp)), mlp);
       });
       return G.add(r, m);
     });

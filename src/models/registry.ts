@@ -2,12 +2,16 @@
 import { bert } from "./bert.js";
 import { gpt2 } from "./gpt2.js";
 import { llama } from "./llama.js";
+import { mistral } from "./mistral.js";
 import type { ModelConfig, ModelDef } from "./model-def.js";
+import { qwen2 } from "./qwen2.js";
 import { useLite } from "./use-lite/model.js";
 
 export const MODELS: { readonly [K in ModelConfig["modelType"]]: ModelDef<Extract<ModelConfig, { modelType: K }>> } = {
   bert,
   gpt2,
   llama,
+  qwen2,
+  mistral,
   "use-lite": useLite,
 };

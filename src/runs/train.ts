@@ -155,6 +155,8 @@ export const IA3_DEFAULT_TARGETS: Readonly<Record<string, { readonly target: rea
   bert: { target: ["key", "value", "output.dense"], feedforward: ["output.dense"] },
   gpt2: { target: ["c_attn", "mlp.c_proj"], feedforward: ["mlp.c_proj"] },
   llama: { target: ["k_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
+  mistral: { target: ["k_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
+  qwen2: { target: ["q_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
 };
 
 function rawSpec(spec: TargetSpec): string | string[] {

@@ -132,7 +132,7 @@ function configValues(raw: Record<string, unknown>, parsed: HfModelConfig | null
         hiddenSize: parsed.hiddenSize,
         numLayers: parsed.numLayers,
         numHeads: parsed.numHeads,
-        ...(parsed.modelType === "llama" ? { numKeyValueHeads: parsed.numKeyValueHeads } : {}),
+        ...("numKeyValueHeads" in parsed ? { numKeyValueHeads: parsed.numKeyValueHeads } : {}),
         headDim: parsed.headDim,
         intermediateSize: parsed.intermediateSize,
         vocabSize: parsed.vocabSize,
