@@ -10,6 +10,7 @@
 import { cpus } from "node:os";
 import { performance } from "node:perf_hooks";
 import { type Command, Option } from "commander";
+import { evalDim } from "../src/graph/dim.js";
 import { grad } from "../src/graph/autodiff.js";
 import type { Value } from "../src/graph/types.js";
 import { liveNodes } from "../src/graph/onnx.js";
@@ -21,6 +22,9 @@ import { AdamW } from "../src/train/optim/adamw.js";
 import { TrainStep } from "../src/train/step.js";
 import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
 import { TRAIN_MODELS, type TrainModel, randomBatch, trainWorkload } from "./train-step.js";
+
+/** Dims (`8`, `"batch"`, `"batch*seq"`, `"seq+4"`) evaluate with the graph layer's one evaluator. */
+export { evalDim };
 
 const MiB = 2 ** 20;
 const mib = (bytes: number) => Math.round((bytes / MiB) * 10) / 10;
@@ -76,24 +80,6 @@ export interface MemoryBenchResult {
   /** peak − RSS before anything was built: what training added to the process. */
   readonly addedByTrainingMiB: number;
   readonly addedOverEstimate: number;
-}
-
-/** Evaluates a dim (`8`, `"batch"`, `"batch*seq"`, `"seq+4"`) for the given symbol values; null if unknown or ambiguous. */
-export function evalDim(d: number | string | null, symbols: Readonly<Record<string, number>>): number | null {
-  if (d === null) return null;
-  if (typeof d === "number") return d;
-  if (d.includes("+") && d.includes("*")) return null; // a product of sums is spelled ambiguously
-  let sum = 0;
-  for (const term of d.split("+")) {
-    let prod = 1;
-    for (const f of term.split("*")) {
-      const v = /^\d+$/.test(f) ? Number(f) : symbols[f];
-      if (v === undefined) return null;
-      prod *= v;
-    }
-    sum += prod;
-  }
-  return sum;
 }
 
 const BYTES: Record<string, number> = { float32: 4, float64: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1 };

@@ -5,6 +5,7 @@
  */
 import { GraphBuildError } from "../errors.js";
 import type { DType } from "../tensor.js";
+import { foldDim, parseDimOrName } from "./dim.js";
 import type { Graph } from "./graph.js";
 import type { Dim, Value } from "./types.js";
 
@@ -206,24 +207,18 @@ function cached(g: Graph, key: string, make: () => Value | null): Value | null {
   return v;
 }
 
-/** A symbolic dim (`"batch"`, `"batch*seq"`, `"seq+4"`) as int64 [1], read off the graph inputs' shapes. */
+/** A symbolic dim (`"batch"`, `"batch*seq"`, `"(seq+4)*batch"`) as int64 [1], read off the graph inputs' shapes. */
 function symbolicDim(g: Graph, d: string): Value | null {
   return cached(g, `dim:${d}`, () => {
-    // dimProduct(["seq+4", "batch"]) spells "seq+4*batch": sums inside products are ambiguous
-    if (d.includes("+") && d.includes("*")) return null;
-    if (d.includes("+")) {
-      const parts = d.split("+").map((t) => (/^\d+$/.test(t) ? g.ints([Number(t)]) : symbolicDim(g, t)));
-      return parts.every((p) => p !== null) ? parts.reduce((acc, p) => add(acc!, p!))! : null;
+    const e = parseDimOrName(d)!;
+    if (e.kind === "sym") {
+      for (const inp of g.inputs) {
+        const j = inp.shape.indexOf(e.name);
+        if (j >= 0) return slice(shapeOf(inp), [j], [j + 1], [0]);
+      }
+      return null;
     }
-    if (d.includes("*")) {
-      const parts = d.split("*").map((t) => (/^\d+$/.test(t) ? g.ints([Number(t)]) : symbolicDim(g, t)));
-      return parts.every((p) => p !== null) ? parts.reduce((acc, p) => mul(acc!, p!))! : null;
-    }
-    for (const inp of g.inputs) {
-      const j = inp.shape.indexOf(d);
-      if (j >= 0) return slice(shapeOf(inp), [j], [j + 1], [0]);
-    }
-    return null;
+    return foldDim<Value>(e, { num: (n) => g.ints([n]), sym: (name) => symbolicDim(g, name), add, mul });
   });
 }
 

@@ -11,6 +11,7 @@
  * gradient). Elementwise work, softmax and norms are not counted: this is the matmul FLOP count
  * used for achieved-FLOP/s ratios against `measureMatmulCeiling`.
  */
+import { foldDim, parseDimOrName } from "./dim.js";
 import type { Graph } from "./graph.js";
 import type { Node, Shape, Value } from "./types.js";
 
@@ -65,14 +66,8 @@ export function matmulTerms(g: Graph, trainableNames: ReadonlySet<string>): Matm
  * the graph layer writes them (`batch*seq`, `seq+8`); any other symbol counts as the padded length.
  */
 export function dimValue(d: Shape[number], batch: number, seq: number): number {
-  if (typeof d === "number") return d;
-  if (d === null) return seq;
-  const factor = (f: string): number => {
-    const t = f.trim().replace(/^\((.*)\)$/, "$1");
-    if (/^\d+$/.test(t)) return Number(t);
-    return t === "batch" ? batch : seq;
-  };
-  return d.split("+").reduce((sum, term) => sum + term.split("*").reduce((p, f) => p * factor(f), 1), 0);
+  const e = parseDimOrName(d);
+  return e === null ? seq : foldDim(e, { num: (n) => n, sym: (name) => (name === "batch" ? batch : seq), add: (a, b) => a + b, mul: (a, b) => a * b })!;
 }
 
 /** Forward matmul FLOPs (2·M·K·N per product) for one batch of `batch` rows padded to `seq` tokens. */

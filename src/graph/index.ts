@@ -10,3 +10,4 @@ export { gelu, geluTanh, silu, activation, rmsNorm, linear, dense, crossEntropy,
 export { emulateHalf } from "./half-emulation.js";
 export { gradCheck, type GradCheckInput, type GradCheckOptions, type GradCheckResult } from "./gradcheck.js";
 export { matmulTerms, dimValue, forwardFlops, trainingFlops, type MatmulTerm, type FlopSplit } from "./flops.js";
+export { type DimExpr, type DimAlgebra, parseDim, parseDimOrName, formatDim, foldDim, evalDim, productFactors, dimNum, dimSym } from "./dim.js";

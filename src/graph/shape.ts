@@ -1,4 +1,5 @@
 import { GraphBuildError } from "../errors.js";
+import { type DimExpr, dimNum, formatDim, parseDimOrName } from "./dim.js";
 import type { Dim, Shape } from "./types.js";
 
 /** Broadcast two shapes with numpy rules; symbolic dims must match exactly or be 1. */
@@ -29,23 +30,23 @@ export function normAxis(op: string, axis: number, rank: number): number {
 /** Product of dims, symbolic when any dim is a symbol (`"batch*seq"`), null when any is unknown. */
 export function dimProduct(dims: readonly Dim[]): Dim {
   let num = 1;
-  const syms: string[] = [];
+  const syms: DimExpr[] = [];
   for (const d of dims) {
     if (d === null) return null;
     if (typeof d === "number") num *= d;
-    else syms.push(d);
+    else syms.push(parseDimOrName(d)!);
   }
   if (syms.length === 0) return num;
   if (num === 0) return 0;
-  const parts = num === 1 ? syms : [...syms, String(num)];
-  return parts.join("*");
+  const factors = num === 1 ? syms : [...syms, dimNum(num)];
+  return formatDim(factors.length === 1 ? factors[0]! : { kind: "product", factors });
 }
 
 /** Sum of dims (for Concat). */
 export function dimSum(dims: readonly Dim[]): Dim {
   if (dims.every((d): d is number => typeof d === "number")) return dims.reduce((s, d) => s + d, 0);
   if (dims.some((d) => d === null)) return null;
-  return dims.map(String).join("+");
+  return formatDim({ kind: "sum", terms: dims.map((d) => parseDimOrName(d)!) });
 }
 
 export function sameDim(a: Dim, b: Dim): boolean {

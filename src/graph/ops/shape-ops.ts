@@ -3,23 +3,19 @@ import type { OpName } from "./names.js";
 import { GraphBuildError, NoGradientError } from "../../errors.js";
 import * as G from "../api.js";
 import { nonDifferentiable, type OpDef } from "../op-def.js";
+import { formatDim, parseDimOrName, productFactors } from "../dim.js";
 import { broadcastShapes, dimProduct, dimSum, normAxis } from "../shape.js";
 import type { Dim, Value } from "../types.js";
 import { arity, constInts, isFloat, requireConstInts } from "./common.js";
 
 const BIG = 2 ** 53 - 1;
 
-/** Split a dim into its numeric factor and symbolic factors (`"batch*seq*4"` → 4, [batch, seq]). */
-function factors(d: Dim): { num: number; syms: string[] } | null {
-  if (d === null) return null;
-  if (typeof d === "number") return { num: d, syms: [] };
-  let num = 1;
-  const syms: string[] = [];
-  for (const p of d.split("*")) {
-    if (/^\d+$/.test(p)) num *= Number(p);
-    else syms.push(p);
-  }
-  return { num, syms };
+/** Split a dim into its numeric factor and its other factors (`"batch*seq*4"` → 4, [batch, seq]). */
+function factors(d: Dim): { num: number; syms: Dim[] } | null {
+  const e = parseDimOrName(d);
+  if (!e) return null;
+  const { num, rest } = productFactors(e);
+  return { num, syms: rest.map(formatDim) };
 }
 
 function divideDims(total: Dim, known: Dim): Dim {
