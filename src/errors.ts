@@ -137,6 +137,21 @@ export class TokenizerError extends PeftError {
   }
 }
 
+/** Why a chat template could not be applied. */
+export type ChatTemplateFault = "missing" | "syntax" | "raised" | "render" | "messages" | "options";
+
+/**
+ * A chat template could not be applied: the tokenizer has none (or not the named one), its Jinja
+ * does not parse, it called `raise_exception(...)` (e.g. roles that do not alternate), it failed
+ * while rendering, or the messages/options are malformed.
+ */
+export class ChatTemplateError extends PeftError {
+  readonly code = "PEFT_ERR_CHAT_TEMPLATE";
+  constructor(readonly source: string, readonly fault: ChatTemplateFault, readonly detail: string, options?: { cause?: unknown }) {
+    super(`${source}: chat template ${fault === "raised" ? "raised an exception" : fault === "syntax" ? "syntax error" : fault === "missing" ? "not found" : fault === "render" ? "failed to render" : `invalid ${fault}`}: ${detail}`, options);
+  }
+}
+
 /** A dataset file has a bad row (invalid JSON, missing text or label, wrong CSV column count…) or cannot be read. */
 export class DatasetError extends PeftError {
   readonly code = "PEFT_ERR_DATASET";

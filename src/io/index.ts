@@ -1,4 +1,4 @@
-/** Public API of the IO layer: atomic writes, safetensors, HF config/tokenizer files, PEFT adapter folders. */
+/** Public API of the IO layer: atomic writes, safetensors, HF config/tokenizer/chat-template/generation-config files, PEFT adapter folders. */
 export { writeFileAtomic, writeFileAtomicWith, writeFilesAtomic, tempPathFor } from "./atomic.js";
 export type { AtomicFile, FdWriter } from "./atomic.js";
 export {
@@ -29,6 +29,19 @@ export type {
   HfConfigResult,
 } from "./hf-config.js";
 export { HfTokenizer, loadTokenizer } from "./tokenizer.js";
+export {
+  parseTokenizerConfig,
+  parseChatTemplateField,
+  loadTokenizerConfig,
+  tokenizerConfigJson,
+  TOKENIZER_CONFIG_NAME,
+  SPECIAL_TOKEN_KEYS,
+} from "./tokenizer-config.js";
+export type { TokenizerConfig, AddedTokenSpec, ChatTemplateSource, SpecialTokenKey } from "./tokenizer-config.js";
+export { applyChatTemplate, selectChatTemplate } from "./chat-template.js";
+export type { ChatMessage, ChatTemplateOptions } from "./chat-template.js";
+export { parseGenerationConfig, loadGenerationConfig, GENERATION_CONFIG_NAME } from "./generation-config.js";
+export type { GenerationConfig } from "./generation-config.js";
 export type {
   Side,
   Padding,
@@ -38,6 +51,7 @@ export type {
   BatchEncodeOptions,
   Encoded,
   BatchEncoding,
+  TokenizerChatOptions,
 } from "./tokenizer.js";
 export {
   validateAdapterName,

@@ -3,14 +3,19 @@
  * `@huggingface/tokenizers`, with what transformers adds on top: padding (left/right, to the
  * longest row or to a fixed length), truncation that keeps the special tokens (strategy
  * `longest_first` for pairs, as the Rust tokenizers), int64 batch tensors, and the pad token /
- * sides / `model_max_length` read from the config files.
+ * sides / `model_max_length` read from the config files. The special tokens, `add_bos_token` /
+ * `add_eos_token`, `added_tokens_decoder` and the chat template come from `tokenizer_config.json`
+ * (see tokenizer-config.ts; `chat_template.jinja` and `additional_chat_templates/*.jinja` next to it
+ * take precedence, as in transformers), and `applyChatTemplate` / `encodeChat` render chats.
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { ConfigError, TokenizerError } from "../errors.js";
 import { tensor, type Tensor } from "../tensor.js";
+import { type ChatMessage, type ChatTemplateOptions, applyChatTemplate } from "./chat-template.js";
 import { readJsonObject } from "./json-file.js";
+import { TOKENIZER_CONFIG_NAME, type ChatTemplateSource, type TokenizerConfig, parseTokenizerConfig, tokenizerConfigJson } from "./tokenizer-config.js";
 
 export type Side = "left" | "right";
 
@@ -70,21 +75,10 @@ export interface BatchEncoding {
   readonly lengths: number[];
 }
 
-/** transformers writes `int(1e30)` when a tokenizer has no maximum length. */
-const VERY_LARGE = 1e15;
 const PLACEHOLDER = "\u0000\uffffpeft-ts:";
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-/** `pad_token` in tokenizer_config.json is a string or a serialised AddedToken `{content: …}`. */
-function tokenString(v: unknown): string | null | undefined {
-  if (v === undefined) return undefined;
-  if (v === null) return null;
-  if (typeof v === "string") return v;
-  if (isObject(v) && typeof v["content"] === "string") return v["content"];
-  return undefined;
 }
 
 function sideOf(v: unknown, file: string, key: string): Side | undefined {
@@ -93,6 +87,9 @@ function sideOf(v: unknown, file: string, key: string): Side | undefined {
   if (s === "left" || s === "right") return s;
   throw new ConfigError(file, key, `must be "left" or "right", got ${JSON.stringify(v)}`);
 }
+
+/** Chat options of a tokenizer: the special tokens and templates come from its config. */
+export type TokenizerChatOptions = Omit<ChatTemplateOptions, "chatTemplate" | "bosToken" | "eosToken" | "unkToken" | "padToken" | "source">;
 
 interface Content {
   readonly ids: number[];
@@ -105,13 +102,38 @@ export class HfTokenizer {
   readonly paddingSide: Side;
   readonly truncationSide: Side;
   readonly modelMaxLength: number | null;
+  /** tokenizer_config.json as parsed (special tokens, added tokens, chat template…). */
+  readonly config: TokenizerConfig;
+  readonly bosToken: string | null;
+  readonly bosTokenId: number | null;
+  readonly eosToken: string | null;
+  readonly eosTokenId: number | null;
+  readonly unkToken: string | null;
+  readonly unkTokenId: number | null;
+  /** `add_bos_token` / `add_eos_token` of tokenizer_config.json (null when absent; the post-processor in tokenizer.json decides). */
+  readonly addBosToken: boolean | null;
+  readonly addEosToken: boolean | null;
+  /** The chat template(s); null when the tokenizer has none. */
+  readonly chatTemplate: ChatTemplateSource | null;
 
   private constructor(
     /** tokenizer.json path (or a label) for error messages. */
     readonly file: string,
     private readonly tok: Tokenizer,
     settings: TokenizerSettings,
+    config: TokenizerConfig,
+    ids: { readonly bos: number | null; readonly eos: number | null; readonly unk: number | null },
   ) {
+    this.config = config;
+    this.bosToken = config.bosToken;
+    this.bosTokenId = ids.bos;
+    this.eosToken = config.eosToken;
+    this.eosTokenId = ids.eos;
+    this.unkToken = config.unkToken;
+    this.unkTokenId = ids.unk;
+    this.addBosToken = config.addBosToken;
+    this.addEosToken = config.addEosToken;
+    this.chatTemplate = config.chatTemplate;
     this.padToken = settings.padToken;
     this.padTokenId = settings.padTokenId;
     this.paddingSide = settings.paddingSide;
@@ -154,9 +176,12 @@ export class HfTokenizer {
     } catch (e) {
       throw new ConfigError(file, "", `cannot build the tokenizer: ${(e as Error).message}`, { cause: e });
     }
+    const parsed = parseTokenizerConfig(tokenizerConfig, configFile);
     const padding = isObject(json["padding"]) ? json["padding"] : {};
-    let padToken = overrides.padToken ?? tokenString(config["pad_token"]);
-    if (padToken === undefined) padToken = typeof padding["pad_token"] === "string" ? padding["pad_token"] : null;
+    let padToken: string | null;
+    if (overrides.padToken !== undefined) padToken = overrides.padToken;
+    else if (config["pad_token"] !== undefined) padToken = parsed.padToken;
+    else padToken = typeof padding["pad_token"] === "string" ? padding["pad_token"] : null;
     let padTokenId: number | null = null;
     if (padToken !== null) {
       const id = tok.token_to_id(padToken);
@@ -166,19 +191,53 @@ export class HfTokenizer {
       }
       padTokenId = id;
     }
-    const rawMax = config["model_max_length"];
-    if (rawMax !== undefined && rawMax !== null && !(typeof rawMax === "number" && Number.isInteger(rawMax) && rawMax > 0)) {
-      throw new ConfigError(configFile, "model_max_length", `must be a positive integer, got ${JSON.stringify(rawMax)}`);
-    }
-    const fileMax = typeof rawMax === "number" && rawMax < VERY_LARGE ? rawMax : null;
+    // the special tokens a config names must be tokens of tokenizer.json
+    const idOf = (token: string | null, key: string): number | null => {
+      if (token === null) return null;
+      const id = tok.token_to_id(token);
+      if (id === undefined) throw new ConfigError(configFile, key, `'${token}' is not in the vocabulary of ${file}`);
+      return id;
+    };
+    const ids = { bos: idOf(parsed.bosToken, "bos_token"), eos: idOf(parsed.eosToken, "eos_token"), unk: idOf(parsed.unkToken, "unk_token") };
     const settings: TokenizerSettings = {
       padToken,
       padTokenId,
-      paddingSide: overrides.paddingSide ?? sideOf(config["padding_side"], configFile, "padding_side") ?? sideOf(padding["direction"], file, "padding.direction") ?? "right",
-      truncationSide: overrides.truncationSide ?? sideOf(config["truncation_side"], configFile, "truncation_side") ?? "right",
-      modelMaxLength: overrides.modelMaxLength !== undefined ? overrides.modelMaxLength : fileMax,
+      paddingSide: overrides.paddingSide ?? parsed.paddingSide ?? sideOf(padding["direction"], file, "padding.direction") ?? "right",
+      truncationSide: overrides.truncationSide ?? parsed.truncationSide ?? "right",
+      modelMaxLength: overrides.modelMaxLength !== undefined ? overrides.modelMaxLength : parsed.modelMaxLength,
     };
-    return new HfTokenizer(file, tok, settings);
+    return new HfTokenizer(file, tok, settings, parsed, ids);
+  }
+
+  /**
+   * The chat as prompt text (transformers' `apply_chat_template(messages, tokenize=False)`), with
+   * this tokenizer's template(s) and special tokens. `template` picks a named template or gives a
+   * Jinja source.
+   */
+  applyChatTemplate(messages: readonly ChatMessage[], options: TokenizerChatOptions = {}): string {
+    const c = this.config;
+    const extra: Record<string, unknown> = {};
+    for (const k of ["sep_token", "cls_token", "mask_token"] as const) if (c.specialTokens[k] !== null) extra[k] = c.specialTokens[k];
+    if (c.additionalSpecialTokens.length > 0) extra["additional_special_tokens"] = c.additionalSpecialTokens;
+    return applyChatTemplate(messages, {
+      ...options,
+      variables: { ...extra, ...options.variables },
+      chatTemplate: c.chatTemplate,
+      bosToken: c.bosToken,
+      eosToken: c.eosToken,
+      unkToken: c.unkToken,
+      padToken: this.padToken,
+      source: c.file,
+    });
+  }
+
+  /**
+   * The chat's token ids (transformers' `apply_chat_template(messages, tokenize=True)`): the
+   * rendered text encoded without the post-processor's special tokens, since the template writes
+   * its own (so a BOS is never doubled).
+   */
+  encodeChat(messages: readonly ChatMessage[], options: TokenizerChatOptions = {}): number[] {
+    return this.encode(this.applyChatTemplate(messages, options), { addSpecialTokens: false }).ids;
   }
 
   /** Reads `tokenizer.json` and, if given and present, `tokenizer_config.json`. */
@@ -358,7 +417,12 @@ export class HfTokenizer {
   }
 }
 
-/** Loads `<dir>/tokenizer.json` and, when present, `<dir>/tokenizer_config.json`. */
+/**
+ * Loads `<dir>/tokenizer.json` and, when present, `<dir>/tokenizer_config.json` (and the chat
+ * templates in `chat_template.jinja` / `additional_chat_templates/`).
+ */
 export function loadTokenizer(dir: string, overrides: TokenizerOverrides = {}): HfTokenizer {
-  return HfTokenizer.fromFiles(join(dir, "tokenizer.json"), join(dir, "tokenizer_config.json"), overrides);
+  const jsonPath = join(dir, "tokenizer.json");
+  const json = readJsonObject(jsonPath, "peft-ts needs the fast-tokenizer file tokenizer.json (save it with transformers' save_pretrained)");
+  return HfTokenizer.fromJson(json, tokenizerConfigJson(dir), jsonPath, overrides, join(dir, TOKENIZER_CONFIG_NAME));
 }
