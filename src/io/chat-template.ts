@@ -7,6 +7,7 @@
  */
 import { Template, parse, tokenize } from "@huggingface/jinja";
 import { ChatTemplateError } from "../errors.js";
+import { isJsonObject } from "./json-file.js";
 import type { ChatTemplateSource } from "./tokenizer-config.js";
 
 /** One chat message: `role` and `content` (text, a list of content parts, or null), plus any field a template reads (`tool_calls`, `name`…). */
@@ -41,10 +42,6 @@ export interface ChatTemplateOptions {
   readonly variables?: Readonly<Record<string, unknown>>;
   /** Where the template came from, for error messages (e.g. the tokenizer_config.json path). */
   readonly source?: string;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
 /** transformers' `get_chat_template`: the Jinja source to render. */
@@ -99,10 +96,10 @@ class RaisedInTemplate extends Error {}
 function checkMessages(messages: unknown, label: string): asserts messages is readonly ChatMessage[] {
   if (!Array.isArray(messages)) throw new ChatTemplateError(label, "messages", "messages must be a list of {role, content} objects");
   messages.forEach((m: unknown, i) => {
-    if (!isObject(m)) throw new ChatTemplateError(label, "messages", `message ${i} must be an object, got ${JSON.stringify(m)}`);
+    if (!isJsonObject(m)) throw new ChatTemplateError(label, "messages", `message ${i} must be an object, got ${JSON.stringify(m)}`);
     if (typeof m["role"] !== "string") throw new ChatTemplateError(label, "messages", `message ${i} needs a string "role"`);
     const c = m["content"];
-    if (c !== undefined && c !== null && typeof c !== "string" && !(Array.isArray(c) && c.every(isObject))) {
+    if (c !== undefined && c !== null && typeof c !== "string" && !(Array.isArray(c) && c.every(isJsonObject))) {
       throw new ChatTemplateError(label, "messages", `message ${i}: "content" must be a string, a list of content parts or null`);
     }
   });

@@ -2,6 +2,11 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { ConfigError, MissingFileError } from "../errors.js";
 
+/** A JSON object (not null, not an array). */
+export function isJsonObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
 /** Reads and parses a JSON file. Missing → `MissingFileError`; unparsable → `ConfigError`. */
 export function readJsonFile(file: string, hint = ""): unknown {
   if (!existsSync(file) || !statSync(file).isFile()) throw new MissingFileError(file, hint);

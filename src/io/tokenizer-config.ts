@@ -8,7 +8,7 @@
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError } from "../errors.js";
-import { readJsonObject } from "./json-file.js";
+import { isJsonObject, readJsonObject } from "./json-file.js";
 
 export const TOKENIZER_CONFIG_NAME = "tokenizer_config.json";
 
@@ -60,15 +60,11 @@ export interface TokenizerConfig {
 /** transformers writes `int(1e30)` when a tokenizer has no maximum length. */
 const VERY_LARGE = 1e15;
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
 /** A special token: a string, null, or a serialised AddedToken (`{"__type": "AddedToken", "content": …}`). */
 function tokenOf(v: unknown, file: string, key: string): string | null {
   if (v === undefined || v === null) return null;
   if (typeof v === "string") return v;
-  if (isObject(v) && typeof v["content"] === "string") return v["content"];
+  if (isJsonObject(v) && typeof v["content"] === "string") return v["content"];
   throw new ConfigError(file, key, `must be a token string, null or an AddedToken object with a string "content", got ${JSON.stringify(v)}`);
 }
 
@@ -84,7 +80,8 @@ function stringOf(v: unknown, file: string, key: string): string | null {
   return v;
 }
 
-function sideOf(v: unknown, file: string, key: string): "left" | "right" | null {
+/** `padding_side` / `truncation_side` (any case); null when unset. */
+export function sideOf(v: unknown, file: string, key: string): "left" | "right" | null {
   if (v === undefined || v === null) return null;
   const s = typeof v === "string" ? v.toLowerCase() : v;
   if (s === "left" || s === "right") return s;
@@ -94,11 +91,11 @@ function sideOf(v: unknown, file: string, key: string): "left" | "right" | null 
 function addedTokensOf(v: unknown, file: string): Map<number, AddedTokenSpec> {
   const out = new Map<number, AddedTokenSpec>();
   if (v === undefined || v === null) return out;
-  if (!isObject(v)) throw new ConfigError(file, "added_tokens_decoder", "must be an object mapping token ids to AddedToken objects");
+  if (!isJsonObject(v)) throw new ConfigError(file, "added_tokens_decoder", "must be an object mapping token ids to AddedToken objects");
   for (const [id, t] of Object.entries(v)) {
     const key = `added_tokens_decoder.${id}`;
     if (!/^(0|[1-9]\d*)$/u.test(id)) throw new ConfigError(file, key, "token ids must be non-negative integers");
-    if (!isObject(t) || typeof t["content"] !== "string") throw new ConfigError(file, key, `must be an AddedToken object with a string "content", got ${JSON.stringify(t)}`);
+    if (!isJsonObject(t) || typeof t["content"] !== "string") throw new ConfigError(file, key, `must be an AddedToken object with a string "content", got ${JSON.stringify(t)}`);
     const flag = (name: string, dflt: boolean): boolean => boolOf(t[name], file, `${key}.${name}`) ?? dflt;
     out.set(Number(id), {
       content: t["content"],
@@ -115,7 +112,7 @@ function addedTokensOf(v: unknown, file: string): Map<number, AddedTokenSpec> {
 function tokenListOf(v: unknown, file: string, key: string): string[] {
   if (v === undefined || v === null) return [];
   // transformers 5 may write named extra special tokens as an object
-  const items = Array.isArray(v) ? v.map((t, i) => [String(i), t] as const) : isObject(v) ? Object.entries(v) : null;
+  const items = Array.isArray(v) ? v.map((t, i) => [String(i), t] as const) : isJsonObject(v) ? Object.entries(v) : null;
   if (items === null) throw new ConfigError(file, key, `must be a list of tokens, got ${JSON.stringify(v)}`);
   return items.map(([i, t]) => {
     const s = tokenOf(t, file, `${key}.${i}`);
@@ -131,7 +128,7 @@ export function parseChatTemplateField(v: unknown, file: string, key = "chat_tem
   if (!Array.isArray(v)) throw new ConfigError(file, key, `must be a template string or a list of {"name", "template"} objects, got ${typeof v}`);
   const named: Record<string, string> = {};
   v.forEach((t, i) => {
-    if (!isObject(t) || typeof t["name"] !== "string" || typeof t["template"] !== "string") {
+    if (!isJsonObject(t) || typeof t["name"] !== "string" || typeof t["template"] !== "string") {
       throw new ConfigError(file, `${key}.${i}`, `must be an object with string "name" and "template", got ${JSON.stringify(t)?.slice(0, 80)}`);
     }
     if (Object.hasOwn(named, t["name"])) throw new ConfigError(file, `${key}.${i}.name`, `duplicate template name ${JSON.stringify(t["name"])}`);
@@ -142,7 +139,7 @@ export function parseChatTemplateField(v: unknown, file: string, key = "chat_tem
 
 /** Validates a parsed `tokenizer_config.json`. */
 export function parseTokenizerConfig(raw: unknown, file = "tokenizer_config.json"): TokenizerConfig {
-  if (!isObject(raw)) throw new ConfigError(file, "", "tokenizer_config.json must hold a JSON object");
+  if (!isJsonObject(raw)) throw new ConfigError(file, "", "tokenizer_config.json must hold a JSON object");
   const special = Object.fromEntries(SPECIAL_TOKEN_KEYS.map((k) => [k, tokenOf(raw[k], file, k)])) as Record<SpecialTokenKey, string | null>;
   const rawMax = raw["model_max_length"];
   if (rawMax !== undefined && rawMax !== null && !(typeof rawMax === "number" && Number.isInteger(rawMax) && rawMax > 0)) {

@@ -14,8 +14,8 @@ import { Tokenizer } from "@huggingface/tokenizers";
 import { ConfigError, TokenizerError } from "../errors.js";
 import { tensor, type Tensor } from "../tensor.js";
 import { type ChatMessage, type ChatTemplateOptions, applyChatTemplate } from "./chat-template.js";
-import { readJsonObject } from "./json-file.js";
-import { TOKENIZER_CONFIG_NAME, type ChatTemplateSource, type TokenizerConfig, parseTokenizerConfig, tokenizerConfigJson } from "./tokenizer-config.js";
+import { isJsonObject, readJsonObject } from "./json-file.js";
+import { TOKENIZER_CONFIG_NAME, type ChatTemplateSource, type TokenizerConfig, parseTokenizerConfig, sideOf, tokenizerConfigJson } from "./tokenizer-config.js";
 
 export type Side = "left" | "right";
 
@@ -76,17 +76,6 @@ export interface BatchEncoding {
 }
 
 const PLACEHOLDER = "\u0000\uffffpeft-ts:";
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-function sideOf(v: unknown, file: string, key: string): Side | undefined {
-  if (v === undefined || v === null) return undefined;
-  const s = typeof v === "string" ? v.toLowerCase() : v;
-  if (s === "left" || s === "right") return s;
-  throw new ConfigError(file, key, `must be "left" or "right", got ${JSON.stringify(v)}`);
-}
 
 /** Chat options of a tokenizer: the special tokens and templates come from its config. */
 export type TokenizerChatOptions = Omit<ChatTemplateOptions, "chatTemplate" | "bosToken" | "eosToken" | "unkToken" | "padToken" | "source">;
@@ -152,9 +141,9 @@ export class HfTokenizer {
     overrides: TokenizerOverrides = {},
     configFile = "tokenizer_config.json",
   ): HfTokenizer {
-    if (!isObject(tokenizerJson)) throw new ConfigError(file, "", "tokenizer.json must hold a JSON object");
-    if (!isObject(tokenizerJson["model"])) throw new ConfigError(file, "model", "missing or not an object");
-    if (!isObject(tokenizerConfig)) throw new ConfigError(configFile, "", "tokenizer_config.json must hold a JSON object");
+    if (!isJsonObject(tokenizerJson)) throw new ConfigError(file, "", "tokenizer.json must hold a JSON object");
+    if (!isJsonObject(tokenizerJson["model"])) throw new ConfigError(file, "model", "missing or not an object");
+    if (!isJsonObject(tokenizerConfig)) throw new ConfigError(configFile, "", "tokenizer_config.json must hold a JSON object");
     const model = tokenizerJson["model"];
     // The Rust format may omit null components; the JS library wants every key present.
     const json: Record<string, unknown> = {
@@ -177,7 +166,7 @@ export class HfTokenizer {
       throw new ConfigError(file, "", `cannot build the tokenizer: ${(e as Error).message}`, { cause: e });
     }
     const parsed = parseTokenizerConfig(tokenizerConfig, configFile);
-    const padding = isObject(json["padding"]) ? json["padding"] : {};
+    const padding = isJsonObject(json["padding"]) ? json["padding"] : {};
     let padToken: string | null;
     if (overrides.padToken !== undefined) padToken = overrides.padToken;
     else if (config["pad_token"] !== undefined) padToken = parsed.padToken;
