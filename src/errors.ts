@@ -337,3 +337,68 @@ export class UnknownOutputError extends PeftError {
     super(`${where}: the graph has no output '${output}' (outputs: ${known.join(", ") || "none"}); use one of its output names`);
   }
 }
+
+/** A request names a model (base or adapter) the server does not serve. */
+export class UnknownModelError extends PeftError {
+  readonly code = "PEFT_ERR_UNKNOWN_MODEL";
+  constructor(readonly model: string, readonly known: readonly string[]) {
+    super(`model ${JSON.stringify(model)} does not exist; served models: ${known.join(", ") || "none"} (GET /v1/models lists them, POST /v1/load_lora_adapter adds one)`);
+  }
+}
+
+/** An HTTP request body is invalid: a missing or mistyped field, a value out of range. */
+export class InvalidRequestError extends PeftError {
+  readonly code = "PEFT_ERR_INVALID_REQUEST";
+  /** `param` is the body field at fault (dotted path), or null for the whole body. */
+  constructor(readonly param: string | null, readonly issue: string) {
+    super(`${param ? `'${param}': ` : ""}${issue}`);
+  }
+}
+
+/** A request to a server started with `--api-key` has no or a wrong `Authorization: Bearer` key. */
+export class AuthenticationError extends PeftError {
+  readonly code = "PEFT_ERR_AUTHENTICATION";
+  constructor(readonly reason: string) {
+    super(`${reason}; send the server's key as 'Authorization: Bearer <key>' (the openai client's apiKey)`);
+  }
+}
+
+/** The server's request queue is full; retry after `retryAfterSeconds`. */
+export class QueueFullError extends PeftError {
+  readonly code = "PEFT_ERR_QUEUE_FULL";
+  constructor(readonly limit: number, readonly retryAfterSeconds: number) {
+    super(`the server is busy (${limit} requests running or waiting); retry after ${retryAfterSeconds} s`);
+  }
+}
+
+/** The server is shutting down (SIGTERM): it finishes running requests and refuses new ones. */
+export class ServerDrainingError extends PeftError {
+  readonly code = "PEFT_ERR_SERVER_DRAINING";
+  constructor() {
+    super("the server is shutting down and accepts no new requests; retry on another instance or after the restart");
+  }
+}
+
+/** An adapter path given to the server resolves outside `--adapter-root` (or runtime loading is off). */
+export class AdapterPathError extends PeftError {
+  readonly code = "PEFT_ERR_ADAPTER_PATH";
+  constructor(readonly path: string, readonly root: string | null, readonly reason: string) {
+    super(`adapter path ${JSON.stringify(path)}: ${reason}`);
+  }
+}
+
+/** An endpoint is asked of a model that cannot do it (embeddings of a causal LM, classify without a head…). */
+export class UnsupportedTaskError extends PeftError {
+  readonly code = "PEFT_ERR_UNSUPPORTED_TASK";
+  constructor(readonly model: string, readonly endpoint: string, readonly reason: string) {
+    super(`model ${JSON.stringify(model)} does not support ${endpoint}: ${reason}`);
+  }
+}
+
+/** A request was cancelled (its client disconnected) before it finished. */
+export class RequestAbortedError extends PeftError {
+  readonly code = "PEFT_ERR_REQUEST_ABORTED";
+  constructor(readonly what: string) {
+    super(`${what} was cancelled before it finished (the client disconnected)`);
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * `peft serve`: an OpenAI-compatible HTTP server for one base model and many adapters (vLLM's
+ * adapter endpoints, Prometheus metrics, a playground page). See docs/serving.md.
+ */
+import { type Command, InvalidArgumentError } from "commander";
+import { ConfigError } from "../../errors.js";
+import { type ServeAdapterSpec, createServer } from "../../serve/server.js";
+import type { CliContext } from "../context.js";
+import { parseNonNegativeInt, parsePositiveInt } from "../train/options.js";
+
+interface RawServeOptions {
+  model?: string;
+  servedModelName?: string;
+  adapter: ServeAdapterSpec[];
+  pin: string[];
+  adapterRoot?: string;
+  host: string;
+  port: number;
+  apiKey?: string;
+  maxLoras: number;
+  maxCpuLoras?: number;
+  maxConcurrent: number;
+  maxQueue: number;
+  maxTokens: number;
+  bodyLimit: number;
+  quiet?: boolean;
+}
+
+function collectAdapter(value: string, prev: ServeAdapterSpec[]): ServeAdapterSpec[] {
+  const eq = value.indexOf("=");
+  if (eq <= 0 || eq === value.length - 1) throw new InvalidArgumentError("expected name=DIR (e.g. --adapter sql=adapters/sql).");
+  return [...prev, { name: value.slice(0, eq), path: value.slice(eq + 1) }];
+}
+
+const collect = (value: string, prev: string[]): string[] => [...prev, value];
+
+export function register(program: Command, ctx: CliContext): void {
+  program
+    .command("serve")
+    .description("serve a base model and its adapters over an OpenAI-compatible HTTP API (completions, chat, embeddings, classify, vLLM adapter loading, /metrics)")
+    .option("--model <dir>", "model folder (config.json + model.safetensors [+ tokenizer.json]); default: the embedded USE-lite sentence encoder")
+    .option("--served-model-name <name>", "name of the base model in requests (default: the folder name, or use-lite)")
+    .option("--adapter <name=dir>", "an adapter folder served as model <name> (repeatable)", collectAdapter, [])
+    .option("--pin <name>", "keep this --adapter in memory, never evicted (repeatable)", collect, [])
+    .option("--adapter-root <dir>", "folder run-time loads (POST /v1/load_lora_adapter) are confined to; its sub-folders are served by name on first use")
+    .option("--host <host>", "interface to listen on", "127.0.0.1")
+    .option("--port <port>", "port (0: any free port)", parseNonNegativeInt, 8000)
+    .option("--api-key <key>", "require 'Authorization: Bearer <key>' on the API routes (default: $PEFT_API_KEY, else none)")
+    .option("--max-loras <n>", "distinct adapters in the running batch", parsePositiveInt, 8)
+    .option("--max-cpu-loras <n>", "adapters kept in host memory, least recently used evicted (default 4 × --max-loras)", parsePositiveInt)
+    .option("--max-concurrent <n>", "requests running at once", parsePositiveInt, 16)
+    .option("--max-queue <n>", "requests waiting beyond those; one more gets 429", parseNonNegativeInt, 64)
+    .option("--max-tokens <n>", "largest max_tokens a request may ask", parsePositiveInt, 4096)
+    .option("--body-limit <bytes>", "largest request body", parsePositiveInt, 4 * 1024 * 1024)
+    .option("--quiet", "no request log (pino JSON lines on stderr)")
+    .action(async (o: RawServeOptions) => {
+      const pins = new Set(o.pin);
+      for (const p of pins) if (!o.adapter.some((a) => a.name === p)) throw new ConfigError("peft serve", "--pin", `--pin ${p}: no --adapter of that name; pin one of the --adapter names`);
+      const apiKey = o.apiKey ?? process.env.PEFT_API_KEY;
+      const server = await createServer({
+        ...(o.model !== undefined ? { model: o.model } : {}),
+        ...(o.servedModelName !== undefined ? { servedModelName: o.servedModelName } : {}),
+        adapters: o.adapter.map((a) => ({ ...a, pinned: pins.has(a.name) })),
+        ...(o.adapterRoot !== undefined ? { adapterRoot: o.adapterRoot } : {}),
+        host: o.host,
+        port: o.port,
+        ...(apiKey ? { apiKey } : {}),
+        maxLoras: o.maxLoras,
+        ...(o.maxCpuLoras !== undefined ? { maxCpuLoras: o.maxCpuLoras } : {}),
+        maxConcurrent: o.maxConcurrent,
+        maxQueue: o.maxQueue,
+        maxTokens: o.maxTokens,
+        bodyLimit: o.bodyLimit,
+        logger: o.quiet ? false : { level: "info", stream: { write: (line: string) => ctx.io.stderr(line) } },
+      });
+      const url = await server.listen();
+      const m = server.context.model;
+      ctx.out(`peft serve: ${m.id} (${m.task}${m.tokenizer ? "" : ", token-id prompts only"}) with ${server.context.adapters.names().length} adapter(s) on ${url}`);
+      await new Promise<void>((done) => {
+        const stop = (signal: string) => {
+          ctx.out(`peft serve: ${signal}: finishing running requests, refusing new ones`);
+          process.off("SIGTERM", onTerm);
+          process.off("SIGINT", onInt);
+          void server.close().then(
+            () => {
+              ctx.out("peft serve: stopped");
+              done();
+            },
+            (e: unknown) => {
+              ctx.err(`peft serve: error while stopping: ${e instanceof Error ? e.message : String(e)}`);
+              done();
+            },
+          );
+        };
+        const onTerm = () => stop("SIGTERM");
+        const onInt = () => stop("SIGINT");
+        process.on("SIGTERM", onTerm);
+        process.on("SIGINT", onInt);
+      });
+    });
+}

@@ -1,0 +1,155 @@
+/**
+ * `createServer(options)`: one base model and its adapters behind an OpenAI-compatible HTTP API
+ * (fastify). The command line (`peft serve`) and the tests both start servers through it.
+ */
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
+import { ServerDrainingError } from "../errors.js";
+import { Admission } from "./admission.js";
+import { realRoot } from "./adapter-paths.js";
+import { AdapterRegistry } from "./adapters.js";
+import { bearerChecker } from "./auth.js";
+import type { ServeContext, ServeLimits } from "./context.js";
+import { errorHandler } from "./http-errors.js";
+import { ServeMetrics } from "./metrics.js";
+import { type ServedModel, openServedModel, peftAdapterHost } from "./model-host.js";
+import { EncoderService } from "./encoder.js";
+import { adapterRoutes } from "./routes/adapters.js";
+import { encoderRoutes } from "./routes/encoder.js";
+import { modelsRoutes } from "./routes/models.js";
+import { systemRoutes } from "./routes/system.js";
+
+export interface ServeAdapterSpec {
+  readonly name: string;
+  readonly path: string;
+  readonly pinned?: boolean;
+}
+
+export interface ServeOptions {
+  /** Model folder; default (undefined or `use-lite`): the embedded USE-lite encoder. */
+  readonly model?: string;
+  /** Name requests use for the base model (default: the folder name, or `use-lite`). */
+  readonly servedModelName?: string;
+  /** Adapters known from the start (read on first use). */
+  readonly adapters?: readonly ServeAdapterSpec[];
+  /** Folder run-time loads are confined to; also serves its sub-folders by name on first use. */
+  readonly adapterRoot?: string;
+  readonly host?: string;
+  /** 0 picks a free port. Default 8000. */
+  readonly port?: number;
+  /** Require `Authorization: Bearer <apiKey>` on the API routes. */
+  readonly apiKey?: string;
+  /** Distinct adapters in the running batch (default 8). */
+  readonly maxLoras?: number;
+  /** Adapters resident in host memory (default 4 × maxLoras). */
+  readonly maxCpuLoras?: number;
+  /** Requests running at once (default 16). */
+  readonly maxConcurrent?: number;
+  /** Requests waiting beyond those (default 64); one more gets 429. */
+  readonly maxQueue?: number;
+  /** Largest request body in bytes (default 4 MiB); a larger one gets 413. */
+  readonly bodyLimit?: number;
+  /** Largest `max_tokens` (default 4096, capped by the context). */
+  readonly maxTokens?: number;
+  /** Longest prompt in tokens (default: the model's context). */
+  readonly maxPromptTokens?: number;
+  /** Most inputs per embeddings / classify request (default 2048). */
+  readonly maxInputs?: number;
+  /** fastify's pino logger options; default: off. */
+  readonly logger?: FastifyServerOptions["logger"];
+}
+
+export interface PeftServer {
+  readonly app: FastifyInstance;
+  readonly context: ServeContext;
+  /** Binds the port; resolves with the base URL (`http://host:port`). */
+  listen(): Promise<string>;
+  /** The URL once listening. */
+  readonly url: string;
+  /**
+   * Graceful stop: new requests get 503, running and queued ones finish, then the socket closes.
+   * Safe to call twice.
+   */
+  close(): Promise<void>;
+}
+
+/** Routes anyone may call without the API key (health checks, scrapes, the playground page). */
+const OPEN_ROUTES = ["/health", "/metrics"];
+
+function isOpen(url: string): boolean {
+  const path = url.split("?")[0]!;
+  return OPEN_ROUTES.includes(path) || !(path.startsWith("/v1/") || path === "/classify" || path.startsWith("/classify?"));
+}
+
+/** Opens the model and builds the app (not yet listening). */
+export async function createServer(options: ServeOptions = {}): Promise<PeftServer> {
+  const model: ServedModel = openServedModel(options.model, options.servedModelName);
+  const metrics = new ServeMetrics();
+  const maxLoras = options.maxLoras ?? 8;
+  const encoder = model.task === "causal-lm" ? null : new EncoderService(model);
+  const adapters = new AdapterRegistry(encoder ?? peftAdapterHost(model.peft), {
+    maxLoras,
+    maxCpuLoras: options.maxCpuLoras ?? 4 * maxLoras,
+    root: options.adapterRoot !== undefined ? realRoot(options.adapterRoot) : null,
+    metrics,
+  });
+  for (const a of options.adapters ?? []) adapters.add(a.name, a.path, a.pinned !== undefined ? { pinned: a.pinned } : {});
+  const admission = new Admission({ maxConcurrent: options.maxConcurrent ?? 16, maxQueue: options.maxQueue ?? 64 });
+  const limits: ServeLimits = {
+    maxTokens: Math.min(options.maxTokens ?? 4096, model.maxPositions),
+    maxPromptTokens: Math.min(options.maxPromptTokens ?? model.maxPositions, model.maxPositions),
+    maxInputs: options.maxInputs ?? 2048,
+  };
+  const ctx: ServeContext = { model, adapters, admission, metrics, limits };
+  metrics.bind({ queue: () => ({ running: admission.runningCount, waiting: admission.waitingCount }), adaptersRunning: () => adapters.runningCount });
+
+  const app = Fastify({ logger: options.logger ?? false, bodyLimit: options.bodyLimit ?? 4 * 1024 * 1024, forceCloseConnections: "idle" });
+  let draining = false;
+  const checkKey = options.apiKey !== undefined ? bearerChecker(options.apiKey) : null;
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler(async (request, reply) => {
+    const body = { error: { message: `no route ${request.method} ${request.url.split("?")[0]}; docs/serving.md lists the endpoints`, type: "not_found_error", param: null, code: "route_not_found" } };
+    return await reply.code(404).send(body);
+  });
+  app.addHook("onRequest", async (request) => {
+    if (isOpen(request.url)) return;
+    if (draining) throw new ServerDrainingError();
+    checkKey?.(request.headers.authorization);
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    const route = request.routeOptions.url ?? "unmatched";
+    metrics.requests.inc({ route, method: request.method, status: String(reply.statusCode) });
+    metrics.latency.observe({ route }, reply.elapsedTime / 1000);
+  });
+  const started = Math.floor(Date.now() / 1000);
+  systemRoutes(app, ctx, { draining: () => draining });
+  modelsRoutes(app, ctx, started);
+  adapterRoutes(app, ctx);
+  encoderRoutes(app, ctx, encoder);
+
+  let url = "";
+  let closing: Promise<void> | null = null;
+  return {
+    app,
+    context: ctx,
+    get url() {
+      return url;
+    },
+    async listen() {
+      const addr = await app.listen({ host: options.host ?? "127.0.0.1", port: options.port ?? 8000 });
+      url = addr;
+      return addr;
+    },
+    close() {
+      closing ??= (async () => {
+        draining = true;
+        await admission.drain();
+        await app.close();
+        await model.peft.dispose();
+        await encoder?.dispose();
+      })();
+      return closing;
+    },
+  };
+}
+
+
