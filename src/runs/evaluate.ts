@@ -47,14 +47,16 @@ export interface EvalReport {
   readonly seconds: number;
 }
 
-interface SavedRun {
+/** What a `peft train` run folder's config.json records (options, label names, split). */
+export interface SavedRun {
   readonly options: Record<string, unknown>;
   readonly labelNames?: string[];
   readonly splitHash?: string;
   readonly dataName?: string;
 }
 
-function readRun(adapter: string): SavedRun | null {
+/** The run recorded in `dir/config.json`, or null when `dir` is not a `peft train` run folder. */
+export function readRun(adapter: string): SavedRun | null {
   const file = join(adapter, RUN_FILES.config);
   if (!existsSync(file)) return null;
   const raw = readJsonObject(file);

@@ -7,7 +7,7 @@
 export { type RunReporter, type RunStep, type RunEval, silentReporter } from "./reporter.js";
 export { runTraining, adapterConfigFor, TRAIN_DEFAULTS, IA3_DEFAULT_TARGETS } from "./train.js";
 export type { TrainRunOptions, TrainRunResult, TrainMetrics, SplitMetrics, TrainMethod, ScheduleName } from "./train.js";
-export { runEvaluation, type EvalRunOptions, type EvalReport, type EvalSplit } from "./evaluate.js";
+export { runEvaluation, readRun, type SavedRun, type EvalRunOptions, type EvalReport, type EvalSplit } from "./evaluate.js";
 export { runDemo, ceilingShapes, DEMO_LORA, DEMO_PROBE_GRID, DEMO_DATASET, type DemoOptions, type DemoMetrics, type DemoResult } from "./demo.js";
 export {
   LinearProbe,

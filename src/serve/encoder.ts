@@ -5,11 +5,9 @@
  * as `from_pretrained(num_labels=…)` does; embeddings ignore the head. Each (adapter, task) has
  * one compiled session, built on first use and released when the adapter leaves memory.
  */
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { RequestAbortedError, UnsupportedTaskError } from "../errors.js";
 import * as G from "../graph/api.js";
-import { readJsonObject } from "../io/json-file.js";
 import { SafetensorsFile } from "../io/safetensors.js";
 import type { Value } from "../graph/types.js";
 import { overlaySource } from "../models/context.js";
@@ -18,6 +16,8 @@ import type { ModelDef } from "../models/model-def.js";
 import { USE_LITE_MODEL_TYPE, type UseLiteConfig } from "../models/use-lite/config.js";
 import { buildUseLiteEncoder } from "../models/use-lite/model.js";
 import { PeftModel } from "../peft/peft-model.js";
+import { readRun } from "../runs/evaluate.js";
+import { RUN_FILES } from "../runs/run-dir.js";
 import { CompiledGraph } from "../runtime/session.js";
 import type { Tensor } from "../tensor.js";
 import type { AdapterHost } from "./adapters.js";
@@ -65,21 +65,13 @@ function embeddingDef(def: ModelDef): ModelDef {
 
 /** Rows of the classification head an adapter folder trains (null: it has none). */
 function headRows(dir: string): number | null {
-  const f = SafetensorsFile.open(join(dir, "adapter_model.safetensors"));
+  const f = SafetensorsFile.open(join(dir, RUN_FILES.adapterWeights));
   try {
     const key = f.keys().find((k) => /(^|\.)classifier\.(modules_to_save\.[^.]+\.)?weight$/u.test(k));
     return key ? f.info(key).shape[0]! : null;
   } finally {
     f.close();
   }
-}
-
-/** Label names of a run folder (`peft train`'s config.json), when it is one. */
-function runLabels(dir: string): string[] | null {
-  const file = join(dir, "config.json");
-  if (!existsSync(file)) return null;
-  const ds = readJsonObject(file).dataset as { labelNames?: unknown } | undefined;
-  return Array.isArray(ds?.labelNames) && ds.labelNames.every((l) => typeof l === "string") ? (ds.labelNames as string[]) : null;
 }
 
 interface Variant {
@@ -123,7 +115,7 @@ export class EncoderService implements AdapterHost {
     const base = rows !== null ? this.withHead(rows) : this.model.loaded;
     const embed = new PeftModel({ ...base, def: embeddingDef(base.def) });
     embed.loadAdapter(dir, id, { activate: true });
-    this.adapters.set(id, { dir, rows, labels: runLabels(dir), embed: { pm: embed, session: null }, cls: null });
+    this.adapters.set(id, { dir, rows, labels: readRun(dir)?.labelNames ?? null, embed: { pm: embed, session: null }, cls: null });
   }
 
   unload(id: string): void {

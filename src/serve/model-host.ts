@@ -14,10 +14,11 @@ import { USE_LITE_MODEL_TYPE } from "../models/use-lite/config.js";
 import { loadUseLiteModel } from "../models/use-lite/classifier.js";
 import type { UseLiteTokenizer } from "../models/use-lite/tokenizer.js";
 import { PeftModel } from "../peft/peft-model.js";
+import { USE_LITE_MODEL_ID } from "../runs/model-source.js";
 import type { AdapterHost } from "./adapters.js";
 
 /** The `--model` value (and served name) of the embedded default model. */
-export const DEFAULT_MODEL_ID = "use-lite";
+export const DEFAULT_MODEL_ID = USE_LITE_MODEL_ID;
 
 export type ServedTokenizer = { readonly kind: "hf"; readonly tok: HfTokenizer } | { readonly kind: "use-lite"; readonly tok: UseLiteTokenizer };
 
