@@ -16,6 +16,7 @@ import { EncoderService } from "./encoder.js";
 import { adapterRoutes } from "./routes/adapters.js";
 import { encoderRoutes } from "./routes/encoder.js";
 import { modelsRoutes } from "./routes/models.js";
+import { playgroundRoutes } from "./routes/playground.js";
 import { systemRoutes } from "./routes/system.js";
 
 export interface ServeAdapterSpec {
@@ -125,6 +126,7 @@ export async function createServer(options: ServeOptions = {}): Promise<PeftServ
   modelsRoutes(app, ctx, started);
   adapterRoutes(app, ctx);
   encoderRoutes(app, ctx, encoder);
+  await playgroundRoutes(app);
 
   let url = "";
   let closing: Promise<void> | null = null;

@@ -1,0 +1,61 @@
+/**
+ * The playground page in headless Debian Chromium (playwright-core with its executablePath): the
+ * page lists the models, and a classify request shows labels. The streaming chat check is in
+ * playground-chat.test.ts.
+ */
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { type BrowserContext, chromium } from "playwright-core";
+import { type PeftServer, createServer } from "./server.js";
+import { BERT } from "./test-util.js";
+
+export const CHROMIUM = "/usr/bin/chromium";
+
+/** Debian's chromium, headless, with a fresh profile (user data dir); `close()` removes the profile. */
+export async function launchChromium(): Promise<{ browser: BrowserContext; close(): Promise<void> }> {
+  const profile = mkdtempSync(join(tmpdir(), "peft-chromium-"));
+  const browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+  return {
+    browser,
+    close: async () => {
+      await browser.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+describe("playground page (chromium)", { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (.ci/run installs it)` }, () => {
+  let server: PeftServer;
+  let url: string;
+  let chrome: Awaited<ReturnType<typeof launchChromium>>;
+  before(async () => {
+    server = await createServer({ model: BERT, port: 0 });
+    url = await server.listen();
+    chrome = await launchChromium();
+  });
+  after(async () => {
+    await chrome?.close();
+    await server.close();
+  });
+
+  test("lists the models and classifies token-id lines", async () => {
+    const page = await chrome.browser.newPage();
+    await page.goto(url);
+    await page.waitForFunction('document.getElementById("model").options.length > 0');
+    assert.deepEqual(await page.$$eval("#model option", (os) => os.map((o) => o.getAttribute("value"))), ["base"]);
+    await page.selectOption("#mode", "classify");
+    await page.fill("#input", "[2, 7, 9, 4]\n[5, 6]");
+    await page.click("#send");
+    await page.waitForFunction('document.getElementById("output").dataset.state === "done"');
+    const text = await page.textContent("#output");
+    assert.match(text!, /^0: LABEL_\d +\(\d\.\d{3} \/ \d\.\d{3} \/ \d\.\d{3}\)\n1: LABEL_\d/);
+    assert.match((await page.textContent("#status"))!, /6 tokens/);
+  });
+});
