@@ -86,11 +86,11 @@ export function randomGpt2(shape: Gpt2Shape, seed = 1): LoadedModel {
   }
   ln("transformer.ln_f");
   w.set("lm_head.weight", wte);
-  return { dir: "bench:gpt2", config, def: MODELS.gpt2 as unknown as LoadedModel["def"], weights: mapSource(w, "bench:gpt2") };
+  return { dir: "bench:gpt2", config, def: MODELS.gpt2, weights: mapSource(w, "bench:gpt2") };
 }
 
 /** The installed USE-lite with a fresh `numLabels`-way classification head. */
-export function useLiteClassifier(numLabels = 2): LoadedModel {
+export function useLiteClassifier(numLabels = 2): LoadedModel<UseLiteConfig> {
   return loadUseLiteModel({ numLabels });
 }
 

@@ -18,7 +18,6 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { type Command, Option } from "commander";
 import type { LoadedModel } from "../src/models/load.js";
-import type { UseLiteConfig } from "../src/models/use-lite/config.js";
 import { PeftModel } from "../src/peft/peft-model.js";
 import type { ExecutionProvider } from "../src/runtime/session.js";
 import type { Tensor } from "../src/tensor.js";
@@ -171,7 +170,7 @@ function gpt2Workload(s: Gpt2Shape, batch: number, seq: number, r: number): Work
 
 function useLiteWorkload(batch: number, seq: number, r: number): Workload {
   const model = useLiteClassifier(2);
-  const c = model.config as UseLiteConfig;
+  const c = model.config;
   const m = batch * seq;
   const [d0, d1] = [c.embeddingSize, c.hiddenSize];
   return {

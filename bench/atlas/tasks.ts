@@ -18,7 +18,6 @@ import { splitDataset } from "../../src/data/split.js";
 import type { Example } from "../../src/data/types.js";
 import { mapSource } from "../../src/models/context.js";
 import type { LoadedModel } from "../../src/models/load.js";
-import type { ModelDef } from "../../src/models/model-def.js";
 import { loadUseLite, type UseLiteModel } from "../../src/models/use-lite/convert.js";
 import { UseLiteEmbedder } from "../../src/models/use-lite/embed.js";
 import { useLite } from "../../src/models/use-lite/model.js";
@@ -110,7 +109,7 @@ export function modelWithHead(m: UseLiteModel, head: ReadonlyMap<string, Tensor>
     w.set("classifier.weight", tensor("float32", [head, 512], new Float32Array(head * 512)));
     w.set("classifier.bias", tensor("float32", [head], new Float32Array(head)));
   } else for (const [k, v] of head) w.set(k, v);
-  return { dir: m.dir, config: m.config, def: useLite as unknown as ModelDef, weights: mapSource(w, m.dir) };
+  return { dir: m.dir, config: m.config, def: useLite, weights: mapSource(w, m.dir) };
 }
 
 export function loadBase(): UseLiteModel {

@@ -28,7 +28,7 @@ export function buildModelGraph(model: LoadedModel, options: ContextOptions = {}
   const ctx = new ModelContext(g, model.weights, options);
   const inputIds = g.input("input_ids", "int64", ["batch", "seq"]);
   const attentionMask = g.input("attention_mask", "int64", ["batch", "seq"]);
-  const outputs = logitsInFloat32(model.def.build(ctx, model.config as never, { inputIds, attentionMask }));
+  const outputs = logitsInFloat32(model.def.build(ctx, model.config, { inputIds, attentionMask }));
   g.output(outputs.logits, "logits");
   if (extraOutputs.hidden) g.output(outputs.hidden, "hidden");
   return { graph: g, ctx, outputs };

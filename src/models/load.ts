@@ -11,10 +11,15 @@ import type { ModelConfig, ModelDef } from "./model-def.js";
 import { MODELS } from "./registry.js";
 import { USE_LITE_MODEL_TYPE, parseUseLiteConfig } from "./use-lite/config.js";
 
-export interface LoadedModel {
+/**
+ * An opened model: its config, the architecture that builds it from that config, and its weights.
+ * `C` narrows the config to one architecture's (`LoadedModel<UseLiteConfig>`); a `LoadedModel` of
+ * any architecture builds with `model.def.build(ctx, model.config, inputs)`, no cast.
+ */
+export interface LoadedModel<C extends ModelConfig = ModelConfig> {
   readonly dir: string;
-  readonly config: ModelConfig;
-  readonly def: ModelDef;
+  readonly config: C;
+  readonly def: ModelDef<C>;
   readonly weights: WeightSource;
 }
 
@@ -83,7 +88,7 @@ export function loadModel(dir: string): LoadedModel {
   const cfgFile = join(dir, "config.json");
   const raw = existsSync(cfgFile) ? (readJsonFile(cfgFile) as Record<string, unknown>) : null;
   const config: ModelConfig = raw && raw.model_type === USE_LITE_MODEL_TYPE ? parseUseLiteConfig(raw, cfgFile) : loadHfConfig(dir);
-  const def = MODELS[config.modelType] as ModelDef;
+  const def: ModelDef = MODELS[config.modelType];
   const tied = new Map(def.tiedWeights(config).map(([a, b]) => [a, b] as [string, string]));
   const weights = new SafetensorsWeights(weightFiles(dir).map((f) => SafetensorsFile.open(f)), tied);
   return { dir, config, def, weights };

@@ -37,7 +37,7 @@ export interface ModelDef<C extends ModelConfig = ModelConfig> {
   /** Names of the repeated blocks, for `layers_to_transform` (e.g. `layer`, `h`, `layers`). */
   readonly layersPattern: readonly string[];
   /** Tied parameters: `[name, source]`, resolved when `name` is absent from the file. */
-  readonly tiedWeights: (cfg: C) => readonly (readonly [string, string])[];
+  tiedWeights(cfg: C): readonly (readonly [string, string])[];
   /** The token embedding matrix parameter name. */
   readonly embeddingParam: string;
   build(ctx: ModelContext, cfg: C, inputs: ModelInputs): ModelOutputs;

@@ -10,7 +10,7 @@ export function modelInfo(model: LoadedModel, weights: WeightSource = model.weig
   const ctx = new ModelContext(g, weights, { dryRun: true });
   const inputIds = g.input("input_ids", "int64", ["batch", "seq"]);
   const attentionMask = g.input("attention_mask", "int64", ["batch", "seq"]);
-  model.def.build(ctx, model.config as never, { inputIds, attentionMask });
+  model.def.build(ctx, model.config, { inputIds, attentionMask });
   const cfg = model.config;
   return {
     modelType: cfg.modelType,

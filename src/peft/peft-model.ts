@@ -335,7 +335,7 @@ export class PeftModel {
       ...(training ? { inputParams: (n: string) => trainableBase.has(n) } : {}),
     };
     const ctx = new ModelContext(g, this.base.weights, ctxOpts);
-    const outputs = logitsInFloat32(this.base.def.build(ctx, this.base.config as never, { inputIds, attentionMask }));
+    const outputs = logitsInFloat32(this.base.def.build(ctx, this.base.config, { inputIds, attentionMask }));
     for (const [k, t] of ctx.inputParams) trainable.set(k, t);
     return { graph: g, ctx, outputs, inputIds, attentionMask, trainable, owners };
   }
@@ -412,7 +412,7 @@ export class PeftModel {
    */
   getNbTrainableParameters(): [number, number] {
     // tied parameters (GPT-2's lm_head) are one parameter, counted once
-    const tied = new Set(this.base.def.tiedWeights(this.base.config as never).map(([a]) => a));
+    const tied = new Set(this.base.def.tiedWeights(this.base.config).map(([a]) => a));
     let all = 0;
     for (const k of this.base.weights.keys()) if (!tied.has(k)) all += numel(this.base.weights.info(k).shape);
     let trainable = 0;

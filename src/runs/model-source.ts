@@ -65,7 +65,7 @@ function withFreshHead(base: WeightSource, numLabels: number, hidden: number, st
 
 function openUseLite(id: string, dir: string | undefined, opts: OpenModelOptions, command: string): ModelSource {
   const m = loadUseLiteModel({ ...(dir ? { dir } : {}), numLabels: opts.numLabels, seed: opts.seed });
-  const positions = m.config.modelType === USE_LITE_MODEL_TYPE ? m.config.maxPositionEmbeddings : 128;
+  const positions = m.config.maxPositionEmbeddings;
   const maxLength = checkMaxLength(opts.maxLength, positions, command);
   const { tokenizer, ...model } = m;
   return {

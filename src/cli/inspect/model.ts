@@ -191,7 +191,7 @@ export function inspectModelDir(dir: string, opts: { tensors?: boolean } = {}): 
   const stored = new Set(entries.map((e) => e.name));
   const tied: { name: string; source: string }[] = [];
   if (parsed) {
-    const def = MODELS[parsed.modelType] as ModelDef;
+    const def: ModelDef = MODELS[parsed.modelType];
     for (const [name, source] of def.tiedWeights(parsed)) if (!stored.has(name) && stored.has(source)) tied.push({ name, source });
   }
   const byRoleRaw = groupStats(entries, (e) => moduleRole(modulePath(e.name)));

@@ -24,7 +24,7 @@ import { writeFileAtomic, writeFilesAtomic } from "../../io/atomic.js";
 import { readJsonObject } from "../../io/json-file.js";
 import { saveSafetensors } from "../../io/safetensors.js";
 import type { LoadedModel } from "../../models/load.js";
-import { USE_LITE_MODEL_TYPE, type UseLiteConfig, useLiteConfigJson } from "../../models/use-lite/config.js";
+import { USE_LITE_MODEL_TYPE, useLiteConfigJson } from "../../models/use-lite/config.js";
 import type { Tensor } from "../../tensor.js";
 import { TOKENIZER_FILES } from "../merge-run.js";
 import { type AtlasLayout, type AtlasMode, checkCoefficients, coefficientCount, coefficientIndex } from "./layout.js";
@@ -163,7 +163,7 @@ export function layoutFromCoefficientFile(file: AtlasCoefficientFile, taskVector
 function configJsonText(model: LoadedModel): string {
   const f = join(model.dir, "config.json");
   if (existsSync(f)) return readFileSync(f, "utf8");
-  if (model.config.modelType === USE_LITE_MODEL_TYPE) return `${JSON.stringify(useLiteConfigJson(model.config as UseLiteConfig), null, 2)}\n`;
+  if (model.config.modelType === USE_LITE_MODEL_TYPE) return `${JSON.stringify(useLiteConfigJson(model.config), null, 2)}\n`;
   throw new ConfigError(model.dir, "config.json", "the model folder has no config.json to copy");
 }
 
@@ -172,7 +172,7 @@ function configJsonText(model: LoadedModel): string {
  * the changed ones, config.json and the tokenizer files of the base folder.
  */
 export function saveComposedModel(dir: string, model: LoadedModel, composed: ReadonlyMap<string, Tensor>, metadata: Readonly<Record<string, string>> = {}): void {
-  const tied = new Set(model.def.tiedWeights(model.config as never).map(([a]) => a));
+  const tied = new Set(model.def.tiedWeights(model.config).map(([a]) => a));
   const tensors = new Map<string, Tensor>();
   for (const k of model.weights.keys()) if (!tied.has(k) || composed.has(k)) tensors.set(k, composed.get(k) ?? model.weights.get(k));
   const config = configJsonText(model);

@@ -141,7 +141,7 @@ export function buildAtlasGraph(model: LoadedModel, taskVectors: readonly AtlasT
   const attentionMask = g.input("attention_mask", "int64", ["batch", "seq"]);
   const coef = g.input(ATLAS_COEF_INPUT, dtype, coefficientShape(layout));
   const ctx = new AtlasContext(g, model.weights, { dtype }, layout, taskVectors, coef, new Set(fedParams));
-  const outputs = model.def.build(ctx, model.config as never, { inputIds, attentionMask });
+  const outputs = model.def.build(ctx, model.config, { inputIds, attentionMask });
   const logits = outputs.logits;
   if (logits.rank !== 2) throw new GraphBuildError("aTLAS", `needs a classifier (logits [batch, labels]); this ${model.config.modelType} model gives rank-${logits.rank} logits`);
   g.output(logits, ATLAS_OUTPUTS.logits);

@@ -4,7 +4,6 @@
  */
 import { mapSource } from "../../models/context.js";
 import type { LoadedModel } from "../../models/load.js";
-import type { ModelDef } from "../../models/model-def.js";
 import { USE_LITE_DEFAULT_CONFIG, type UseLiteConfig } from "../../models/use-lite/config.js";
 import { USE_LITE_CLASSIFIER, useLite } from "../../models/use-lite/model.js";
 import { useLiteParamShapes } from "../../models/use-lite/weights.js";
@@ -38,7 +37,7 @@ export function tinyModel(seed = 1, numLabels = 3): LoadedModel {
   }
   w.set(`${USE_LITE_CLASSIFIER}.weight`, tensor("float32", [numLabels, TINY_CONFIG.hiddenSize], Float32Array.from({ length: numLabels * TINY_CONFIG.hiddenSize }, () => rng.normal())));
   w.set(`${USE_LITE_CLASSIFIER}.bias`, tensor("float32", [numLabels], new Float32Array(numLabels)));
-  return { dir: "tiny-use-lite", config: TINY_CONFIG, def: useLite as unknown as ModelDef, weights: mapSource(w, "tiny-use-lite") };
+  return { dir: "tiny-use-lite", config: TINY_CONFIG, def: useLite, weights: mapSource(w, "tiny-use-lite") };
 }
 
 /** A random task vector over `blocks` (std `scale`). */

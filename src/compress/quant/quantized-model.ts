@@ -93,7 +93,7 @@ export function linearModuleNames(model: LoadedModel): string[] {
   const ctx = new ModelContext(g, model.weights, { dryRun: true });
   const inputIds = g.input("input_ids", "int64", ["batch", "seq"]);
   const attentionMask = g.input("attention_mask", "int64", ["batch", "seq"]);
-  model.def.build(ctx, model.config as never, { inputIds, attentionMask });
+  model.def.build(ctx, model.config, { inputIds, attentionMask });
   return [...new Set(ctx.linearSites.map((s) => s.name))];
 }
 
@@ -154,7 +154,7 @@ export interface ModelSizeReport {
 
 /** Bytes the model's parameters occupy as stored (quantised weights in their packed form). */
 export function modelSizeReport(model: LoadedModel): ModelSizeReport {
-  const tied = new Set(model.def.tiedWeights(model.config as never).map(([a]) => a));
+  const tied = new Set(model.def.tiedWeights(model.config).map(([a]) => a));
   const q = model.weights instanceof QuantizedWeights ? model.weights.quantized : new Map<string, QuantizedTensor>();
   let quantizedParams = 0;
   let quantizedBytes = 0;

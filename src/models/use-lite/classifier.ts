@@ -3,6 +3,7 @@ import type { Tensor } from "../../tensor.js";
 import { Rng } from "../../util/rng.js";
 import { mapSource } from "../context.js";
 import type { LoadedModel } from "../load.js";
+import type { UseLiteConfig } from "./config.js";
 import { loadUseLite } from "./convert.js";
 import { USE_LITE_CLASSIFIER, useLite } from "./model.js";
 import type { UseLiteTokenizer } from "./tokenizer.js";
@@ -16,7 +17,7 @@ export interface UseLiteModelOptions {
 }
 
 /** USE-lite as a `LoadedModel` (for `PeftModel`), plus its tokenizer. */
-export function loadUseLiteModel(opts: UseLiteModelOptions = {}): LoadedModel & { tokenizer: UseLiteTokenizer } {
+export function loadUseLiteModel(opts: UseLiteModelOptions = {}): LoadedModel<UseLiteConfig> & { tokenizer: UseLiteTokenizer } {
   const m = loadUseLite(opts.dir);
   const weights = new Map<string, Tensor>(m.weights);
   if (opts.numLabels !== undefined) {
@@ -27,5 +28,5 @@ export function loadUseLiteModel(opts: UseLiteModelOptions = {}): LoadedModel & 
     weights.set(`${USE_LITE_CLASSIFIER}.weight`, { dtype: "float32", shape: [opts.numLabels, fin], data: u(opts.numLabels * fin) });
     weights.set(`${USE_LITE_CLASSIFIER}.bias`, { dtype: "float32", shape: [opts.numLabels], data: u(opts.numLabels) });
   }
-  return { dir: m.dir, config: m.config, def: useLite as unknown as LoadedModel["def"], weights: mapSource(weights, m.dir), tokenizer: m.tokenizer };
+  return { dir: m.dir, config: m.config, def: useLite, weights: mapSource(weights, m.dir), tokenizer: m.tokenizer };
 }
