@@ -111,6 +111,13 @@ describe("qwen2 / mistral logits equal a float64 reference written with plain lo
     console.log(`# mistral vs reference: max |Δlogits| = ${err.toExponential(2)}`);
     assert.ok(err <= 1e-5, `max abs diff ${err}`);
   });
+  test("llama: attention_bias and mlp_bias read the biases of every projection", async () => {
+    const spec: TinyDecoderSpec = { ...QWEN2, modelType: "llama", tied: false, oBias: true, mlpBias: true };
+    const w = randomDecoderWeights(spec, 9);
+    const dir = writeHfModel(dirFor("llama-bias"), decoderConfigJson(spec), w);
+    const err = maxDiff(await logitsOf(dir), referenceDecoderLogits(spec, w, IDS, MASK, [null, null]), spec.vocab);
+    assert.ok(err <= 1e-5, `max abs diff ${err}`);
+  });
 });
 
 describe("qwen2 / mistral against llama and full attention", () => {
@@ -203,6 +210,75 @@ describe("qwen2 / mistral config.json", () => {
     assert.ok(nullKv.modelType === "mistral");
     assert.equal(nullKv.numKeyValueHeads, 8);
     assert.equal(nullKv.slidingWindow, null);
+  });
+
+  test("published configs: Qwen2.5-0.5B-Instruct and Mistral-7B-Instruct-v0.2 as on the Hub", () => {
+    const q = parseHfConfig(
+      {
+        architectures: ["Qwen2ForCausalLM"],
+        attention_dropout: 0.0,
+        bos_token_id: 151643,
+        eos_token_id: 151645,
+        hidden_act: "silu",
+        hidden_size: 896,
+        initializer_range: 0.02,
+        intermediate_size: 4864,
+        max_position_embeddings: 32768,
+        max_window_layers: 21,
+        model_type: "qwen2",
+        num_attention_heads: 14,
+        num_hidden_layers: 24,
+        num_key_value_heads: 2,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1000000.0,
+        sliding_window: 32768,
+        tie_word_embeddings: true,
+        torch_dtype: "bfloat16",
+        transformers_version: "4.43.1",
+        use_cache: true,
+        use_sliding_window: false,
+        vocab_size: 151936,
+      },
+      "qwen2.5/config.json",
+    );
+    assert.ok(q.modelType === "qwen2");
+    assert.equal(q.headDim, 64);
+    assert.equal(q.ropeTheta, 1e6);
+    assert.equal(q.tieWordEmbeddings, true);
+    assert.equal(q.slidingWindow, null);
+    assert.ok(q.layerTypes.every((t) => t === "full_attention"));
+    assert.deepEqual(MODELS.qwen2.tiedWeights(q), [["lm_head.weight", "model.embed_tokens.weight"]]);
+    const m = parseHfConfig(
+      {
+        architectures: ["MistralForCausalLM"],
+        attention_dropout: 0.0,
+        bos_token_id: 1,
+        eos_token_id: 2,
+        hidden_act: "silu",
+        hidden_size: 4096,
+        initializer_range: 0.02,
+        intermediate_size: 14336,
+        max_position_embeddings: 32768,
+        model_type: "mistral",
+        num_attention_heads: 32,
+        num_hidden_layers: 32,
+        num_key_value_heads: 8,
+        rms_norm_eps: 1e-5,
+        rope_theta: 1000000.0,
+        sliding_window: null,
+        tie_word_embeddings: false,
+        torch_dtype: "bfloat16",
+        transformers_version: "4.36.0",
+        use_cache: true,
+        vocab_size: 32000,
+      },
+      "mistral/config.json",
+    );
+    assert.ok(m.modelType === "mistral");
+    assert.equal(m.headDim, 128);
+    assert.equal(m.slidingWindow, null);
+    assert.equal(m.numKeyValueHeads, 8);
+    assert.equal(m.dtype, "bfloat16");
   });
 
   test("bad values are ConfigErrors naming the key", () => {

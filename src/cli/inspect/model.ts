@@ -124,6 +124,7 @@ const RAW_ALIASES: readonly (readonly [string, readonly string[]])[] = [
   ["activation", ["hidden_act", "activation_function"]],
   ["tieWordEmbeddings", ["tie_word_embeddings"]],
   ["dtype", ["dtype", "torch_dtype"]],
+  ["slidingWindow", ["sliding_window"]],
 ];
 
 function configValues(raw: Record<string, unknown>, parsed: HfModelConfig | null): Record<string, ConfigValue> {
@@ -140,6 +141,8 @@ function configValues(raw: Record<string, unknown>, parsed: HfModelConfig | null
         activation: parsed.activation,
         tieWordEmbeddings: parsed.tieWordEmbeddings,
         dtype: parsed.dtype,
+        // qwen2: the window of the layers its config marks sliding (null when off)
+        ...("slidingWindow" in parsed ? { slidingWindow: parsed.slidingWindow } : {}),
       }
     : {};
   const out: Record<string, ConfigValue> = {};
