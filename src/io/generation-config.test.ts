@@ -35,7 +35,9 @@ describe("generation_config.json", () => {
   });
 
   test("an int eos id is a list of one; unset fields are undefined; top_k null turns top-k off", () => {
-    const c = parseGenerationConfig({ bos_token_id: 128000, eos_token_id: 128001, max_length: 4096, max_new_tokens: null, min_p: 0.05, top_k: null });
+    const c = parseGenerationConfig({ bos_token_id: 128000, eos_token_id: 128001, max_length: 4096, max_new_tokens: null, min_p: 0.05, top_k: null, stop_strings: "###", num_return_sequences: 2 });
+    assert.deepEqual(c.stopStrings, ["###"]);
+    assert.equal(c.numReturnSequences, 2);
     assert.deepEqual(c.eosTokenId, [128001]);
     assert.equal(c.maxLength, 4096);
     assert.equal(c.maxNewTokens, undefined);
@@ -69,6 +71,9 @@ describe("generation_config.json", () => {
     bad({ eos_token_id: [1, -2] }, "eos_token_id");
     bad({ eos_token_id: [] }, "eos_token_id");
     bad({ pad_token_id: -1 }, "pad_token_id");
+    bad({ stop_strings: [""] }, "stop_strings");
+    bad({ stop_strings: 3 }, "stop_strings");
+    bad({ num_return_sequences: 0 }, "num_return_sequences");
     assert.throws(() => parseGenerationConfig([1], "g.json"), ConfigError);
     writeFileSync(join(tmp, "broken.json"), "{ not json");
     assert.throws(() => loadGenerationConfig(join(tmp, "broken.json")), ConfigError);

@@ -32,6 +32,10 @@ export interface GenerationConfig {
   readonly eosTokenId?: readonly number[];
   readonly padTokenId?: number;
   readonly bosTokenId?: number;
+  /** Strings that end generation (`stop_strings`; a string in the file is read as a list of one). */
+  readonly stopStrings?: readonly string[];
+  /** `num_return_sequences`: samples per prompt. */
+  readonly numReturnSequences?: number;
   /** The parsed JSON as read. */
   readonly raw: Readonly<Record<string, unknown>>;
 }
@@ -50,6 +54,8 @@ const schema = z.object({
   eos_token_id: z.union([id, z.array(id).min(1)]).nullish(),
   pad_token_id: id.nullish(),
   bos_token_id: id.nullish(),
+  stop_strings: z.union([z.string().min(1), z.array(z.string().min(1))]).nullish(),
+  num_return_sequences: z.number().int().positive().nullish(),
 });
 
 /** Validates a parsed `generation_config.json`; a bad field is a `ConfigError` naming its key. */
@@ -76,6 +82,8 @@ export function parseGenerationConfig(raw: unknown, file = GENERATION_CONFIG_NAM
     ...set("eosTokenId", typeof c.eos_token_id === "number" ? [c.eos_token_id] : c.eos_token_id),
     ...set("padTokenId", c.pad_token_id),
     ...set("bosTokenId", c.bos_token_id),
+    ...set("stopStrings", typeof c.stop_strings === "string" ? [c.stop_strings] : c.stop_strings),
+    ...set("numReturnSequences", c.num_return_sequences),
     raw: raw as Record<string, unknown>,
   };
 }
