@@ -402,3 +402,51 @@ export class RequestAbortedError extends PeftError {
     super(`${what} was cancelled before it finished (the client disconnected)`);
   }
 }
+
+/** A generation request has no prompt tokens. */
+export class EmptyPromptError extends PeftError {
+  readonly code = "PEFT_ERR_EMPTY_PROMPT";
+  constructor() {
+    super("the prompt is empty; generation needs at least one prompt token (add a BOS token or some text)");
+  }
+}
+
+/** A prompt (with an adapter's virtual tokens) does not fit the model's context. */
+export class ContextLengthError extends PeftError {
+  readonly code = "PEFT_ERR_CONTEXT_LENGTH";
+  constructor(readonly promptTokens: number, readonly maxContext: number, detail = "") {
+    super(`the prompt has ${promptTokens} tokens${detail}, more than the context of ${maxContext}; shorten the prompt`);
+  }
+}
+
+/** A prompt token id is not an id of the model's vocabulary. */
+export class PromptTokenError extends PeftError {
+  readonly code = "PEFT_ERR_PROMPT_TOKEN";
+  constructor(readonly index: number, readonly tokenId: unknown, readonly vocabSize: number) {
+    super(`prompt token ${index} is ${JSON.stringify(tokenId)}, not an id in [0, ${vocabSize}); encode the prompt with the model's own tokenizer`);
+  }
+}
+
+/** A generation request names an adapter that is not loaded. */
+export class UnknownAdapterError extends PeftError {
+  readonly code = "PEFT_ERR_UNKNOWN_ADAPTER";
+  constructor(readonly adapterName: string, readonly loaded: readonly string[]) {
+    super(`adapter '${adapterName}' is not loaded (loaded: ${loaded.join(", ") || "none"}); load it first or omit it to use the base model`);
+  }
+}
+
+/** A sampling parameter of a generation request is out of range. */
+export class SamplingParamsError extends PeftError {
+  readonly code = "PEFT_ERR_SAMPLING_PARAMS";
+  constructor(readonly field: string, readonly value: unknown, readonly issue: string) {
+    super(`sampling parameter '${field}' = ${JSON.stringify(value)}: ${issue}`);
+  }
+}
+
+/** A request reached a generation engine that is draining or closed. */
+export class EngineClosedError extends PeftError {
+  readonly code = "PEFT_ERR_ENGINE_CLOSED";
+  constructor(readonly state: "draining" | "closed") {
+    super(`the generation engine is ${state} and takes no new requests; create a new engine`);
+  }
+}

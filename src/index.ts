@@ -17,3 +17,4 @@ export * from "./train/index.js";
 export * from "./compose/index.js";
 export * from "./compress/index.js";
 export * from "./runs/index.js";
+export * from "./generate/index.js";

@@ -23,6 +23,7 @@ const LAYERS: Record<string, number> = {
   compose: 5,
   compress: 5,
   runs: 6,
+  generate: 6,
   serve: 7,
   cli: 7,
   "index.ts": 8,

@@ -16,6 +16,7 @@ import * as decompress from "./commands/decompress.js";
 import * as demo from "./commands/demo.js";
 import * as evaluate from "./commands/eval.js";
 import * as forward from "./commands/forward.js";
+import * as generate from "./commands/generate.js";
 import * as inspect from "./commands/inspect.js";
 import * as merge from "./commands/merge.js";
 import * as serve from "./commands/serve.js";
@@ -23,7 +24,7 @@ import * as train from "./commands/train.js";
 import { type CliContext, type CliIo, type CommandModule, createContext, processIo } from "./context.js";
 
 /** Every `peft` sub-command, in the order `peft --help` lists them. */
-export const COMMANDS: readonly CommandModule[] = [inspect, forward, combine, merge, compress, decompress, train, atlas, evaluate, demo, serve];
+export const COMMANDS: readonly CommandModule[] = [inspect, forward, generate, combine, merge, compress, decompress, train, atlas, evaluate, demo, serve];
 
 /** The `version` field of peft-ts's package.json. */
 export function packageVersion(): string {

@@ -4,8 +4,8 @@
  * them, plus adapter-name and path checks so a name can never write outside its folder.
  */
 import { existsSync, mkdirSync, statSync } from "node:fs";
-import { isAbsolute, join, relative, resolve, sep } from "node:path";
-import { AdapterNameError, ConfigError, MissingFileError, PathTraversalError } from "../errors.js";
+import { basename, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { AdapterNameError, AdapterStateError, ConfigError, MissingFileError, PathTraversalError } from "../errors.js";
 import type { Tensor } from "../tensor.js";
 import { writeFilesAtomic } from "./atomic.js";
 import { readJsonObject } from "./json-file.js";
@@ -153,4 +153,27 @@ export function writeAdapterDir(
     { path: configFile, data: configText },
   ]);
   return { configFile, weightsFile };
+}
+
+/**
+ * The name each adapter folder is loaded under by the CLI: its folder name (`runs/sst2` → `sst2`);
+ * a first folder whose name is not a valid adapter name is loaded as `default`.
+ */
+export function adapterNamesForDirs(dirs: readonly string[]): string[] {
+  const names: string[] = [];
+  dirs.forEach((dir, i) => {
+    const folder = basename(resolve(dir));
+    let name = folder;
+    try {
+      validateAdapterName(folder);
+    } catch (e) {
+      if (i > 0 || !(e instanceof AdapterNameError)) throw new AdapterNameError(folder, `folder ${dir} cannot name an adapter (${(e as Error).message}); rename the folder`);
+      name = DEFAULT_ADAPTER_NAME;
+    }
+    if (i > 0 && name === DEFAULT_ADAPTER_NAME) throw new AdapterNameError(name, `folder ${dir}: 'default' names the first adapter; rename the folder`);
+    const j = names.indexOf(name);
+    if (j >= 0) throw new AdapterStateError(name, `two adapter folders have this name (${dirs[j]} and ${dir}); give them different folder names`);
+    names.push(name);
+  });
+  return names;
 }

@@ -1,5 +1,6 @@
 /** Pieces shared by the transformer models: masks, multi-head attention, positions. */
 import * as G from "../graph/api.js";
+import type { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
 import type { DType } from "../tensor.js";
 
@@ -107,4 +108,134 @@ export function attention(
   if (opts.dropout) probs = opts.dropout(probs);
   const out = G.matmul(probs, vv);
   return grouped ? G.reshape(out, [0, heads, -1, q.shape[3] as number]) : out;
+}
+
+/**
+ * Incremental decoding (a KV cache): each layer attends from the new tokens to the keys and
+ * values of earlier tokens, which the caller keeps between runs, and to the new ones.
+ *
+ * Graph inputs: `past_length` [batch] (cached tokens per row), `new_length` [batch] (real new
+ * tokens per row; the rest of the `seq` columns are right padding), and per layer `past_key.<i>` /
+ * `past_value.<i>` [batch, kvHeads, past, headDim], of which the first `past_length[b]` positions
+ * of row b are valid (rows at different lengths share one batch). Graph outputs `key.<i>` /
+ * `value.<i>` [batch, kvHeads, seq, headDim]: the new tokens' keys (after RoPE) and values, for the
+ * caller to append to its cache. Scores against the cache and against the new tokens are
+ * computed separately and joined before one softmax, so the cache is read in place, never copied.
+ */
+export class KvCache {
+  readonly pastLength: Value;
+  readonly newLength: Value;
+  /** bool [batch, 1, 1, past]: valid cache positions. */
+  readonly pastAllowed: Value;
+  /** 0…past−1 as int64 [past]. */
+  private readonly pastPositions: Value;
+  /** bool [batch, 1, seq, seq]: new key j is visible to new query i when j ≤ i and j is a real token. */
+  readonly newAllowed: Value;
+  /** bool [batch, seq]: the real (not padding) new tokens. */
+  readonly realTokens: Value;
+
+  constructor(
+    readonly g: Graph,
+    readonly kvHeads: number,
+    readonly headDim: number,
+    readonly dtype: DType,
+    inputIds: Value,
+  ) {
+    this.pastLength = g.input("past_length", "int64", ["batch"]);
+    this.newLength = g.input("new_length", "int64", ["batch"]);
+    const past0 = g.input("past_key.0", dtype, ["batch", kvHeads, "past", headDim]);
+    this.pastInputs.set("past_key.0", past0);
+    const pastPos = positionsAlong(past0, 2);
+    this.pastPositions = pastPos;
+    this.pastAllowed = G.unsqueeze(G.less(G.unsqueeze(pastPos, [0]), G.unsqueeze(this.pastLength, [1])), [1, 2]);
+    const pos = positions(inputIds);
+    this.realTokens = G.less(G.unsqueeze(pos, [0]), G.unsqueeze(this.newLength, [1])); // [batch, seq]
+    const later = G.greater(G.unsqueeze(pos, [0]), G.unsqueeze(pos, [1])); // [q, k]: k > q
+    this.newAllowed = G.and(G.unsqueeze(this.realTokens, [1, 2]), G.not(later));
+  }
+
+  private readonly pastInputs = new Map<string, Value>();
+
+  private past(name: string): Value {
+    let v = this.pastInputs.get(name);
+    if (!v) {
+      v = this.g.input(name, this.dtype, ["batch", this.kvHeads, "past", this.headDim]);
+      this.pastInputs.set(name, v);
+    }
+    return v;
+  }
+
+  private readonly windowMasks = new Map<number, { past: Value; fresh: Value }>();
+
+  /**
+   * The masks of a sliding window w: a query at position p sees keys at positions p − w + 1 … p
+   * (transformers' `kv_idx > q_idx - sliding_window`); positions are per row (`past_length` + i).
+   */
+  private windowed(w: number): { past: Value; fresh: Value } {
+    let m = this.windowMasks.get(w);
+    if (!m) {
+      const i = positions(this.realTokens); // [seq]
+      const qpos = G.add(G.unsqueeze(this.pastLength, [1]), G.unsqueeze(i, [0])); // [batch, seq]
+      const pastPos = this.pastPositions; // [past]
+      // cache key j is too old for query q when qpos − j ≥ w
+      const tooOld = G.greater(G.sub(G.unsqueeze(qpos, [2]), G.unsqueeze(pastPos, [0, 1])), w - 1); // [batch, seq, past]
+      const past = G.and(this.pastAllowed, G.not(G.unsqueeze(tooOld, [1])));
+      const freshOld = G.greater(G.sub(G.unsqueeze(i, [1]), G.unsqueeze(i, [0])), w - 1); // [q, k]
+      m = { past, fresh: G.and(this.newAllowed, G.not(freshOld)) };
+      this.windowMasks.set(w, m);
+    }
+    return m;
+  }
+
+  /** Attention of layer `layer` over the cache and the new keys `k`, values `v` [batch, kvHeads, seq, headDim]. */
+  attend(layer: number, q: Value, k: Value, v: Value, scale: number, opts: { heads?: number; slidingWindow?: number | null } = {}): Value {
+    this.g.output(k, `key.${layer}`);
+    this.g.output(v, `value.${layer}`);
+    const pk = this.past(`past_key.${layer}`);
+    const pv = this.past(`past_value.${layer}`);
+    const masks = opts.slidingWindow ? this.windowed(opts.slidingWindow) : { past: this.pastAllowed, fresh: this.newAllowed };
+    const heads = opts.heads ?? (q.shape[1] as number);
+    const grouped = this.kvHeads !== heads;
+    const rep = heads / this.kvHeads;
+    const hd = this.headDim;
+    const group = (x: Value) => (grouped ? G.unsqueeze(x, [2]) : x);
+    const qq = grouped ? G.reshape(q, [0, this.kvHeads, rep, -1, hd]) : q;
+    const tr = grouped ? [0, 1, 2, 4, 3] : [0, 1, 3, 2];
+    const bias = (allowed: Value) => group(attentionBias(allowed, "float32"));
+    const mixed = q.dtype === "float16";
+    const scores = (kk: Value, allowed: Value) => {
+      let s = G.matmul(qq, G.transpose(group(kk), tr));
+      if (mixed) s = G.cast(s, "float32");
+      if (scale !== 1) s = G.mul(s, scale);
+      return G.add(s, bias(allowed));
+    };
+    const probs = G.softmax(G.concat([scores(pk, masks.past), scores(k, masks.fresh)], -1), -1);
+    const pastLen = G.gather(G.shapeOf(pk), this.g.ints([2]));
+    const seqLen = G.gather(G.shapeOf(k), this.g.ints([2]));
+    let [pp, pn] = this.g.op("Split", [probs, G.concat([pastLen, seqLen], 0)], { axis: -1 });
+    if (mixed) {
+      pp = G.cast(pp!, q.dtype);
+      pn = G.cast(pn!, q.dtype);
+    }
+    const out = G.add(G.matmul(pp!, group(pv)), G.matmul(pn!, group(v)));
+    return grouped ? G.reshape(out, [0, heads, -1, hd]) : out;
+  }
+}
+
+/** 0…n−1 as int64 [n], n read from dim `axis` of `x`. */
+function positionsAlong(x: Value, axis: number): Value {
+  const g = x.graph;
+  const n = G.gather(G.shapeOf(x), g.constant({ dtype: "int64", shape: [], data: BigInt64Array.of(BigInt(axis)) }));
+  return G.range(g.scalar(0, "int64"), n, g.scalar(1, "int64"));
+}
+
+/**
+ * Hidden states [batch, seq, hidden] at one position per row (`index` int64 [batch]) as
+ * [batch, 1, hidden]: the logits of a decoding step are computed for the last real token only.
+ */
+export function atPositions(x: Value, index: Value): Value {
+  const g = x.graph;
+  const idx = G.unsqueeze(index, [1, 2]);
+  const shape = G.concat([G.gather(G.shapeOf(x), g.ints([0])), g.ints([1, x.shape[2] as number])], 0);
+  return G.gatherElements(x, G.expand(idx, shape), 1);
 }

@@ -6,7 +6,7 @@ import * as G from "../graph/api.js";
 import { activation, dropout } from "../graph/composite.js";
 import type { Value } from "../graph/types.js";
 import type { Gpt2Config } from "../io/hf-config.js";
-import { attention, attentionAllowed, mergeHeads, positions, splitHeads } from "./attention.js";
+import { type KvCache, atPositions, attention, attentionAllowed, mergeHeads, positions, splitHeads } from "./attention.js";
 import type { ModelContext } from "./context.js";
 import type { ModelDef, ModelInputs, ModelOutputs } from "./model-def.js";
 
@@ -20,14 +20,17 @@ function ln(ctx: ModelContext, name: string, x: Value, eps: number): Value {
   return G.layerNormalization(x, ctx.param(`${name}.weight`), ctx.param(`${name}.bias`), eps);
 }
 
-function block(ctx: ModelContext, cfg: Gpt2Config, p: string, x: Value, allowed: Value): Value {
+function block(ctx: ModelContext, cfg: Gpt2Config, i: number, x: Value, allowed: Value, cache?: KvCache): Value {
+  const p = `transformer.h.${i}`;
   const H = cfg.hiddenSize;
   const hd = cfg.headDim;
   const a = ctx.g.withScope(`${p}.attn`, () => {
     const qkv = ctx.linear(`${p}.attn.c_attn`, ln(ctx, `${p}.ln_1`, x, cfg.layerNormEps), conv1d);
     const [q, k, v] = G.split(qkv, [H, H, H], 2).map((t) => splitHeads(t, cfg.numHeads, hd));
     const scale = cfg.scaleAttnWeights ? 1 / Math.sqrt(hd) : 1;
-    const o = mergeHeads(attention(q!, k!, v!, allowed, scale, { dropout: (pr) => drop(ctx, pr, cfg.attnDropout) }));
+    const o = mergeHeads(
+      cache ? cache.attend(i, q!, k!, v!, scale) : attention(q!, k!, v!, allowed, scale, { dropout: (pr) => drop(ctx, pr, cfg.attnDropout) }),
+    );
     return drop(ctx, ctx.linear(`${p}.attn.c_proj`, o, conv1d), cfg.residDropout);
   });
   const h = G.add(x, a);
@@ -42,13 +45,13 @@ export function buildGpt2(ctx: ModelContext, cfg: Gpt2Config, inputs: ModelInput
   const { g } = ctx;
   const tok = G.gather(ctx.param("transformer.wte.weight"), inputs.inputIds);
   const hooked = ctx.embeds(tok, inputs.attentionMask);
-  const pos = G.gather(ctx.param("transformer.wpe.weight"), positions(hooked.mask));
+  const pos = G.gather(ctx.param("transformer.wpe.weight"), inputs.positionIds ?? positions(hooked.mask));
   let x = drop(ctx, G.add(hooked.embeds, pos), cfg.embdDropout);
-  const allowed = attentionAllowed(hooked.mask, true);
+  const allowed = inputs.kvCache ? inputs.kvCache.newAllowed : attentionAllowed(hooked.mask, true);
   for (let i = 0; i < cfg.numLayers; i++) {
-    const p = `transformer.h.${i}`;
-    x = g.withScope(p, () => block(ctx, cfg, p, x, allowed));
+    x = g.withScope(`transformer.h.${i}`, () => block(ctx, cfg, i, x, allowed, inputs.kvCache));
   }
+  if (inputs.logitsIndex) x = atPositions(x, inputs.logitsIndex);
   x = ln(ctx, "transformer.ln_f", x, cfg.layerNormEps);
   const logits = ctx.linear("lm_head", x, { bias: false });
   return { logits, hidden: x, attentionMask: hooked.mask };

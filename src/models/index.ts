@@ -9,7 +9,7 @@ export { gpt2, buildGpt2 } from "./gpt2.js";
 export { llama, buildLlama, buildLlamaFamily, type LlamaFamilyOptions } from "./llama.js";
 export { qwen2, buildQwen2 } from "./qwen2.js";
 export { mistral, buildMistral } from "./mistral.js";
-export { attention, attentionAllowed, splitHeads, mergeHeads, positions, maskValue } from "./attention.js";
+export { attention, attentionAllowed, splitHeads, mergeHeads, positions, maskValue, KvCache, atPositions } from "./attention.js";
 export {
   loadUseLite,
   loadUseLiteModel,

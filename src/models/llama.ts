@@ -8,7 +8,7 @@ import * as G from "../graph/api.js";
 import { activation, dropout, rmsNorm } from "../graph/composite.js";
 import type { Value } from "../graph/types.js";
 import type { LlamaConfig, LlamaFamilyConfig } from "../io/hf-config.js";
-import { attention, attentionAllowed, mergeHeads, positions, splitHeads } from "./attention.js";
+import { atPositions, attention, attentionAllowed, mergeHeads, positions, splitHeads } from "./attention.js";
 import { type ModelContext, castTensor } from "./context.js";
 import type { ModelDef, ModelInputs, ModelOutputs } from "./model-def.js";
 
@@ -69,9 +69,12 @@ export function buildLlamaFamily(ctx: ModelContext, cfg: LlamaFamilyConfig, inpu
         ? { dtype, shape: tshape, data: a }
         : castTensor({ dtype, shape: tshape, data: Float32Array.from(a) }, ctx.dtype),
     );
-  const pos = positions(hooked.mask);
-  const cos = G.gather(mk(tables.cos), pos); // [S, D], broadcasts over [B, H, S, D]
-  const sin = G.gather(mk(tables.sin), pos);
+  // [S, D] broadcasts over [B, H, S, D]; per-row positions [B, S] give [B, 1, S, D]
+  const perRow = (t: Value) => (inputs.positionIds ? G.unsqueeze(t, [1]) : t);
+  const pos = inputs.positionIds ?? positions(hooked.mask);
+  const cos = perRow(G.gather(mk(tables.cos), pos));
+  const sin = perRow(G.gather(mk(tables.sin), pos));
+  const cache = inputs.kvCache;
   // one mask per distinct window, shared by the layers that use it
   const masks = new Map<number | null, Value>();
   const allowedFor = (window: number | null): Value => {
@@ -91,7 +94,11 @@ export function buildLlamaFamily(ctx: ModelContext, cfg: LlamaFamilyConfig, inpu
         const k = rope(splitHeads(ctx.linear(`${p}.self_attn.k_proj`, h, qkv), cfg.numKeyValueHeads, hd), cos, sin, hd);
         const v = splitHeads(ctx.linear(`${p}.self_attn.v_proj`, h, qkv), cfg.numKeyValueHeads, hd);
         const drop = (pr: Value) => (ctx.training && cfg.attentionDropout > 0 ? dropout(pr, cfg.attentionDropout, ctx.nextSeed()) : pr);
-        const o = attention(q, k, v, allowedFor(opts.slidingWindow(i)), 1 / Math.sqrt(hd), { heads: cfg.numHeads, kvHeads: cfg.numKeyValueHeads, dropout: drop });
+        const heads = { heads: cfg.numHeads, kvHeads: cfg.numKeyValueHeads };
+        const window = opts.slidingWindow(i);
+        const o = cache
+          ? cache.attend(i, q, k, v, 1 / Math.sqrt(hd), { ...heads, slidingWindow: window })
+          : attention(q, k, v, allowedFor(window), 1 / Math.sqrt(hd), { ...heads, dropout: drop });
         return ctx.linear(`${p}.self_attn.o_proj`, mergeHeads(o), { bias: opts.oBias });
       });
       const r = G.add(x, a);
@@ -104,6 +111,7 @@ export function buildLlamaFamily(ctx: ModelContext, cfg: LlamaFamilyConfig, inpu
       return G.add(r, m);
     });
   }
+  if (inputs.logitsIndex) x = atPositions(x, inputs.logitsIndex);
   x = rmsNorm(x, ctx.param("model.norm.weight"), cfg.rmsNormEps);
   const logits = ctx.linear("lm_head", x, { bias: false });
   return { logits, hidden: x, attentionMask: hooked.mask };

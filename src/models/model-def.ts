@@ -1,5 +1,6 @@
 /** The contract every architecture file implements. */
 import type { Value } from "../graph/types.js";
+import type { KvCache } from "./attention.js";
 import type { HfModelConfig } from "../io/hf-config.js";
 import type { UseLiteConfig } from "./use-lite/config.js";
 
@@ -16,6 +17,12 @@ export interface ModelInputs {
   readonly attentionMask: Value;
   /** int64 [batch, seq] (BERT segment ids; zeros when absent) */
   readonly tokenTypeIds?: Value;
+  /** int64 [batch, seq]: each token's position (default 0…seq−1); decoding with a cache passes per-row offsets. */
+  readonly positionIds?: Value;
+  /** Incremental decoding: attend to cached keys/values as well (causal LMs; see `KvCache`). */
+  readonly kvCache?: KvCache;
+  /** int64 [batch]: compute the logits of this position only, per row ([batch, 1, vocab]). */
+  readonly logitsIndex?: Value;
 }
 
 export interface ModelOutputs {

@@ -2,3 +2,4 @@ export { PeftModel, adapterParamName, type ForwardInputs, type ForwardOptions, t
 export { BASE_ADAPTER } from "./mixed.js";
 export { loadAdapterDir, saveAdapterDir, validateAdapter, adapterStateDict, STATE_DICT_PREFIX } from "./adapter-io.js";
 export { modelInfo } from "./model-info.js";
+export { AdapterPool, planLayout, fitsLayout, checkPoolable, poolHooks, type PoolLayout, type PoolModule, type ModuleShape } from "./adapter-pool.js";

@@ -244,6 +244,17 @@ export class PeftModel {
     return [...this.merged];
   }
 
+  /** The weights `forward` runs on: the base model's, with merged adapters folded in (read lazily). */
+  get weights(): WeightSource {
+    return overlaySource(this.base.weights, this.mergedWeights);
+  }
+
+  /** A number that changes whenever adapter `name` is (re)loaded or its tensors are updated. */
+  adapterVersion(name: string): number {
+    this.adapter(name);
+    return this.versions.get(name) ?? 0;
+  }
+
   /** PEFT `merge_and_unload`: a plain model whose weights include the active adapters. */
   mergeAndUnload(names: readonly string[] = this.active): LoadedModel {
     const before = [...this.merged];

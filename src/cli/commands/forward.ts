@@ -11,15 +11,17 @@
  * `model(**inputs, adapter_names=[…])`; `--merge` merges the active adapter into the weights first.
  */
 import { existsSync, statSync } from "node:fs";
-import { basename, dirname, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { AdapterNameError, AdapterStateError, InputTensorError, MissingFileError, MissingTensorError, ShapeMismatchError, UnsupportedFileTypeError } from "../../errors.js";
+import { AdapterStateError, InputTensorError, MissingFileError, MissingTensorError, ShapeMismatchError, UnsupportedFileTypeError } from "../../errors.js";
 import { loadSafetensors, saveSafetensors } from "../../io/safetensors.js";
-import { DEFAULT_ADAPTER_NAME, validateAdapterName } from "../../io/peft-files.js";
+import { DEFAULT_ADAPTER_NAME, adapterNamesForDirs } from "../../io/peft-files.js";
 import { type LoadedModel, SafetensorsWeights, loadModel } from "../../models/load.js";
 import { PeftModel } from "../../peft/peft-model.js";
 import type { Tensor } from "../../tensor.js";
 import type { CliContext } from "../context.js";
+
+export { adapterNamesForDirs };
 
 export interface ForwardCommandOptions {
   /** Base model folder (config.json + safetensors). */
@@ -104,26 +106,6 @@ function checkAgainstModel(file: string, inp: ForwardInputFile, model: LoadedMod
       `sequence length ${length}${extraTokens ? ` (with ${extraTokens} virtual tokens)` : ""} exceeds the ${maxPositionEmbeddings} positions of this ${modelType} model; truncate the inputs`,
     );
   }
-}
-
-/** The name each adapter folder is loaded under (see the file comment). */
-export function adapterNamesForDirs(dirs: readonly string[]): string[] {
-  const names: string[] = [];
-  dirs.forEach((dir, i) => {
-    const folder = basename(resolve(dir));
-    let name = folder;
-    try {
-      validateAdapterName(folder);
-    } catch (e) {
-      if (i > 0 || !(e instanceof AdapterNameError)) throw new AdapterNameError(folder, `folder ${dir} cannot name an adapter (${(e as Error).message}); rename the folder`);
-      name = DEFAULT_ADAPTER_NAME;
-    }
-    if (i > 0 && name === DEFAULT_ADAPTER_NAME) throw new AdapterNameError(name, `folder ${dir}: 'default' names the first adapter; rename the folder`);
-    const j = names.indexOf(name);
-    if (j >= 0) throw new AdapterStateError(name, `two adapter folders have this name (${dirs[j]} and ${dir}); give them different folder names`);
-    names.push(name);
-  });
-  return names;
 }
 
 /** Runs the model and writes the logits; returns what was done. */
