@@ -6,13 +6,14 @@
 import { Command } from "commander";
 import { createContext, processIo } from "../src/cli/context.js";
 import { reportError } from "../src/cli/main.js";
+import * as generate from "./generate.js";
 import * as infer from "./infer.js";
 import * as matmul from "./matmul.js";
 import * as memory from "./memory.js";
 import * as placement from "./placement.js";
 import * as trainStep from "./train-step.js";
 
-export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, memory, placement];
+export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement];
 
 export async function benchMain(argv: string[]): Promise<void> {
   const io = processIo();

@@ -105,11 +105,6 @@ export function applyPenalties(logits: Float32Array, p: SamplingParams, h: Token
   return s;
 }
 
-/** Indices sorted by score, descending (ties: lower index first, as a stable sort). */
-function order(s: Float64Array): number[] {
-  return Array.from(s.keys()).sort((a, b) => s[b]! - s[a]! || a - b);
-}
-
 function softmax(s: Float64Array): Float64Array {
   let max = -Infinity;
   for (const v of s) if (v > max) max = v;
@@ -132,17 +127,28 @@ function softmax(s: Float64Array): Float64Array {
 export function applyWarpers(s: Float64Array, p: SamplingParams): Float64Array {
   if (p.temperature !== 1 && p.temperature > 0) for (let i = 0; i < s.length; i++) s[i]! /= p.temperature;
   if (p.topK > 0 && p.topK < s.length) {
-    const kth = order(s)[p.topK - 1]!;
-    const thr = s[kth]!;
+    const thr = kthLargest(s, p.topK);
     for (let i = 0; i < s.length; i++) if (s[i]! < thr) s[i] = -Infinity;
   }
   if (p.topP < 1) {
-    const idx = order(s).reverse(); // ascending, as transformers sorts
-    const probs = softmax(Float64Array.from(idx, (i) => s[i]!));
+    const probs = softmax(s);
+    // Tokens below eps = (1 − top_p)/V are removed whatever the others are: all tokens at or below
+    // them weigh at most V·eps = 1 − top_p together. Only the rest is sorted (cumulated from the
+    // removed mass), which is the same result as sorting the whole vocabulary.
+    const eps = (1 - p.topP) / s.length;
     let cum = 0;
-    for (let j = 0; j < idx.length - 1; j++) {
-      cum += probs[j]!;
-      if (cum <= 1 - p.topP) s[idx[j]!] = -Infinity;
+    const cand: number[] = [];
+    for (let i = 0; i < s.length; i++) {
+      if (probs[i]! < eps) {
+        cum += probs[i]!;
+        s[i] = -Infinity;
+      } else cand.push(i);
+    }
+    cand.sort((a, b) => probs[a]! - probs[b]! || b - a); // ascending, as transformers sorts
+    for (let j = 0; j < cand.length - 1; j++) {
+      cum += probs[cand[j]!]!;
+      if (cum <= 1 - p.topP) s[cand[j]!] = -Infinity;
+      else break;
     }
   }
   if (p.minP > 0) {
@@ -153,6 +159,34 @@ export function applyWarpers(s: Float64Array, p: SamplingParams): Float64Array {
     for (let i = 0; i < s.length; i++) if (i !== best && probs[i]! < p.minP * top) s[i] = -Infinity;
   }
   return s;
+}
+
+/** The k-th largest value of `s` (quickselect on a copy). */
+function kthLargest(s: Float64Array, k: number): number {
+  const a = Float64Array.from(s);
+  let lo = 0;
+  let hi = a.length - 1;
+  const want = k - 1; // index in descending order
+  while (lo < hi) {
+    const pivot = a[(lo + hi) >> 1]!;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i]! > pivot) i++;
+      while (a[j]! < pivot) j--;
+      if (i <= j) {
+        const t = a[i]!;
+        a[i] = a[j]!;
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (want <= j) hi = j;
+    else if (want >= i) lo = i;
+    else break;
+  }
+  return a[want]!;
 }
 
 /** The processed distribution sampling draws from (after penalties and warpers). */
@@ -192,9 +226,14 @@ export function logSoftmax(logits: Float32Array): Float64Array {
   return Float64Array.from(logits, (v) => v - lse);
 }
 
-/** The `n` most likely tokens of `lp` with their logprobs. */
+/** The `n` most likely tokens of `lp` with their logprobs (ties: lower id first). */
 export function topLogprobs(lp: Float64Array, n: number): { tokenId: number; logprob: number }[] {
-  return order(lp)
+  if (n === 0) return [];
+  const thr = kthLargest(lp, Math.min(n, lp.length));
+  const ids: number[] = [];
+  for (let i = 0; i < lp.length; i++) if (lp[i]! >= thr) ids.push(i);
+  return ids
+    .sort((a, b) => lp[b]! - lp[a]! || a - b)
     .slice(0, n)
     .map((i) => ({ tokenId: i, logprob: lp[i]! }));
 }
