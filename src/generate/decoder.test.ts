@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { loadModel } from "../models/load.js";
+import { type TinyDecoderSpec, decoderConfigJson, randomDecoderWeights, writeHfModel } from "../models/tiny-decoder.test-util.js";
 import { AdapterPool, planLayout } from "../peft/adapter-pool.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { toFloat32 } from "../tensor.js";
@@ -23,7 +27,9 @@ async function fullForwardLast(pm: PeftModel, ids: number[], vocab: number): Pro
   return l.slice((l.length / vocab - 1) * vocab);
 }
 
-const CASES: { model: string; adapter: string | null }[] = [
+const CASES: { model: string; adapter: string | null; merge?: boolean }[] = [
+  { model: "gpt2", adapter: "dora", merge: true },
+  { model: "llama", adapter: "lora", merge: true },
   { model: "gpt2", adapter: null },
   { model: "gpt2", adapter: "lora" },
   { model: "gpt2", adapter: "rslora_all_linear" },
@@ -41,14 +47,17 @@ describe("incremental decoding equals the full forward pass at every step", () =
     for (const r of toRelease) await r();
   });
   for (const c of CASES) {
-    test(`${c.model}/${c.adapter ?? "base"}`, async () => {
+    test(`${c.model}/${c.adapter ?? "base"}${c.merge ? " merged" : ""}`, async () => {
       const base = loadModel(fixturePath("peft-parity", c.model, "base"));
       const pm = c.adapter ? PeftModel.fromPretrained(base, fixturePath("peft-parity", c.model, c.adapter), { adapterName: "a" }) : new PeftModel(base);
       toRelease.push(() => pm.dispose());
-      const adapters = c.adapter ? [pm.adapter("a")] : [];
+      // merged: the adapter is folded into the weights the decoder reads, and no pool slot is used
+      if (c.merge) pm.mergeAdapter(["a"]);
+      const pooled = c.adapter !== null && !c.merge;
+      const adapters = pooled ? [pm.adapter("a")] : [];
       const layout = planLayout(adapters, moduleShapes(pm), base.config.hiddenSize, { minSlots: 1 });
       const pool = new AdapterPool(layout, (n) => pm.weights.get(n), (n) => pm.weights.has(n));
-      if (c.adapter) pool.assign(1, pm.adapter("a"));
+      if (pooled) pool.assign(1, pm.adapter("a"));
       const dec = await Decoder.create(pm, pool);
       toRelease.push(() => dec.release());
       const V = dec.geometry.vocabSize;
@@ -56,7 +65,7 @@ describe("incremental decoding equals the full forward pass at every step", () =
       const vt = pool.virtualTokens(1);
       // prompt tuning: the virtual tokens go first, as PEFT prepends them
       const prefix = vt ? Array.from({ length: vt[1] }, (_, i) => vt[0] + i) : [];
-      const first = await dec.step([{ slot: 0, ids: [...prefix.map(() => 0), ...prompt], virtual: [...prefix, ...prompt.map(() => -1)], adapterSlot: c.adapter ? 1 : 0 }]);
+      const first = await dec.step([{ slot: 0, ids: [...prefix.map(() => 0), ...prompt], virtual: [...prefix, ...prompt.map(() => -1)], adapterSlot: pooled ? 1 : 0 }]);
       let worst = maxDiff(first[0]!, await fullForwardLast(pm, prompt, V));
       const seq = [...prompt];
       let logits = first[0]!;
@@ -64,11 +73,70 @@ describe("incremental decoding equals the full forward pass at every step", () =
         let best = 0;
         for (let i = 1; i < V; i++) if (logits[i]! > logits[best]!) best = i;
         seq.push((best + step * 7) % V); // vary the tokens a little
-        logits = (await dec.step([{ slot: 0, ids: [seq.at(-1)!], adapterSlot: c.adapter ? 1 : 0 }]))[0]!;
+        logits = (await dec.step([{ slot: 0, ids: [seq.at(-1)!], adapterSlot: pooled ? 1 : 0 }]))[0]!;
         worst = Math.max(worst, maxDiff(logits, await fullForwardLast(pm, seq, V)));
       }
-      console.log(`# ${c.model}/${c.adapter ?? "base"}: max |Δ| over 7 steps = ${worst.toExponential(2)}`);
+      console.log(`# ${c.model}/${c.adapter ?? "base"}${c.merge ? " merged" : ""}: max |Δ| over 7 steps = ${worst.toExponential(2)}`);
       assert.ok(worst <= TOL, `${worst} > ${TOL}`);
+    });
+  }
+});
+
+const QWEN2: TinyDecoderSpec = {
+  modelType: "qwen2",
+  vocab: 40,
+  hidden: 24,
+  layers: 2,
+  heads: 4,
+  kvHeads: 2,
+  headDim: 6,
+  intermediate: 32,
+  maxPositions: 32,
+  ropeTheta: 1000,
+  rmsNormEps: 1e-6,
+  tied: true,
+  qkvBias: true,
+  oBias: false,
+  mlpBias: false,
+};
+const MISTRAL: TinyDecoderSpec = { ...QWEN2, modelType: "mistral", kvHeads: 1, headDim: 8, tied: false, qkvBias: false, ropeTheta: 10000 };
+
+describe("incremental decoding: Qwen2 (q/k/v biases) and Mistral (sliding windows), prompts read in chunks", () => {
+  const tmp = mkdtempSync(join(tmpdir(), "peft-decoder-"));
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+  const cases: { name: string; spec: TinyDecoderSpec; extra: Record<string, unknown> }[] = [
+    { name: "qwen2, window 3 on layer 1", spec: QWEN2, extra: { use_sliding_window: true, sliding_window: 3, max_window_layers: 1 } },
+    { name: "mistral, window 4", spec: MISTRAL, extra: { sliding_window: 4 } },
+  ];
+  for (const c of cases) {
+    test(c.name, async () => {
+      const dir = writeHfModel(join(tmp, c.spec.modelType), decoderConfigJson(c.spec, c.extra), randomDecoderWeights(c.spec, 5));
+      const pm = new PeftModel(loadModel(dir));
+      const pool = new AdapterPool(planLayout([], moduleShapes(pm), c.spec.hidden), (n) => pm.weights.get(n), (n) => pm.weights.has(n));
+      const dec = await Decoder.create(pm, pool);
+      try {
+        const V = c.spec.vocab;
+        const prompt = [3, 17, 5, 29, 11, 0, 38];
+        // two rows of one batch at different lengths; row 0 reads its prompt in two chunks
+        await dec.step([{ slot: 0, ids: prompt.slice(0, 4), adapterSlot: 0 }]);
+        const [l0, l1] = await dec.step([
+          { slot: 0, ids: prompt.slice(4), adapterSlot: 0 },
+          { slot: 1, ids: [9, 8], adapterSlot: 0 },
+        ]);
+        let worst = Math.max(maxDiff(l0!, await fullForwardLast(pm, prompt, V)), maxDiff(l1!, await fullForwardLast(pm, [9, 8], V)));
+        const seqs = [[...prompt], [9, 8]];
+        for (let step = 0; step < 6; step++) {
+          seqs[0]!.push((step * 13 + 1) % V);
+          seqs[1]!.push((step * 5 + 2) % V);
+          const out = await dec.step(seqs.map((sq, slot) => ({ slot, ids: [sq.at(-1)!], adapterSlot: 0 })));
+          for (let r = 0; r < 2; r++) worst = Math.max(worst, maxDiff(out[r]!, await fullForwardLast(pm, seqs[r]!, V)));
+        }
+        console.log(`# ${c.name}: max |Δ| = ${worst.toExponential(2)}`);
+        assert.ok(worst <= TOL, `${worst} > ${TOL}`);
+      } finally {
+        await dec.release();
+        await pm.dispose();
+      }
     });
   }
 });
