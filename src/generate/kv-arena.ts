@@ -107,10 +107,16 @@ export class KvArena {
   /** Copies slot `from` (data and length) to slot `to`. */
   move(from: number, to: number): void {
     if (from === to) return;
-    const per = this.perPosition * this.capacity;
+    const D = this.shape.headDim;
+    const row = this.capacity * D;
+    const live = (this.lengths[from] ?? 0) * D; // only the cached positions of each head
     for (let l = 0; l < this.shape.layers; l++) {
-      this.keys[l]!.copyWithin(to * per, from * per, (from + 1) * per);
-      this.values[l]!.copyWithin(to * per, from * per, (from + 1) * per);
+      for (const buf of [this.keys[l]!, this.values[l]!]) {
+        for (let h = 0; h < this.shape.kvHeads; h++) {
+          const src = (from * this.shape.kvHeads + h) * row;
+          buf.copyWithin((to * this.shape.kvHeads + h) * row, src, src + live);
+        }
+      }
     }
     this.lengths[to] = this.lengths[from]!;
   }
