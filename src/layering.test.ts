@@ -5,28 +5,29 @@ import { test } from "node:test";
 import { packageRoot } from "./util/paths.js";
 
 /**
- * Imports point downward only (DEVELOPERS.md): cli → runs → train/compose/compress → peft → tuners →
- * models → graph/runtime/io. Files may import their own layer and any layer below.
+ * Imports point downward only (docs/architecture.md): cli/serve → runs → generate → compose → train →
+ * compress → peft → tuners → models → runtime → graph/io/data → errors/tensor/util. Files may
+ * import their own layer and any layer below. Gaps between the numbers leave room for new layers.
  */
 const LAYERS: Record<string, number> = {
   "errors.ts": 0,
   "tensor.ts": 0,
   util: 0,
-  graph: 1,
-  runtime: 1,
-  io: 1,
-  data: 1,
-  models: 2,
-  tuners: 3,
-  peft: 4,
-  train: 5,
-  compose: 5,
-  compress: 5,
-  runs: 6,
-  generate: 6,
-  serve: 7,
-  cli: 7,
-  "index.ts": 8,
+  graph: 10,
+  io: 10,
+  data: 10,
+  runtime: 20,
+  models: 30,
+  tuners: 40,
+  peft: 50,
+  compress: 60,
+  train: 70,
+  compose: 80,
+  generate: 85,
+  runs: 90,
+  serve: 100,
+  cli: 100,
+  "index.ts": 110,
 };
 
 function layerOf(pathInSrc: string): number {
@@ -45,21 +46,44 @@ function walk(dir: string, out: string[] = []): string[] {
   return out;
 }
 
+const IMPORT = /^\s*(?:import|export)[^"']*from\s+["'](\.[^"']+)["']/gm;
+
+/** Relative imports of every non-test `.ts` file under `dir`: [importing file, imported file], both absolute. */
+function importsUnder(dir: string): [string, string][] {
+  const out: [string, string][] = [];
+  for (const file of walk(dir)) {
+    if (file.endsWith(".test.ts")) continue; // tests may reach up to build fixtures
+    for (const m of readFileSync(file, "utf8").matchAll(IMPORT)) out.push([file, resolve(dirname(file), m[1]!.replace(/\.js$/, ".ts"))]);
+  }
+  return out;
+}
+
 test("imports point downward only", () => {
   const src = join(packageRoot(), "src");
   const violations: string[] = [];
   let checked = 0;
-  for (const file of walk(src)) {
+  for (const [file, target] of importsUnder(src)) {
     const rel = relative(src, file);
-    if (rel.endsWith(".test.ts")) continue; // tests may reach up to build fixtures
-    const text = readFileSync(file, "utf8");
-    for (const m of text.matchAll(/^\s*(?:import|export)[^"']*from\s+["'](\.[^"']+)["']/gm)) {
-      const target = relative(src, resolve(dirname(file), m[1]!.replace(/\.js$/, ".ts")));
-      if (target.startsWith("..")) continue;
-      checked++;
-      if (layerOf(target) > layerOf(rel)) violations.push(`src/${rel} imports src/${target}`);
+    const to = relative(src, target);
+    if (to.startsWith("..")) {
+      violations.push(`src/${rel} imports ${relative(packageRoot(), target)} (outside src/)`);
+      continue;
     }
+    checked++;
+    if (layerOf(to) > layerOf(rel)) violations.push(`src/${rel} imports src/${to}`);
   }
   assert.ok(checked > 100, `only ${checked} imports checked`);
   assert.deepEqual(violations, []);
+});
+
+test("bench/ imports src/ and itself only; src/ never imports bench/", () => {
+  const root = packageRoot();
+  const bench = join(root, "bench");
+  const bad = importsUnder(bench)
+    .filter(([, target]) => {
+      const to = relative(root, target);
+      return !to.startsWith("src/") && !to.startsWith("bench/");
+    })
+    .map(([file, target]) => `${relative(root, file)} imports ${relative(root, target)}`);
+  assert.deepEqual(bad, []);
 });

@@ -9,9 +9,8 @@
  */
 import { ConfigError, MissingTensorError, ShapeMismatchError } from "../errors.js";
 import { writeAll, writeFileAtomicWith } from "../io/atomic.js";
-import { DTYPE_TO_ST, SafetensorsFile } from "../io/safetensors.js";
+import { type PlannedTensorInfo, SafetensorsFile, safetensorsHeader } from "../io/safetensors.js";
 import {
-  BYTES_PER_ELEMENT,
   type DType,
   type Tensor,
   floatToBf16,
@@ -213,29 +212,8 @@ export interface MergeCheckpointsResult {
   readonly bytes: number;
 }
 
-interface PlannedTensor {
-  readonly key: string;
-  readonly dtype: DType;
-  readonly shape: readonly number[];
-  readonly begin: number;
-  readonly end: number;
+interface PlannedTensor extends PlannedTensorInfo {
   readonly merge: boolean;
-}
-
-/** The safetensors header (length prefix + JSON padded to 8 bytes) for tensors at known offsets. */
-function headerFor(plan: readonly PlannedTensor[], metadata: Readonly<Record<string, string>>): Uint8Array {
-  const fields: string[] = [];
-  const meta = Object.entries(metadata).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-  fields.push(`"__metadata__":{${meta.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(",")}}`);
-  for (const p of plan) {
-    fields.push(`${JSON.stringify(p.key)}:{"dtype":"${DTYPE_TO_ST[p.dtype]}","shape":[${p.shape.join(",")}],"data_offsets":[${p.begin},${p.end}]}`);
-  }
-  const json = Buffer.from(`{${fields.join(",")}}`, "utf8");
-  const padded = Math.ceil(json.byteLength / 8) * 8;
-  const header = new Uint8Array(8 + padded).fill(0x20, 8 + json.byteLength);
-  new DataView(header.buffer).setBigUint64(0, BigInt(padded), true);
-  header.set(json, 8);
-  return header;
 }
 
 function bytesOf(t: Tensor): Uint8Array {
@@ -261,7 +239,6 @@ export function mergeCheckpoints(opts: MergeCheckpointsOptions): MergeCheckpoint
   try {
     for (const m of opts.models) models.push(SafetensorsFile.open(m.path));
     const plan: PlannedTensor[] = [];
-    let offset = 0;
     for (const key of base.keys()) {
       const info = base.info(key);
       const merge = isFloatDtype(info.dtype) && acceptsTensor(opts.include, key);
@@ -273,11 +250,9 @@ export function mergeCheckpoints(opts: MergeCheckpointsOptions): MergeCheckpoint
         });
       }
       const dtype = opts.dtype && isFloatDtype(info.dtype) ? opts.dtype : info.dtype;
-      const size = numel(info.shape) * BYTES_PER_ELEMENT[dtype];
-      plan.push({ key, dtype, shape: [...info.shape], begin: offset, end: offset + size, merge });
-      offset += size;
+      plan.push({ key, dtype, shape: [...info.shape], merge });
     }
-    const header = headerFor(plan, { format: "pt", ...base.metadata, ...(opts.metadata ?? {}) });
+    const { header, dataBytes } = safetensorsHeader(plan, { format: "pt", ...base.metadata, ...(opts.metadata ?? {}) });
     const merged: string[] = [];
     writeFileAtomicWith(opts.outPath, (fd) => {
       writeAll(fd, header);
@@ -303,7 +278,7 @@ export function mergeCheckpoints(opts: MergeCheckpointsOptions): MergeCheckpoint
         opts.onTensor?.(p.key, index, plan.length);
       });
     });
-    return { outPath: opts.outPath, tensors: plan.length, merged, bytes: header.byteLength + offset };
+    return { outPath: opts.outPath, tensors: plan.length, merged, bytes: header.byteLength + dataBytes };
   } finally {
     for (const m of models) m.close();
     base.close();

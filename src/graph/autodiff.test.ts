@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import * as G from "./api.js";
 import { crossEntropy, gelu, geluTanh, rmsNorm, silu } from "./composite.js";
-import { type GradCheckInput, type GradCheckOptions, gradCheck } from "./gradcheck.js";
+import { type GradCheckInput, type GradCheckOptions, gradCheck } from "../runtime/gradcheck.js";
 import { OPS, OP_NAMES } from "./ops/index.js";
 import { nonDifferentiable } from "./op-def.js";
 import type { Value } from "./types.js";

@@ -8,6 +8,5 @@ export { OPSET } from "./opset.js";
 export * as ops from "./api.js";
 export { gelu, geluTanh, silu, activation, rmsNorm, linear, dense, crossEntropy, nextTokenCrossEntropy, dropout, isHalf } from "./composite.js";
 export { emulateHalf } from "./half-emulation.js";
-export { gradCheck, type GradCheckInput, type GradCheckOptions, type GradCheckResult } from "./gradcheck.js";
 export { matmulTerms, dimValue, forwardFlops, trainingFlops, type MatmulTerm, type FlopSplit } from "./flops.js";
 export { type DimExpr, type DimAlgebra, parseDim, parseDimOrName, formatDim, foldDim, evalDim, productFactors, dimNum, dimSym } from "./dim.js";

@@ -405,12 +405,23 @@ function bytesOf(key: string, t: Tensor): Uint8Array {
   return view;
 }
 
-function prepare(tensors: TensorMapLike, metadata: Readonly<Record<string, string>> | undefined): Prepared {
-  const items = entriesOf(tensors).map(([key, t]) => {
-    if (key === "__metadata__") throw new TensorDataError(key, "'__metadata__' is reserved by the safetensors format");
-    return { key, t, bytes: bytesOf(key, t), st: DTYPE_TO_ST[t.dtype], utf8: Buffer.from(key, "utf8") };
-  });
-  items.sort((a, b) => ST_RANK[b.st] - ST_RANK[a.st] || Buffer.compare(a.utf8, b.utf8));
+/** A tensor's place in a file being planned: its name, dtype and shape (its bytes come later). */
+export interface PlannedTensorInfo {
+  readonly key: string;
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+}
+
+/**
+ * The safetensors header (length prefix + JSON padded to 8 bytes with spaces) for tensors stored
+ * in the given order, and where each one's bytes go, relative to the end of the header. For
+ * writers that stream tensors computed one at a time (`mergeCheckpoints`); `saveSafetensors`
+ * writes its tensors through it too.
+ */
+export function safetensorsHeader(
+  tensors: readonly PlannedTensorInfo[],
+  metadata?: Readonly<Record<string, string>>,
+): { header: Uint8Array; offsets: readonly (readonly [number, number])[]; dataBytes: number } {
   const fields: string[] = [];
   if (metadata !== undefined) {
     const meta = Object.entries(metadata).sort(([a], [b]) => compareUtf8(a, b));
@@ -420,9 +431,12 @@ function prepare(tensors: TensorMapLike, metadata: Readonly<Record<string, strin
     fields.push(`"__metadata__":{${meta.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(",")}}`);
   }
   let offset = 0;
-  for (const it of items) {
-    const end = offset + it.bytes.byteLength;
-    fields.push(`${JSON.stringify(it.key)}:{"dtype":"${it.st}","shape":[${it.t.shape.join(",")}],"data_offsets":[${offset},${end}]}`);
+  const offsets: (readonly [number, number])[] = [];
+  for (const t of tensors) {
+    if (t.key === "__metadata__") throw new TensorDataError(t.key, "'__metadata__' is reserved by the safetensors format");
+    const end = offset + numel(t.shape) * BYTES_PER_ELEMENT[t.dtype];
+    fields.push(`${JSON.stringify(t.key)}:{"dtype":"${DTYPE_TO_ST[t.dtype]}","shape":[${t.shape.join(",")}],"data_offsets":[${offset},${end}]}`);
+    offsets.push([offset, end]);
     offset = end;
   }
   const json = Buffer.from(`{${fields.join(",")}}`, "utf8");
@@ -430,7 +444,20 @@ function prepare(tensors: TensorMapLike, metadata: Readonly<Record<string, strin
   const header = new Uint8Array(8 + padded).fill(0x20, 8 + json.byteLength);
   new DataView(header.buffer).setBigUint64(0, BigInt(padded), true);
   header.set(json, 8);
-  return { header, parts: items.map((it) => it.bytes), total: header.byteLength + offset };
+  return { header, offsets, dataBytes: offset };
+}
+
+function prepare(tensors: TensorMapLike, metadata: Readonly<Record<string, string>> | undefined): Prepared {
+  const items = entriesOf(tensors).map(([key, t]) => {
+    if (key === "__metadata__") throw new TensorDataError(key, "'__metadata__' is reserved by the safetensors format");
+    return { key, t, bytes: bytesOf(key, t), st: DTYPE_TO_ST[t.dtype], utf8: Buffer.from(key, "utf8") };
+  });
+  items.sort((a, b) => ST_RANK[b.st] - ST_RANK[a.st] || Buffer.compare(a.utf8, b.utf8));
+  const { header, dataBytes } = safetensorsHeader(
+    items.map((it) => ({ key: it.key, dtype: it.t.dtype, shape: it.t.shape })),
+    metadata,
+  );
+  return { header, parts: items.map((it) => it.bytes), total: header.byteLength + dataBytes };
 }
 
 /** Serialises tensors (and optional `__metadata__`) to safetensors bytes in memory. */

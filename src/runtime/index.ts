@@ -54,3 +54,4 @@ export {
   type MatmulTiming,
   type MatmulVariant,
 } from "./matmul-ceiling.js";
+export { gradCheck, type GradCheckInput, type GradCheckOptions, type GradCheckResult } from "./gradcheck.js";

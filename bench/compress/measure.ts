@@ -1,9 +1,9 @@
 /**
  * The measurements in docs/compression.md, on USE-lite + a LoRA adapter for uci-yelp sentiment:
  *
- *     node dist/src/compress/experiments/measure.js compeft  [--out runs/compression]
- *     node dist/src/compress/experiments/measure.js qlora    [--out runs/compression]
- *     node dist/src/compress/experiments/measure.js optim8bit [--out runs/compression]
+ *     node dist/bench/compress/measure.js compeft  [--out runs/compression]
+ *     node dist/bench/compress/measure.js qlora    [--out runs/compression]
+ *     node dist/bench/compress/measure.js optim8bit [--out runs/compression]
  *
  * Each part writes `<out>/<part>.json` and prints Markdown tables. Runs use 2 threads and take a
  * few minutes each on 2 cores. `qlora-probe time|memory …` are the child processes the qlora part
@@ -15,22 +15,22 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
-import { grad } from "../../graph/autodiff.js";
-import { toOnnx } from "../../graph/onnx.js";
-import { saveSafetensors } from "../../io/safetensors.js";
-import type { LoadedModel } from "../../models/load.js";
-import { PeftModel } from "../../peft/peft-model.js";
-import { toOrtTensor } from "../../runtime/session.js";
-import { floatToHalf, numel, toFloat32, type Tensor } from "../../tensor.js";
-import { taskLoss } from "../../train/loss.js";
-import { Trainer, collate, type TokenizedExample } from "../../train/trainer.js";
-import { adapterFromCompeft, compeftAdapter } from "../compeft/adapter.js";
-import { compeftStats } from "../compeft/compeft.js";
-import { encodeCompeft } from "../compeft/format.js";
-import { readAdapterDir, writeAdapterDir } from "../../io/peft-files.js";
-import { modelSizeReport, quantizeModel } from "../quant/quantized-model.js";
-import type { QuantScheme } from "../quant/quantize.js";
-import { AdamW8bit } from "../../train/optim/adamw8bit.js";
+import { grad } from "../../src/graph/autodiff.js";
+import { toOnnx } from "../../src/graph/onnx.js";
+import { saveSafetensors } from "../../src/io/safetensors.js";
+import type { LoadedModel } from "../../src/models/load.js";
+import { PeftModel } from "../../src/peft/peft-model.js";
+import { toOrtTensor } from "../../src/runtime/session.js";
+import { floatToHalf, numel, toFloat32, type Tensor } from "../../src/tensor.js";
+import { taskLoss } from "../../src/train/loss.js";
+import { Trainer, collate, type TokenizedExample } from "../../src/train/trainer.js";
+import { adapterFromCompeft, compeftAdapter } from "../../src/compress/compeft/adapter.js";
+import { compeftStats } from "../../src/compress/compeft/compeft.js";
+import { encodeCompeft } from "../../src/compress/compeft/format.js";
+import { readAdapterDir, writeAdapterDir } from "../../src/io/peft-files.js";
+import { modelSizeReport, quantizeModel } from "../../src/compress/quant/quantized-model.js";
+import type { QuantScheme } from "../../src/compress/quant/quantize.js";
+import { AdamW8bit } from "../../src/train/optim/adamw8bit.js";
 import { accuracyOf, loadSentimentTask, median, sentimentBase, trainLoop, type SentimentTask } from "./sentiment-task.js";
 
 const SEED = 0;

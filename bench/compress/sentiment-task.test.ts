@@ -1,7 +1,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { PeftModel } from "../../peft/peft-model.js";
-import { AdamW8bit } from "../../train/optim/adamw8bit.js";
+import { PeftModel } from "../../src/peft/peft-model.js";
+import { AdamW8bit } from "../../src/train/optim/adamw8bit.js";
 import { accuracyOf, loadSentimentTask, median, sentimentBase, trainLoop } from "./sentiment-task.js";
 
 describe("the sentiment task of the compression measurements", () => {

@@ -3,12 +3,12 @@
  * differentiates a random projection of its output with `grad`, and compares against central
  * differences computed by running the same ONNX graph on perturbed inputs.
  */
-import { CompiledGraph } from "../runtime/session.js";
+import { CompiledGraph } from "./session.js";
 import type { DType, Tensor } from "../tensor.js";
-import { grad } from "./autodiff.js";
-import * as G from "./api.js";
-import { Graph } from "./graph.js";
-import type { Value } from "./types.js";
+import { grad } from "../graph/autodiff.js";
+import * as G from "../graph/api.js";
+import { Graph } from "../graph/graph.js";
+import type { Value } from "../graph/types.js";
 
 export interface GradCheckInput {
   readonly name: string;

@@ -4,23 +4,23 @@
  * small training loop that takes any `Optimizer` (the `Trainer` builds its own AdamW/SGD), used
  * to compare AdamW with AdamW8bit under otherwise identical conditions.
  */
-import { loadDataset } from "../../data/registry.js";
-import { splitDataset } from "../../data/split.js";
-import type { LoadedModel } from "../../models/load.js";
-import { loadUseLiteModel } from "../../models/use-lite/classifier.js";
-import type { UseLiteTokenizer } from "../../models/use-lite/tokenizer.js";
-import type { PeftModel } from "../../peft/peft-model.js";
-import type { SessionOptions } from "../../runtime/session.js";
-import type { Tensor } from "../../tensor.js";
-import { accuracy, argmaxRows } from "../../train/metrics.js";
-import { AdamW } from "../../train/optim/adamw.js";
-import { AdamW8bit } from "../../train/optim/adamw8bit.js";
-import { excludeFromWeightDecay } from "../../train/optim/decay.js";
-import type { NamedParam, Optimizer } from "../../train/optim/types.js";
-import { createSchedule } from "../../train/schedule.js";
-import { TrainStep } from "../../train/step.js";
-import { collate, type TokenizedExample } from "../../train/trainer.js";
-import { Rng } from "../../util/rng.js";
+import { loadDataset } from "../../src/data/registry.js";
+import { splitDataset } from "../../src/data/split.js";
+import type { LoadedModel } from "../../src/models/load.js";
+import { loadUseLiteModel } from "../../src/models/use-lite/classifier.js";
+import type { UseLiteTokenizer } from "../../src/models/use-lite/tokenizer.js";
+import type { PeftModel } from "../../src/peft/peft-model.js";
+import type { SessionOptions } from "../../src/runtime/session.js";
+import type { Tensor } from "../../src/tensor.js";
+import { accuracy, argmaxRows } from "../../src/train/metrics.js";
+import { AdamW } from "../../src/train/optim/adamw.js";
+import { AdamW8bit } from "../../src/train/optim/adamw8bit.js";
+import { excludeFromWeightDecay } from "../../src/train/optim/decay.js";
+import type { NamedParam, Optimizer } from "../../src/train/optim/types.js";
+import { createSchedule } from "../../src/train/schedule.js";
+import { TrainStep } from "../../src/train/step.js";
+import { collate, type TokenizedExample } from "../../src/train/trainer.js";
+import { Rng } from "../../src/util/rng.js";
 
 export interface SentimentTask {
   readonly dataset: string;
