@@ -121,6 +121,17 @@ describe("chat templates published with real models", () => {
     fault(() => applyChatTemplate(chat, { template: QWEN2, continueFinalMessage: true, addGenerationPrompt: true }), "options");
   });
 
+  test("tools as JSON the way transformers' tojson writes them (Qwen2.5's tool header)", () => {
+    // the system/tools part of Qwen2.5-Instruct's template, its instructions text shortened
+    const t =
+      "{%- if tools %}{{- '<|im_start|>system\\n' }}{%- if messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}{{- \"# Tools\\n\\n<tools>\" }}{%- for tool in tools %}{{- \"\\n\" }}{{- tool | tojson }}{%- endfor %}{{- \"\\n</tools><|im_end|>\\n\" }}{%- endif %}";
+    const tools = [{ type: "function", function: { name: "get_weather", description: "Météo", parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] } } }];
+    assert.equal(
+      applyChatTemplate([{ role: "system", content: "S" }], { template: t, tools }),
+      '<|im_start|>system\nS\n\n# Tools\n\n<tools>\n{"type": "function", "function": {"name": "get_weather", "description": "Météo", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}\n</tools><|im_end|>\n',
+    );
+  });
+
   test("tools, documents and extra variables reach the template", () => {
     const t = "{% for t in tools %}{{ t.function.name }};{% endfor %}{% for d in documents %}[{{ d.title }}]{% endfor %}{{ enable_thinking }}|{{ messages | length }}";
     const text = applyChatTemplate([{ role: "user", content: "x" }], {
