@@ -450,3 +450,51 @@ export class EngineClosedError extends PeftError {
     super(`the generation engine is ${state} and takes no new requests; create a new engine`);
   }
 }
+
+/** A command's output path is one of its inputs, or lies inside one, or contains one: writing would destroy the input. */
+export class OutputIsInputError extends PeftError {
+  readonly code = "PEFT_ERR_OUTPUT_IS_INPUT";
+  constructor(
+    readonly out: string,
+    readonly input: string,
+    readonly relation: "is" | "contains" | "is inside",
+    readonly option = "--out",
+  ) {
+    super(`${option} ${out} ${relation} the input ${input}; writing there would destroy the input (even with --overwrite); choose another ${option}`);
+  }
+}
+
+/** A command's output already exists and `--overwrite` (`overwrite: true`) was not given. */
+export class OutputExistsError extends PeftError {
+  readonly code = "PEFT_ERR_OUTPUT_EXISTS";
+  constructor(readonly out: string, readonly detail = "already exists", readonly option = "--out") {
+    super(`${option} ${out} ${detail}; pass --overwrite to replace it, or choose another ${option}`);
+  }
+}
+
+/** The operating system refused a file operation (no such file, a file where a folder is needed, read-only, disk full, permission…). */
+export class FileSystemError extends PeftError {
+  readonly code = "PEFT_ERR_FILESYSTEM";
+  constructor(readonly file: string, readonly syscall: string, readonly errno: string, readonly hint: string, options?: { cause?: unknown }) {
+    super(`${file}: cannot ${syscall}: ${hint} (${errno})`, options);
+  }
+}
+
+/** A public function or constructor was called with an argument of the wrong type, shape or range. */
+export class ArgumentError extends PeftError {
+  readonly code = "PEFT_ERR_ARGUMENT";
+  constructor(readonly fn: string, readonly argument: string, readonly expected: string, readonly got: string) {
+    super(`${fn}: argument '${argument}' must be ${expected}; got ${got}`);
+  }
+}
+
+/** A ComPEFT file's checksum does not match its bytes (a bit flip in storage or transfer). */
+export class CompeftChecksumError extends PeftError {
+  readonly code = "PEFT_ERR_COMPEFT_CHECKSUM";
+  constructor(readonly file: string, readonly expected: number, readonly actual: number) {
+    super(
+      `${file}: ComPEFT checksum mismatch (stored crc32 ${expected.toString(16).padStart(8, "0")}, computed ${actual.toString(16).padStart(8, "0")}); ` +
+        "the file is corrupt: copy or write it again",
+    );
+  }
+}

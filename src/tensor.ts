@@ -3,6 +3,8 @@
  * a flat row-major typed array. Dtype names are onnxruntime's (`float32`, `int64`, …) so a
  * `Tensor` converts to an `ort.Tensor` without a lookup table.
  */
+import { NonFiniteValueError } from "./errors.js";
+
 export type DType =
   | "float32"
   | "float64"
@@ -167,4 +169,45 @@ export function f32(shape: readonly number[], data: ArrayLike<number>): Tensor<"
 
 export function i64(shape: readonly number[], data: ArrayLike<number | bigint>): Tensor<"int64"> {
   return tensor("int64", shape, BigInt64Array.from(Array.from(data, (v) => BigInt(v))));
+}
+
+/** Index of the first NaN or ±Infinity of a float tensor (raw float16/bfloat16 bits checked directly); -1 when all are finite or the dtype is an integer one. */
+export function firstNonFinite(t: Tensor): number {
+  const d = t.data;
+  switch (t.dtype) {
+    case "float32":
+    case "float64": {
+      const f = d as Float32Array | Float64Array;
+      for (let i = 0; i < f.length; i++) if (!Number.isFinite(f[i]!)) return i;
+      return -1;
+    }
+    case "float16":
+    case "bfloat16": {
+      const mask = t.dtype === "float16" ? 0x7c00 : 0x7f80;
+      const h = d as Uint16Array;
+      for (let i = 0; i < h.length; i++) if ((h[i]! & mask) === mask) return i;
+      return -1;
+    }
+    default:
+      return -1;
+  }
+}
+
+/** The value of element `i` of a float tensor as a number. */
+function elementValue(t: Tensor, i: number): number {
+  if (t.dtype === "float16") return halfToFloat((t.data as Uint16Array)[i]!);
+  if (t.dtype === "bfloat16") return bf16ToFloat((t.data as Uint16Array)[i]!);
+  return Number(t.data[i]);
+}
+
+/**
+ * Throws `NonFiniteValueError` naming the tensor when a float tensor of `tensors` holds NaN or
+ * ±Infinity. `context` says what needs finite values (e.g. "the adapter in runs/a (pass
+ * --allow-non-finite to accept it)").
+ */
+export function assertFinite(tensors: Iterable<readonly [string, Tensor]>, context: string): void {
+  for (const [name, t] of tensors) {
+    const i = firstNonFinite(t);
+    if (i >= 0) throw new NonFiniteValueError(name, i, elementValue(t, i), context);
+  }
 }

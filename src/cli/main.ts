@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command, CommanderError } from "commander";
 import { PeftError } from "../errors.js";
+import { wrapFsError } from "../io/fs-error.js";
 import { packageRoot } from "../util/paths.js";
 import * as atlas from "./commands/atlas.js";
 import * as combine from "./commands/combine.js";
@@ -41,7 +42,21 @@ export function buildProgram(ctx: CliContext): Command {
     .showHelpAfterError("(run 'peft --help' for usage)")
     .exitOverride();
   for (const c of COMMANDS) c.register(program, ctx);
+  for (const c of program.commands) applyConventions(c, "peft");
   return program;
+}
+
+/**
+ * Conventions every command gets: required options say so in `--help`, and a usage error points
+ * to the command's own help (`peft train --help`), for nested commands too.
+ */
+function applyConventions(cmd: Command, parent: string): void {
+  const path = `${parent} ${cmd.name()}`;
+  cmd.showHelpAfterError(`(run '${path} --help' for usage)`);
+  for (const o of cmd.options) {
+    if (o.mandatory && !o.description.endsWith("(required)")) o.description = `${o.description} (required)`;
+  }
+  for (const sub of cmd.commands) applyConventions(sub, path);
 }
 
 /**
@@ -50,6 +65,7 @@ export function buildProgram(ctx: CliContext): Command {
  */
 export function reportError(e: unknown, ctx: CliContext): number {
   if (e instanceof CommanderError) return e.exitCode; // commander already printed its message (or the help/version)
+  e = wrapFsError(e); // a system error (ENOENT, EROFS, ENOSPC…) becomes PEFT_ERR_FILESYSTEM naming the file
   if (e instanceof PeftError) ctx.err(`error [${e.code}]: ${e.message}`);
   else ctx.err(`error: ${e instanceof Error ? e.message : String(e)}`);
   if (ctx.debug && e instanceof Error && e.stack) {

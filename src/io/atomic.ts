@@ -1,11 +1,58 @@
 /**
  * Atomic file writes: data goes to `<path>.tmp-<pid>-<random>` in the same folder, is fsynced,
  * then renamed over `path`. A failed write removes the temporary file and never touches an
- * existing `path`, so readers see either the old file or the complete new one.
+ * existing `path`, so readers see either the old file or the complete new one. A process killed
+ * mid-write (kill -9, power loss) leaves its temporary file behind; the next atomic write into the
+ * same folder removes the temporary files of processes that no longer run. System errors come out
+ * as `FileSystemError`s naming the file.
  */
 import fs from "node:fs";
 import { randomBytes } from "node:crypto";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
+import { wrapFsError } from "./fs-error.js";
+
+/** `<name>.tmp-<pid>-<12 hex>`: the temporary names {@link tempPathFor} makes. */
+const TEMP_NAME = /^.+\.tmp-(\d+)-[0-9a-f]{12}$/;
+
+/** True while a process with this id exists (signal 0 only checks; EPERM means it exists but is not ours). */
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Removes the temporary files that writers which died mid-write left in `dir` (names made by
+ * {@link tempPathFor} whose process id no longer runs); returns the removed paths. Files of live
+ * processes, and anything else, are left alone; a folder that cannot be listed is skipped.
+ */
+export function removeStaleTempFiles(dir: string): string[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return []; // a missing or unreadable folder: the write itself reports the problem
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const m = TEMP_NAME.exec(name);
+    if (!m || processAlive(Number(m[1]))) continue;
+    const p = join(dir, name);
+    try {
+      if (fs.lstatSync(p).isFile()) {
+        fs.unlinkSync(p);
+        removed.push(p);
+      }
+    } catch {
+      // removed by someone else meanwhile, or not ours to remove: leave it
+    }
+  }
+  return removed;
+}
 
 /** Writes a file's contents to an open file descriptor (must write everything it means to). */
 export type FdWriter = (fd: number) => void;
@@ -79,15 +126,20 @@ function writerOf(f: AtomicFile): FdWriter {
  * temporary file in the same folder). If `write` throws, `path` is left as it was.
  */
 export function writeFileAtomicWith(path: string, write: FdWriter): void {
-  const tmp = tempPathFor(path);
-  writeTemp(tmp, write);
   try {
-    fs.renameSync(tmp, path);
+    removeStaleTempFiles(dirname(path));
+    const tmp = tempPathFor(path);
+    writeTemp(tmp, write);
+    try {
+      fs.renameSync(tmp, path);
+    } catch (e) {
+      removeQuietly(tmp);
+      throw e;
+    }
+    syncDir(dirname(path));
   } catch (e) {
-    removeQuietly(tmp);
-    throw e;
+    throw wrapFsError(e, path);
   }
-  syncDir(dirname(path));
 }
 
 /** Atomically replaces `path` with `data` (strings are written as UTF-8). */
@@ -102,6 +154,15 @@ export function writeFileAtomic(path: string, data: Uint8Array | string): void {
  * vanished folder or similar, can leave the earlier targets renamed; the system error is rethrown.)
  */
 export function writeFilesAtomic(files: readonly AtomicFile[]): void {
+  try {
+    writeFilesAtomicRaw(files);
+  } catch (e) {
+    throw wrapFsError(e, files[0]?.path);
+  }
+}
+
+function writeFilesAtomicRaw(files: readonly AtomicFile[]): void {
+  for (const d of new Set(files.map((f) => dirname(f.path)))) removeStaleTempFiles(d);
   const temps: string[] = [];
   try {
     for (const f of files) {

@@ -1,5 +1,7 @@
 /** Public API of the IO layer: atomic writes, safetensors, HF config/tokenizer/chat-template/generation-config files, PEFT adapter folders. */
-export { writeFileAtomic, writeFileAtomicWith, writeFilesAtomic, tempPathFor } from "./atomic.js";
+export { writeFileAtomic, writeFileAtomicWith, writeFilesAtomic, tempPathFor, removeStaleTempFiles } from "./atomic.js";
+export { checkOutput, outputRelation, realPathOf, type OutputCheck } from "./output.js";
+export { wrapFsError, withFsErrors, isFsError } from "./fs-error.js";
 export type { AtomicFile, FdWriter } from "./atomic.js";
 export {
   SafetensorsFile,

@@ -6,6 +6,7 @@
 import { existsSync, mkdirSync, statSync } from "node:fs";
 import { basename, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { AdapterNameError, AdapterStateError, ConfigError, MissingFileError, PathTraversalError } from "../errors.js";
+import { withFsErrors } from "./fs-error.js";
 import type { Tensor } from "../tensor.js";
 import { writeFilesAtomic } from "./atomic.js";
 import { readJsonObject } from "./json-file.js";
@@ -146,7 +147,7 @@ export function writeAdapterDir(
   const weightsFile = join(dir, ADAPTER_WEIGHTS_NAME);
   const configText = formatAdapterConfig(configRaw, configFile);
   const writeWeights = safetensorsFileWriter(weights, metadata);
-  mkdirSync(dir, { recursive: true });
+  withFsErrors(dir, () => mkdirSync(dir, { recursive: true }));
   // Weights first: a reader that sees the new config then also finds the new weights.
   writeFilesAtomic([
     { path: weightsFile, write: writeWeights },

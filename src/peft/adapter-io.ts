@@ -2,7 +2,7 @@
 import { AdapterMismatchError, ConfigError, ShapeMismatchError } from "../errors.js";
 import { ADAPTER_CONFIG_NAME, type AdapterFiles, formatAdapterConfig, readAdapterDir, writeAdapterDir } from "../io/peft-files.js";
 import { safetensorsFileWriter } from "../io/safetensors.js";
-import type { Tensor } from "../tensor.js";
+import { type Tensor, assertFinite } from "../tensor.js";
 import type { AdapterInstance, BaseModelInfo } from "../tuners/common/types.js";
 import { tunerFor } from "../tuners/registry.js";
 
@@ -62,9 +62,25 @@ function stripPrefix(weights: Map<string, Tensor>): Map<string, Tensor> {
   return out;
 }
 
+export interface LoadAdapterOptions {
+  /** Accept NaN/±Infinity in the adapter's tensors (default: a `NonFiniteValueError` naming the tensor). */
+  readonly allowNonFinite?: boolean;
+}
+
+const FLOAT_DTYPES: ReadonlySet<string> = new Set(["float32", "float64", "float16", "bfloat16"]);
+
+/** Adapter tensors are floating point and (unless allowed) finite; the error names the tensor and the file. */
+export function checkAdapterTensors(weights: ReadonlyMap<string, Tensor>, file: string, opts: LoadAdapterOptions = {}): void {
+  for (const [key, t] of weights) {
+    if (!FLOAT_DTYPES.has(t.dtype)) throw new AdapterMismatchError(file, key, `has dtype ${t.dtype}; adapter tensors are floating point (float32, float16, bfloat16 or float64)`);
+  }
+  if (!opts.allowNonFinite) assertFinite(weights, `the adapter ${file} (allowNonFinite / --allow-non-finite accepts it)`);
+}
+
 /** Load an adapter folder as an adapter instance for `model`. */
-export function loadAdapterDir(dir: string, name: string, model: BaseModelInfo): AdapterInstance {
+export function loadAdapterDir(dir: string, name: string, model: BaseModelInfo, opts: LoadAdapterOptions = {}): AdapterInstance {
   const files: AdapterFiles = readAdapterDir(dir);
+  checkAdapterTensors(files.weights, files.weightsFile, opts);
   const peftType = files.configRaw.peft_type;
   const tuner = tunerFor(typeof peftType === "string" ? peftType : String(peftType), files.configFile);
   return inConfig(files.configFile, () => {

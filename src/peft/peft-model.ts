@@ -143,10 +143,10 @@ export class PeftModel {
   }
 
   /** PEFT `load_adapter`: read a PEFT adapter folder. A failed load leaves the model unchanged. */
-  loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean; activate?: boolean } = {}): AdapterInstance {
+  loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean; activate?: boolean; allowNonFinite?: boolean } = {}): AdapterInstance {
     validateAdapterName(adapterName);
     if (this.adapters.has(adapterName)) throw new AdapterStateError(adapterName, "already loaded");
-    const a = loadAdapterDir(dir, adapterName, this.info);
+    const a = loadAdapterDir(dir, adapterName, this.info, { allowNonFinite: opts.allowNonFinite ?? false });
     const inst: AdapterInstance = { ...a, config: { ...a.config, inferenceMode: !(opts.isTrainable ?? false) } };
     this.register(inst, opts.activate ?? false);
     return inst;

@@ -2,10 +2,12 @@
 import { type Command, Option } from "commander";
 import type { AtlasObjective } from "../../compose/atlas/composer.js";
 import type { AtlasMode } from "../../compose/atlas/layout.js";
+import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
 import { ATLAS_DEFAULTS, type AtlasRunOptions, runAtlas } from "../../runs/atlas/run.js";
 import { parseRunList } from "../../runs/atlas/sources.js";
 import { DEFAULT_SPLIT, parseSplitFractions } from "../../runs/data.js";
+import { addOutputOption } from "../output-option.js";
 import { formatAtlasSummary } from "../atlas/report.js";
 import { parseNonNegativeInt, parseNonNegativeNumber, parsePositiveInt, parsePositiveNumber } from "../train/options.js";
 import { createProgress } from "../train/progress.js";
@@ -37,7 +39,7 @@ interface RawAtlasOptions {
 
 export function register(program: Command, ctx: CliContext): void {
   const d = ATLAS_DEFAULTS;
-  program
+  const cmd = program
     .command("atlas")
     .description(
       "aTLAS: compose the task vectors of 'peft train' runs with learned per-block coefficients (λ) on a target dataset; writes atlas_coefficients.json, metrics.json (λ = 0 vs fitted accuracy) and, with --save-model, the composed model to --out",
@@ -46,7 +48,6 @@ export function register(program: Command, ctx: CliContext): void {
     .requiredOption("--task-vectors <runs>", "comma-separated 'peft train' run folders (or PEFT LoRA adapter folders); each gives ΔW = scaling·B·A per adapted module, the classifier left out")
     .option("--head <run>", "run folder whose trained classifier is the target's head, kept fixed (must be trained on --data's labels; default: the first --task-vectors run)")
     .requiredOption("--data <data>", "target dataset: built-in name (uci-sentiment, uci-amazon, uci-imdb, uci-yelp) or a .jsonl/.csv file; split as 'peft train' splits it")
-    .requiredOption("--out <dir>", "run folder to write (e.g. runs/atlas-yelp)")
     .addOption(new Option("--mode <mode>", "anisotropic: one λ per task vector and block (parameter tensor); isotropic: one λ per task vector").choices(["anisotropic", "isotropic"]).default(d.mode))
     .addOption(
       new Option("--objective <objective>", "cross-entropy on the labelled training examples, or entropy of the predictions on their texts alone (test-time adaptation)")
@@ -65,13 +66,15 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--max-length <n>", "truncate texts to N tokens", parsePositiveInt)
     .option("--keep-best", "evaluate on the validation split after every epoch and keep the best λ (the paper's protocol)")
     .option("--save-model", "also write the composed model (config.json + model.safetensors + tokenizer files) to <out>/model")
-    .option("--overwrite", "replace the run in --out")
     .option("--no-progress", "plain log lines even on a terminal")
-    .option("--json", "print metrics.json to stdout instead of the summary")
-    .action(async (o: RawAtlasOptions) => {
+    .option("--json", "print metrics.json to stdout instead of the summary");
+  addOutputOption(cmd, "run folder to write (e.g. runs/atlas-yelp)", { kind: "dir" });
+  cmd.action(async (o: RawAtlasOptions) => {
+      const taskVectors = parseRunList(o.taskVectors);
+      checkOutput({ out: o.out, kind: "folder", inputs: [o.model, o.data, o.head, ...taskVectors], overwrite: true }); // an existing run: refused by runAtlas unless --overwrite
       const opts: AtlasRunOptions = {
         model: o.model,
-        taskVectors: parseRunList(o.taskVectors),
+        taskVectors,
         head: o.head ?? null,
         data: o.data,
         out: o.out,

@@ -1,13 +1,15 @@
 /**
  * `peft combine --adapters <dirA>,<dirB>,… --weights 0.7,0.5 --type ties [--density 0.5]
  * [--svd-rank 4] [--svd-clamp q] [--majority-sign total|frequency] [--seed n] --base <model dir>
- * -o <dir>`: PEFT's `add_weighted_adapter` from adapter folders to a new adapter folder.
+ * --out <dir>`: PEFT's `add_weighted_adapter` from adapter folders to a new adapter folder.
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { ConfigError } from "../../errors.js";
 import { COMBINATION_TYPES, type CombinationType } from "../../compose/weighted-adapter.js";
 import { combineAdapterDirs } from "../../compose/combine-adapters.js";
+import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
+import { addOutputOption } from "../output-option.js";
 
 function list(v: string): string[] {
   const parts = v.split(",").map((s) => s.trim());
@@ -51,12 +53,13 @@ interface CombineFlags {
   majoritySign: "total" | "frequency";
   seed: number;
   base: string;
-  output: string;
+  out: string;
+  overwrite?: boolean;
   json?: boolean;
 }
 
 export function register(program: Command, ctx: CliContext): void {
-  program
+  const cmd = program
     .command("combine")
     .description("combine LoRA adapters into a new adapter folder, as PEFT's add_weighted_adapter")
     .requiredOption("--adapters <dirs>", "comma-separated PEFT LoRA adapter folders", list)
@@ -68,9 +71,9 @@ export function register(program: Command, ctx: CliContext): void {
     .addOption(new Option("--majority-sign <method>", "sign election of ties types").choices(["total", "frequency"]).default("total"))
     .option("--seed <n>", "seed of the dare variants' random drops", nonNegativeInt, 0)
     .requiredOption("--base <dir>", "base model folder the adapters were trained on (config.json + model.safetensors)")
-    .requiredOption("-o, --output <dir>", "output adapter folder (adapter_config.json + adapter_model.safetensors)")
-    .option("--json", "print the result as JSON")
-    .action((f: CombineFlags) => {
+    .option("--json", "print the result as JSON");
+  addOutputOption(cmd, "output adapter folder (adapter_config.json + adapter_model.safetensors)", { kind: "dir" }).action((f: CombineFlags) => {
+      checkOutput({ out: f.out, kind: "folder", inputs: [...f.adapters, f.base], overwrite: f.overwrite === true });
       if (f.weights.length !== f.adapters.length) {
         throw new ConfigError("command line", "--weights", `has ${f.weights.length} values for ${f.adapters.length} adapters; give one weight per adapter`);
       }
@@ -84,7 +87,7 @@ export function register(program: Command, ctx: CliContext): void {
         svdClamp: f.svdClamp ?? null,
         majoritySignMethod: f.majoritySign,
         seed: f.seed,
-        outDir: f.output,
+        outDir: f.out,
       });
       for (const w of r.warnings) ctx.err(`warning: ${w}`);
       if (f.json) ctx.json(r);

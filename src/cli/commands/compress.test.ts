@@ -45,7 +45,7 @@ describe("peft compress compeft / peft decompress", () => {
       assert.match(bad.stderr, /--density.*must be a number in \(0, 1\]/);
       const missing = await runCli(["compress", "compeft", lora]);
       assert.equal(missing.code, 1);
-      assert.match(missing.stderr, /required option '-o, --output <file>'/);
+      assert.match(missing.stderr, /required option '-o, --out <file>'/);
       assert.equal(existsSync(file), false);
       assert.equal((await runCli(["compress", "compeft", lora, "-o", file])).code, 0);
       const bytes = readFileSync(file);

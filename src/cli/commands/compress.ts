@@ -1,5 +1,5 @@
 /**
- * `peft compress compeft <adapter> -o <file>`: ComPEFT-compresses a PEFT adapter folder (LoRA
+ * `peft compress compeft <adapter> --out <file>`: ComPEFT-compresses a PEFT adapter folder (LoRA
  * factors and (IA)³ vectors sparsified to `--density` and quantised to ±α·std; heads stored as
  * they are; adapter_config.json in the file's header). `peft decompress` restores the folder.
  */
@@ -8,7 +8,9 @@ import { join } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
 import { compressAdapter } from "../../compress/compeft/adapter.js";
 import { ADAPTER_WEIGHTS_NAME } from "../../io/peft-files.js";
+import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
+import { addOutputOption } from "../output-option.js";
 
 function density(v: string): number {
   const n = Number(v);
@@ -24,16 +26,16 @@ function positive(v: string): number {
 
 export function register(program: Command, ctx: CliContext): void {
   const compress = program.command("compress").description("compress an adapter for storage or transfer (see docs/compression.md)");
-  compress
+  const cmd = compress
     .command("compeft")
     .description("ComPEFT: keep the largest --density fraction of the adapter's update entries as ±alpha·std (LoRA baseline 0, (IA)³ baseline 1)")
     .argument("<adapter>", "PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
-    .requiredOption("-o, --output <file>", "ComPEFT file to write (atomically)")
     .option("--density <d>", "fraction of entries kept, in (0, 1]", density, 0.1)
     .option("--alpha <a>", "kept magnitude in units of the update's standard deviation", positive, 1)
-    .option("--json", "print the result as JSON")
-    .action((adapter: string, opts: { output: string; density: number; alpha: number; json?: boolean }) => {
-      const r = compressAdapter(adapter, opts.output, { density: opts.density, alpha: opts.alpha });
+    .option("--json", "print the result as JSON");
+  addOutputOption(cmd, "ComPEFT file to write (atomically)", { kind: "file" }).action((adapter: string, opts: { out: string; overwrite?: boolean; density: number; alpha: number; json?: boolean }) => {
+      checkOutput({ out: opts.out, kind: "file", inputs: [adapter], overwrite: opts.overwrite === true });
+      const r = compressAdapter(adapter, opts.out, { density: opts.density, alpha: opts.alpha });
       const source = statSync(join(adapter, ADAPTER_WEIGHTS_NAME)).size;
       if (opts.json) {
         ctx.json({ ...r, density: opts.density, alpha: opts.alpha, sourceBytes: source });

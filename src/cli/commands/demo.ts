@@ -1,12 +1,15 @@
 /** `peft demo`: LoRA on USE-lite vs a tuned frozen-encoder baseline on UCI sentiment. */
 import type { Command } from "commander";
+import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
 import { runDemo } from "../../runs/demo.js";
+import { addOutputOption } from "../output-option.js";
 import { parseNonNegativeInt, parsePositiveInt, parsePositiveNumber } from "../train/options.js";
 import { createProgress, formatSeconds } from "../train/progress.js";
 
 interface RawDemoOptions {
   out: string;
+  overwrite?: boolean;
   seed: number;
   threads?: number;
   maxExamples?: number;
@@ -19,12 +22,11 @@ interface RawDemoOptions {
 }
 
 export function register(program: Command, ctx: CliContext): void {
-  program
+  const cmd = program
     .command("demo")
     .description(
       "train a LoRA adapter on USE-lite for UCI sentiment and compare it with a frozen-encoder baseline (logistic regression on frozen embeddings) on the same seeded split; writes <out>/metrics.json",
     )
-    .option("--out <dir>", "output folder (replaced if it exists)", "runs/demo")
     .option("--seed <n>", "seed of the split, initialisation and data order", parseNonNegativeInt, 0)
     .option("--threads <n>", "onnxruntime intra-op threads (default: all cores)", parsePositiveInt)
     .option("--max-examples <n>", "quick run on a stratified subset of N sentences", parsePositiveInt)
@@ -33,8 +35,10 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--no-mfu", "skip timing the matmul ceiling (achieved FLOP/s fraction)")
     .option("--no-plot", "do not render the LoRA run's curves")
     .option("--no-progress", "plain log lines even on a terminal")
-    .option("--json", "print metrics.json to stdout")
-    .action(async (o: RawDemoOptions) => {
+    .option("--json", "print metrics.json to stdout");
+  addOutputOption(cmd, "output folder", { kind: "dir", required: false, defaultValue: "runs/demo" });
+  cmd.action(async (o: RawDemoOptions) => {
+      checkOutput({ out: o.out, kind: "folder", inputs: [], overwrite: o.overwrite === true });
       const r = await runDemo(
         {
           out: o.out,

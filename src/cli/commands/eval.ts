@@ -1,9 +1,11 @@
 /** `peft eval`: accuracy / F1 (classification) or loss / perplexity (LM) of an adapter on a dataset split. */
 import { type Command, Option } from "commander";
+import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
 import { parseSplitFractions } from "../../runs/data.js";
 import { type EvalSplit, runEvaluation } from "../../runs/evaluate.js";
 import { writeJsonAtomic } from "../../runs/run-dir.js";
+import { addOutputOption } from "../output-option.js";
 import { parseNonNegativeInt, parsePositiveInt } from "../train/options.js";
 import { formatSplitMetrics } from "../train/report.js";
 
@@ -18,11 +20,12 @@ interface RawEvalOptions {
   seed?: number;
   fractions?: string;
   json?: boolean;
-  output?: string;
+  out?: string;
+  overwrite?: boolean;
 }
 
 export function register(program: Command, ctx: CliContext): void {
-  program
+  const cmd = program
     .command("eval")
     .description("evaluate an adapter on a dataset split: accuracy and macro-F1 (classification) or loss and perplexity (causal LM)")
     .requiredOption("--adapter <dir>", "PEFT adapter folder (e.g. the --out of peft train)")
@@ -34,9 +37,9 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--max-length <n>", "truncate texts to N tokens (default: the run's setting)", parsePositiveInt)
     .option("--seed <n>", "split seed (default: the run's seed for its own dataset, else 0)", parseNonNegativeInt)
     .option("--fractions <f>", "train,validation,test fractions of the split (default: the run's, else 0.8,0.1,0.1)")
-    .option("--json", "print the report as JSON")
-    .option("--output <file>", "also write the report as JSON to this file")
-    .action(async (o: RawEvalOptions) => {
+    .option("--json", "print the report as JSON");
+  addOutputOption(cmd, "also write the report as JSON to this file", { kind: "file", required: false }).action(async (o: RawEvalOptions) => {
+      if (o.out !== undefined) checkOutput({ out: o.out, kind: "file", inputs: [o.adapter, o.data, o.model], overwrite: o.overwrite === true });
       const r = await runEvaluation({
         adapter: o.adapter,
         data: o.data,
@@ -48,7 +51,7 @@ export function register(program: Command, ctx: CliContext): void {
         ...(o.seed !== undefined ? { seed: o.seed } : {}),
         ...(o.fractions !== undefined ? { fractions: parseSplitFractions(o.fractions, "peft eval", "--fractions") } : {}),
       });
-      if (o.output) writeJsonAtomic(o.output, r);
+      if (o.out !== undefined) writeJsonAtomic(o.out, r);
       if (o.json) ctx.json(r);
       else ctx.out(`${r.split} split of ${r.data} with ${r.adapter} on ${r.model}: ${formatSplitMetrics({ ...r })}`);
     });

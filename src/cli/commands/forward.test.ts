@@ -117,7 +117,7 @@ describe("peft forward: bad input leaves --out untouched", () => {
     const out = outFile();
     writeFileSync(out, "previous contents");
     const before = statSync(out).mtimeMs;
-    const r = await runCli(["forward", "--model", fx("gpt2", "base"), "--adapter", fx("gpt2", "lora"), "--inputs", inputs, "--out", out, ...extra]);
+    const r = await runCli(["forward", "--model", fx("gpt2", "base"), "--adapter", fx("gpt2", "lora"), "--inputs", inputs, "--out", out, "--overwrite", ...extra]);
     assert.equal(r.code, 1);
     assert.ok(r.stderr.startsWith(`error [${code}]: `), r.stderr);
     assert.ok(r.stderr.includes(mention), `${r.stderr} should mention ${mention}`);
@@ -162,7 +162,8 @@ describe("peft forward: bad input leaves --out untouched", () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^error \[PEFT_ERR_CONFIG\]: .*target_modules/u);
     assert.ok(!existsSync(out));
-    const d = await runCli(["forward", "--model", fx("gpt2", "base"), "--inputs", inputsFile("gpt2"), "--out", tmp]);
+    const folder = mkdtempSync(join(tmp, "out-folder-"));
+    const d = await runCli(["forward", "--model", fx("gpt2", "base"), "--inputs", inputsFile("gpt2"), "--out", folder]);
     assert.match(d.stderr, /^error \[PEFT_ERR_UNSUPPORTED_FILE_TYPE\]/u);
   });
 });

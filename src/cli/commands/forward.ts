@@ -10,16 +10,18 @@
  * `--adapter-names` runs a mixed batch (one adapter name per row, `__base__` for none), as PEFT's
  * `model(**inputs, adapter_names=[…])`; `--merge` merges the active adapter into the weights first.
  */
-import { existsSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { AdapterStateError, InputTensorError, MissingFileError, MissingTensorError, ShapeMismatchError, UnsupportedFileTypeError } from "../../errors.js";
+import { AdapterStateError, InputTensorError, MissingFileError, MissingTensorError, ShapeMismatchError } from "../../errors.js";
+import { checkOutput } from "../../io/output.js";
 import { loadSafetensors, saveSafetensors } from "../../io/safetensors.js";
 import { DEFAULT_ADAPTER_NAME, adapterNamesForDirs } from "../../io/peft-files.js";
 import { type LoadedModel, SafetensorsWeights, loadModel } from "../../models/load.js";
 import { PeftModel } from "../../peft/peft-model.js";
-import type { Tensor } from "../../tensor.js";
+import { type Tensor, assertFinite } from "../../tensor.js";
 import type { CliContext } from "../context.js";
+import { addOutputOption } from "../output-option.js";
 
 export { adapterNamesForDirs };
 
@@ -38,6 +40,10 @@ export interface ForwardCommandOptions {
   readonly out: string;
   /** onnxruntime intra-op threads (default: onnxruntime's choice). */
   readonly threads?: number;
+  /** Replace an existing `out` (never one of the inputs). */
+  readonly overwrite?: boolean;
+  /** Accept NaN/±Infinity in the adapters and the logits (default: a `NonFiniteValueError`). */
+  readonly allowNonFinite?: boolean;
 }
 
 export interface ForwardCommandResult {
@@ -113,16 +119,17 @@ export async function runForward(opts: ForwardCommandOptions): Promise<ForwardCo
   const dirs = opts.adapters ?? [];
   const names = adapterNamesForDirs(dirs);
   if (opts.merge && dirs.length === 0) throw new AdapterStateError(DEFAULT_ADAPTER_NAME, "--merge needs an adapter; pass --adapter <dir>");
+  checkOutput({ out: opts.out, kind: "file", inputs: [opts.model, ...dirs, opts.inputs], overwrite: opts.overwrite === true });
   const outDir = dirname(resolve(opts.out));
   if (!existsSync(outDir)) throw new MissingFileError(outDir, "the folder of --out must exist");
-  if (existsSync(opts.out) && statSync(opts.out).isDirectory()) throw new UnsupportedFileTypeError(opts.out, "a file path for --out (e.g. logits.safetensors), not a folder");
   const inputs = readForwardInputs(opts.inputs);
 
   const model = loadModel(opts.model);
   const pm = new PeftModel(model);
   if (opts.threads !== undefined) pm.sessionOptions = { threads: opts.threads };
   try {
-    dirs.forEach((dir, i) => pm.loadAdapter(dir, names[i]!, { activate: i === 0 }));
+    const allowNonFinite = opts.allowNonFinite === true;
+    dirs.forEach((dir, i) => pm.loadAdapter(dir, names[i]!, { activate: i === 0, allowNonFinite }));
     const virtual = pm.activeAdapters.reduce((n, a) => {
       const c = pm.adapter(a).config as { numVirtualTokens?: unknown };
       return n + (typeof c.numVirtualTokens === "number" ? c.numVirtualTokens : 0);
@@ -133,6 +140,7 @@ export async function runForward(opts: ForwardCommandOptions): Promise<ForwardCo
     const rowNames = opts.adapterNames?.map((n) => (n === DEFAULT_ADAPTER_NAME && first !== undefined ? first : n));
     const logits = await pm.forward({ ...inputs, ...(rowNames ? { adapterNames: rowNames } : {}) });
     if (logits.dtype !== "float32") throw new InputTensorError(opts.inputs, "logits", `the model produced ${logits.dtype} logits; expected float32`);
+    if (!allowNonFinite) assertFinite([["logits", logits]], "the logits written to --out (pass --allow-non-finite to write them anyway)");
     saveSafetensors(opts.out, { logits }, { format: "pt" });
     return {
       out: opts.out,
@@ -158,7 +166,7 @@ function positiveInt(value: string): number {
 }
 
 export function register(program: Command, ctx: CliContext): void {
-  program
+  const cmd = program
     .command("forward")
     .description("run a model (with PEFT adapters) on token ids from a safetensors file and write the logits")
     .requiredOption("--model <dir>", "base model folder (config.json + model.safetensors)")
@@ -166,10 +174,11 @@ export function register(program: Command, ctx: CliContext): void {
     .addOption(new Option("--adapter-names <names>", "mixed batch: comma-separated adapter name per row (__base__ = no adapter; default = the first adapter)").conflicts("merge"))
     .option("--merge", "merge the active adapter into the weights before running")
     .requiredOption("--inputs <file>", "safetensors file with input_ids (int64 [batch, seq]) and optionally attention_mask")
-    .requiredOption("--out <file>", "where to write the float32 logits (safetensors, tensor 'logits')")
     .option("--threads <n>", "onnxruntime intra-op threads", positiveInt)
-    .option("--json", "print the summary as JSON")
-    .action(async (o: { model: string; adapter: string[]; adapterNames?: string; merge?: boolean; inputs: string; out: string; threads?: number; json?: boolean }) => {
+    .option("--allow-non-finite", "accept NaN/Infinity in the adapters and write non-finite logits (default: an error)")
+    .option("--json", "print the summary as JSON");
+  addOutputOption(cmd, "where to write the float32 logits (safetensors, tensor 'logits')", { kind: "file" }).action(
+    async (o: { model: string; adapter: string[]; adapterNames?: string; merge?: boolean; inputs: string; out: string; overwrite?: boolean; allowNonFinite?: boolean; threads?: number; json?: boolean }) => {
       const res = await runForward({
         model: o.model,
         adapters: o.adapter,
@@ -177,6 +186,8 @@ export function register(program: Command, ctx: CliContext): void {
         merge: o.merge === true,
         inputs: o.inputs,
         out: o.out,
+        overwrite: o.overwrite === true,
+        allowNonFinite: o.allowNonFinite === true,
         ...(o.threads !== undefined ? { threads: o.threads } : {}),
       });
       if (o.json) {
@@ -187,5 +198,6 @@ export function register(program: Command, ctx: CliContext): void {
       ctx.out(`adapters  ${adapters}`);
       ctx.out(`active    ${res.active.join(", ") || "none (base model)"}${res.merged.length ? `; merged: ${res.merged.join(", ")}` : ""}`);
       ctx.out(`wrote     logits float32 [${res.shape.join(", ")}] to ${res.out}`);
-    });
+    },
+  );
 }

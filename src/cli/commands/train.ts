@@ -1,9 +1,11 @@
 /** `peft train`: train a LoRA / (IA)³ adapter on a dataset and write a run folder. */
 import { type Command, Option } from "commander";
 import { ConfigError } from "../../errors.js";
+import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
 import { DEFAULT_SPLIT, parseSplitFractions } from "../../runs/data.js";
 import { TRAIN_DEFAULTS, type ScheduleName, type TrainMethod, type TrainRunOptions, runTraining } from "../../runs/train.js";
+import { addOutputOption } from "../output-option.js";
 import {
   parseFraction,
   parseNonNegativeInt,
@@ -53,12 +55,11 @@ interface RawTrainOptions {
 
 export function register(program: Command, ctx: CliContext): void {
   const d = TRAIN_DEFAULTS;
-  program
+  const cmd = program
     .command("train")
     .description("train a LoRA or (IA)³ adapter on a labelled dataset; writes the adapter (PEFT format), metrics.json, config.json and loss curves to --out")
     .requiredOption("--model <model>", "'use-lite' (Universal Sentence Encoder lite) or a model folder (config.json + model.safetensors + tokenizer.json)")
     .requiredOption("--data <data>", "built-in dataset (uci-sentiment, uci-amazon, uci-imdb, uci-yelp) or a .jsonl/.csv file with text and label")
-    .requiredOption("--out <dir>", "run folder to write (e.g. runs/my-run)")
     .addOption(new Option("--method <method>", "adapter type").choices(["lora", "ia3"]).default(d.method))
     .option("--r <n>", "LoRA rank", parsePositiveInt, d.r)
     .option("--alpha <x>", "LoRA alpha (scale alpha/r)", parsePositiveNumber, d.alpha)
@@ -88,12 +89,14 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--max-steps <n>", "stop after N optimizer steps", parsePositiveInt)
     .option("--split <fractions>", "train,validation,test fractions of the seeded stratified split", `${DEFAULT_SPLIT.train},${DEFAULT_SPLIT.validation},${DEFAULT_SPLIT.test}`)
     .option("--resume", "continue the run in --out from its checkpoint (same options)")
-    .option("--overwrite", "replace the run in --out")
     .option("--no-plot", "do not render curves.svg / curves.png")
     .option("--no-progress", "plain log lines even on a terminal")
-    .option("--json", "print metrics.json to stdout instead of the summary")
-    .action(async (o: RawTrainOptions) => {
+    .option("--json", "print metrics.json to stdout instead of the summary");
+  addOutputOption(cmd, "run folder to write (e.g. runs/my-run)", { kind: "dir" });
+  cmd.action(async (o: RawTrainOptions) => {
       if (o.resume && o.overwrite) throw new ConfigError("peft train", "--resume", "cannot be combined with --overwrite; pick one");
+      // an existing run in --out is refused (or resumed / replaced) by the run layer, with a run-specific message
+      checkOutput({ out: o.out, kind: "folder", inputs: [o.model, o.data], overwrite: true });
       const opts: TrainRunOptions = {
         model: o.model,
         data: o.data,

@@ -235,7 +235,7 @@ describe("peft train", () => {
     const noModel = await runCli(["train", "--model", join(root, "nope"), "--data", data, "--out", out]);
     assert.match(noModel.stderr, /\[PEFT_ERR_MISSING_FILE\].*nope: file not found; --model takes 'use-lite' or a model folder/);
     const missing = await runCli(["train", "--model", bert, "--data", data]);
-    assert.match(missing.stderr, /required option '--out <dir>' not specified/);
+    assert.match(missing.stderr, /required option '-o, --out <dir>' not specified/);
     assert.ok(!existsSync(out), "no failed call created the output folder");
     const badEval = await runCli(["eval", "--adapter", join(root, "nope"), "--data", data]);
     assert.match(badEval.stderr, /\[PEFT_ERR_MISSING_FILE\].*adapter_config\.json: file not found; --adapter takes a PEFT adapter folder/);
