@@ -14,7 +14,7 @@ import { AdapterMismatchError, ConfigError, UnsupportedOptionError } from "../er
 import { loadModel, type LoadedModel } from "../models/load.js";
 import { saveAdapterDir } from "../peft/adapter-io.js";
 import { PeftModel } from "../peft/peft-model.js";
-import type { Tensor } from "../tensor.js";
+import { type Tensor, assertFinite } from "../tensor.js";
 import type { AdapterInstance } from "../tuners/common/types.js";
 import { type TargetSpec, targetSpecToRaw } from "../tuners/common/target.js";
 import { type LoraConfig, loraConfigToRaw, moduleRankAndScale } from "../tuners/lora/config.js";
@@ -145,6 +145,10 @@ export interface CombineAdaptersOptions {
   readonly seed?: number;
   /** Output adapter folder (written atomically: config and weights appear together). */
   readonly outDir: string;
+  /** Accept NaN/±Infinity in the source adapters and the result (default: `NonFiniteValueError`). */
+  readonly allowNonFinite?: boolean;
+  /** Called after each module is combined. */
+  readonly onModule?: (module: string, index: number, total: number) => void;
 }
 
 export interface CombineAdaptersResult {
@@ -164,7 +168,7 @@ export function combineAdapterDirs(opts: CombineAdaptersOptions): CombineAdapter
   const pm = new PeftModel(model);
   const names = opts.adapters.map((dir, i) => {
     const name = `adapter_${i}`;
-    pm.loadAdapter(dir, name);
+    pm.loadAdapter(dir, name, { allowNonFinite: opts.allowNonFinite ?? false });
     return name;
   });
   const { adapter, result } = addWeightedLoraAdapter(pm, names, opts.weights, "combined", {
@@ -174,7 +178,9 @@ export function combineAdapterDirs(opts: CombineAdaptersOptions): CombineAdapter
     svdClamp: opts.svdClamp ?? null,
     ...(opts.majoritySignMethod ? { majoritySignMethod: opts.majoritySignMethod } : {}),
     ...(opts.seed !== undefined ? { seed: opts.seed } : {}),
+    ...(opts.onModule ? { onModule: opts.onModule } : {}),
   });
+  if (!opts.allowNonFinite) assertFinite(adapter.tensors, `the combined adapter for ${opts.outDir} (the weights overflow float32?)`);
   const warnings: string[] = [];
   if (adapter.config.modulesToSave.length > 0) {
     warnings.push(

@@ -171,7 +171,14 @@ export function parseMergeConfigYaml(text: string, file = "merge config"): Merge
     const e = doc.errors[0]!;
     throw new ConfigError(file, "", `invalid YAML: ${e.message.split("\n")[0]}`, { cause: e });
   }
-  return parseMergeConfig(doc.toJS({ maxAliasCount: 100 }), file);
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    // an alias bomb ("billion laughs") stops at yaml's alias budget instead of exhausting memory
+    throw new ConfigError(file, "", `YAML aliases expand too much (${(e as Error).message.split("\n")[0]}); write the values out instead of nesting aliases`, { cause: e });
+  }
+  return parseMergeConfig(raw, file);
 }
 
 /** Reads and parses a mergekit YAML configuration file. */

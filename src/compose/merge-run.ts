@@ -22,10 +22,10 @@ import { ConfigError, UnsupportedOptionError } from "../errors.js";
 import { writeFilesAtomic } from "../io/atomic.js";
 import { readJsonObject } from "../io/json-file.js";
 import { ADAPTER_CONFIG_NAME } from "../io/peft-files.js";
-import { loadModel } from "../models/load.js";
+import { type LoadedModel, loadModel } from "../models/load.js";
 import { saveAdapterDir } from "../peft/adapter-io.js";
 import { PeftModel } from "../peft/peft-model.js";
-import { type Tensor, tensor, toFloat64 } from "../tensor.js";
+import { type Tensor, assertFinite, tensor, toFloat64 } from "../tensor.js";
 import type { AdapterInstance } from "../tuners/common/types.js";
 import { type LoraConfig, loraConfigToRaw } from "../tuners/lora/config.js";
 import { loraKeys, loraModuleOf } from "../tuners/lora/keys.js";
@@ -97,6 +97,10 @@ export interface RunMergeOptions {
   /** Folder that relative model paths are resolved against (default: the working directory, as mergekit). */
   readonly cwd?: string;
   readonly onTensor?: (name: string, index: number, total: number) => void;
+  /** The base model already loaded (e.g. USE-lite), used instead of loading `base_model` (LoRA merges only). */
+  readonly baseModel?: LoadedModel;
+  /** Accept NaN/±Infinity in the adapters and the merged adapter (default: `NonFiniteValueError`). */
+  readonly allowNonFinite?: boolean;
 }
 
 export interface RunMergeResult {
@@ -119,7 +123,7 @@ export function runMergeConfig(cfg: MergeConfig, opts: RunMergeOptions): RunMerg
   const paths = cfg.models.map((m) => resolve(cwd, m.model));
   const kinds = paths.map((p, i) => kindOf(cfg, p, `models[${i}].model`));
   const base = cfg.baseModel === null ? null : resolve(cwd, cfg.baseModel);
-  if (base !== null && kindOf(cfg, base, "base_model") !== "model") throw new ConfigError(cfg.file, "base_model", `'${base}' is an adapter folder; give the model it adapts`);
+  if (base !== null && !opts.baseModel && kindOf(cfg, base, "base_model") !== "model") throw new ConfigError(cfg.file, "base_model", `'${base}' is an adapter folder; give the model it adapts`);
   if (kinds.every((k) => k === "adapter")) return mergeAdapters(cfg, paths, base, opts);
   if (kinds.some((k) => k === "adapter")) {
     throw new ConfigError(cfg.file, "models", "mixes LoRA adapter folders and model folders; merge each adapter into its model first (or merge only adapters)");
@@ -196,8 +200,9 @@ function mergeAdapters(cfg: MergeConfig, paths: readonly string[], base: string 
   const method = cfg.method;
   const perModelRaw = cfg.models.map((_, i) => perModelParams(cfg, i));
   const resolved = resolveMergeParams(method, cfg.parameters, perModelRaw, cfg.file);
-  const pm = new PeftModel(loadModel(base));
-  const adapters = paths.map((p, i) => loraOnly(pm.loadAdapter(p, `merge_input_${i}`), cfg, `models[${i}].model`));
+  const pm = new PeftModel(opts.baseModel ?? loadModel(base));
+  const allowNonFinite = opts.allowNonFinite ?? false;
+  const adapters = paths.map((p, i) => loraOnly(pm.loadAdapter(p, `merge_input_${i}`, { allowNonFinite }), cfg, `models[${i}].model`));
   const sources = adapters.map(loraAdapterSource);
   const rng = method.random ? new Rng(cfg.seed) : undefined;
   const moduleNames = [...new Set(sources.flatMap((s) => [...s.modules.keys()]))].sort();
@@ -273,6 +278,7 @@ function mergeAdapters(cfg: MergeConfig, paths: readonly string[], base: string 
     values.set(k.B, { dtype: "float32", shape: [f.outFeatures, rank], data: f.B });
   }
   pm.updateAdapterTensors("merged", values);
+  if (!allowNonFinite) assertFinite(pm.adapter("merged").tensors, `the merged adapter for ${opts.outDir}`);
   mkdirSync(opts.outDir, { recursive: true });
   saveAdapterDir(opts.outDir, pm.adapter("merged"));
   return { kind: "adapter", outDir: opts.outDir, tensors: pm.adapter("merged").tensors.size, merged: [...moduleNames, ...copyKeys], warnings: cfg.warnings };

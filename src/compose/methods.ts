@@ -28,6 +28,9 @@ export interface MergeParamDef {
   readonly default?: MergeParamValue;
   /** Allowed values of a string parameter. */
   readonly choices?: readonly string[];
+  /** Inclusive range of a number or integer parameter. */
+  readonly min?: number;
+  readonly max?: number;
   readonly description: string;
 }
 
@@ -64,7 +67,7 @@ export interface MergeMethodDef {
 }
 
 const WEIGHT: MergeParamDef = { type: "number", default: 1, description: "weight w_i of this model's task vector" };
-const DENSITY: MergeParamDef = { type: "number", default: 1, description: "fraction of entries kept by sparsification" };
+const DENSITY: MergeParamDef = { type: "number", default: 1, min: 0, max: 1, description: "fraction of entries kept by sparsification" };
 const LAMBDA: MergeParamDef = { type: "number", default: 1, description: "scale λ applied to the merged task vector" };
 
 export function numberParam(p: MergeParams, name: string): number {
@@ -195,7 +198,7 @@ const svdMethod: MergeMethodDef = {
   title: "SVD re-factorisation",
   paper: "https://huggingface.co/docs/peft/main/en/package_reference/lora#peft.LoraModel.add_weighted_adapter",
   params: {
-    rank: { type: "integer", description: "rank k of the merged task vector" },
+    rank: { type: "integer", min: 1, description: "rank k of the merged task vector" },
     normalize: { type: "boolean", default: false, description: "divide by the sum of the weights" },
     lambda: LAMBDA,
   },
@@ -269,8 +272,8 @@ const pcbMethod: MergeMethodDef = {
   title: "PCB-merging (Parameter Competition Balancing)",
   paper: "https://arxiv.org/abs/2410.02396",
   params: {
-    ratio: { type: "number", default: 0.1, description: "fraction r of entries kept per task after balancing" },
-    clampRatio: { type: "number", default: 1e-4, description: "fraction of |τ| clipped at each end before balancing" },
+    ratio: { type: "number", default: 0.1, min: 0, max: 1, description: "fraction r of entries kept per task after balancing" },
+    clampRatio: { type: "number", default: 1e-4, min: 0, max: 0.5, description: "fraction of |τ| clipped at each end before balancing" },
     lambda: LAMBDA,
   },
   perModelParams: { weight: WEIGHT },
@@ -364,6 +367,9 @@ export function checkParamValue(where: string, path: string, def: MergeParamDef,
   if (!ok) {
     const want = def.choices ? `one of ${def.choices.join(", ")}` : `a${def.type === "integer" ? "n" : ""} ${def.type}`;
     throw new ConfigError(where, path, `must be ${want}, got ${JSON.stringify(v)}`);
+  }
+  if (typeof v === "number" && ((def.min !== undefined && v < def.min) || (def.max !== undefined && v > def.max))) {
+    throw new ConfigError(where, path, `must be in [${def.min ?? "-∞"}, ${def.max ?? "∞"}] (${def.description}), got ${v}`);
   }
   return v as MergeParamValue;
 }

@@ -91,6 +91,8 @@ export interface WeightedAdapterOptions {
   readonly rng?: UniformRng;
   /** The first adapter's `use_rslora` (PEFT copies it to the new adapter). */
   readonly useRslora?: boolean;
+  /** Called after each module is combined (progress of long svd combinations). */
+  readonly onModule?: (module: string, index: number, total: number) => void;
 }
 
 /** The new adapter's config values as PEFT sets them. */
@@ -338,12 +340,21 @@ export function addWeightedAdapter(
       A = padRows(a, r, inFeatures, newRank);
       B = padColumns(b, outFeatures, r, newRank);
     } else {
+      const bound = Math.min(inFeatures, outFeatures, present.reduce((s, p) => s + p.f.r, 0));
+      if (options.svdRank !== undefined && options.svdRank !== null && options.svdRank > bound) {
+        throw new ConfigError(
+          WHERE,
+          "svd_rank",
+          `${options.svdRank} is above the rank of module '${key}''s combined update (at most ${bound} = min(in ${inFeatures}, out ${outFeatures}, the adapters' ranks summed)); use svd_rank <= ${bound}`,
+        );
+      }
       const f = combineSvd(type, present, newRank, options);
       if (options.svdClamp !== undefined && options.svdClamp !== null) clampSvd(f, options.svdClamp);
       A = Float32Array.from(f.vh);
       B = Float32Array.from(f.us);
     }
     modules.set(key, { A, B, r: newRank, inFeatures, outFeatures, scaling });
+    options.onModule?.(key, modules.size, names.length);
   }
   return { combinationType: type, config, modules };
 }

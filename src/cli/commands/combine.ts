@@ -9,6 +9,7 @@ import { COMBINATION_TYPES, type CombinationType } from "../../compose/weighted-
 import { combineAdapterDirs } from "../../compose/combine-adapters.js";
 import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
+import { openBase } from "../base-model.js";
 import { addOutputOption } from "../output-option.js";
 
 function list(v: string): string[] {
@@ -55,6 +56,8 @@ interface CombineFlags {
   base: string;
   out: string;
   overwrite?: boolean;
+  allowNonFinite?: boolean;
+  progress: boolean;
   json?: boolean;
 }
 
@@ -70,15 +73,18 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--svd-clamp <q>", "clamp svd factors at this quantile of their entries", fraction)
     .addOption(new Option("--majority-sign <method>", "sign election of ties types").choices(["total", "frequency"]).default("total"))
     .option("--seed <n>", "seed of the dare variants' random drops", nonNegativeInt, 0)
-    .requiredOption("--base <dir>", "base model folder the adapters were trained on (config.json + model.safetensors)")
+    .requiredOption("--base <dir>", "base model the adapters were trained on: a model folder (config.json + model.safetensors) or 'use-lite'")
+    .option("--allow-non-finite", "accept NaN/Infinity in the adapters and the result (default: an error)")
+    .option("--no-progress", "do not report progress on stderr")
     .option("--json", "print the result as JSON");
   addOutputOption(cmd, "output adapter folder (adapter_config.json + adapter_model.safetensors)", { kind: "dir" }).action((f: CombineFlags) => {
       checkOutput({ out: f.out, kind: "folder", inputs: [...f.adapters, f.base], overwrite: f.overwrite === true });
+      let last = Date.now();
       if (f.weights.length !== f.adapters.length) {
         throw new ConfigError("command line", "--weights", `has ${f.weights.length} values for ${f.adapters.length} adapters; give one weight per adapter`);
       }
       const r = combineAdapterDirs({
-        base: f.base,
+        base: openBase(f.base, f.adapters),
         adapters: f.adapters,
         weights: f.weights,
         combinationType: f.type,
@@ -88,6 +94,17 @@ export function register(program: Command, ctx: CliContext): void {
         majoritySignMethod: f.majoritySign,
         seed: f.seed,
         outDir: f.out,
+        allowNonFinite: f.allowNonFinite === true,
+        // long svd combinations: a line at most every second, and the last module
+        ...(f.progress
+          ? {
+              onModule: (module: string, i: number, total: number) => {
+                if (i < total && Date.now() - last < 1000) return;
+                last = Date.now();
+                ctx.err(`combine: ${i}/${total} modules (${module})`);
+              },
+            }
+          : {}),
       });
       for (const w of r.warnings) ctx.err(`warning: ${w}`);
       if (f.json) ctx.json(r);
