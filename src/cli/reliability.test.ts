@@ -112,7 +112,7 @@ describe("silent acceptance is gone", () => {
     const out = fresh("combined");
     const r = await runCli(["combine", "--adapters", `${fx("bert", "multi_a")},${fx("bert", "multi_b")}`, "--weights", "1,1", "--type", "svd", "--svd-rank", "40", "--base", fx("bert", "base"), "--out", out]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /^error \[PEFT_ERR_CONFIG\]: .*'svd_rank': 40 is above the rank of module '.*''s combined update \(at most \d+/);
+    assert.match(r.stderr, /^error \[PEFT_ERR_CONFIG\]: .*'svd_rank': 40 is above the rank of module '.*' \(a \[32, 32\] layer has rank at most 32\)/);
     assert.ok(!existsSync(out));
     const yml = fresh("ties.yml");
     writeFileSync(yml, `merge_method: ties\nbase_model: ${fx("bert", "base")}\nmodels:\n  - model: ${fx("bert", "multi_a")}\n    parameters: {weight: 1, density: 2}\n`);
@@ -149,5 +149,20 @@ describe("CLI conventions", () => {
     assert.match(r.stderr, /combine: (\d+)\/\1 modules/);
     const q = await runCli([...args, "--out", fresh("c2"), "--no-progress"]);
     assert.doesNotMatch(q.stderr, /modules/);
+  });
+});
+
+describe("ComPEFT files carry a checksum", () => {
+  test("peft decompress of a file with one flipped bit: PEFT_ERR_COMPEFT_CHECKSUM, nothing written", async () => {
+    const file = fresh("a.cpeft");
+    assert.equal((await runCli(["compress", "compeft", fx("bert", "lora"), "--out", file])).code, 0);
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 40]! ^= 0x10;
+    writeFileSync(file, bytes);
+    const out = fresh("restored");
+    const r = await runCli(["decompress", file, "--out", out]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^error \[PEFT_ERR_COMPEFT_CHECKSUM\]: .*a\.cpeft: ComPEFT checksum mismatch/);
+    assert.ok(!existsSync(out));
   });
 });

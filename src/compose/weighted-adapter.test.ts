@@ -199,9 +199,10 @@ describe("add_weighted_adapter semantics", () => {
   });
 
   test("svd factorises Σ w·s·B·A (scaling applied once, as in peft 0.21) and clamps on request", () => {
-    const res = addWeightedAdapter([src(f1, "x"), src(f2, "y")], [0.8, 0.3], { combinationType: "svd", svdRank: 4 });
+    const res = addWeightedAdapter([src(f1, "x"), src(f2, "y")], [0.8, 0.3], { combinationType: "svd", svdRank: 3 });
     const want = delta(f1).map((v, i) => 0.8 * v + 0.3 * delta(f2)[i]!);
-    assert.ok(maxAbsDiff(delta(res.modules.get("m")!), want) < 1e-6, "rank 4 ≥ rank of the sum: exact");
+    assert.ok(maxAbsDiff(delta(res.modules.get("m")!), want) < 1e-6, "rank 3 = min(3, 5) ≥ rank of the sum: exact");
+    assert.throws(() => addWeightedAdapter([src(f1, "x"), src(f2, "y")], [0.8, 0.3], { combinationType: "svd", svdRank: 4 }), /svd_rank': 4 is above the rank of module 'm' \(a \[3, 5\] layer has rank at most 3\)/);
     const clamped = addWeightedAdapter([src(f1, "x"), src(f2, "y")], [0.8, 0.3], { combinationType: "svd", svdRank: 3, svdClamp: 0.5 });
     const g = clamped.modules.get("m")!;
     const all = [...g.A.slice(0, 3 * 5), ...g.B].map(Math.abs);

@@ -340,12 +340,13 @@ export function addWeightedAdapter(
       A = padRows(a, r, inFeatures, newRank);
       B = padColumns(b, outFeatures, r, newRank);
     } else {
-      const bound = Math.min(inFeatures, outFeatures, present.reduce((s, p) => s + p.f.r, 0));
+      // a [out, in] layer has rank at most min(in, out): a larger svd_rank cannot be factorised
+      const bound = Math.min(inFeatures, outFeatures);
       if (options.svdRank !== undefined && options.svdRank !== null && options.svdRank > bound) {
         throw new ConfigError(
           WHERE,
           "svd_rank",
-          `${options.svdRank} is above the rank of module '${key}''s combined update (at most ${bound} = min(in ${inFeatures}, out ${outFeatures}, the adapters' ranks summed)); use svd_rank <= ${bound}`,
+          `${options.svdRank} is above the rank of module '${key}' (a [${outFeatures}, ${inFeatures}] layer has rank at most ${bound}); use svd_rank <= ${bound}`,
         );
       }
       const f = combineSvd(type, present, newRank, options);

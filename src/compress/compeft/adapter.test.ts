@@ -169,7 +169,12 @@ describe("compressAdapter / decompressAdapter", () => {
           return b;
         })()],
         ["PEFT_ERR_COMPEFT_MAGIC", Uint8Array.from(good).fill(0x20, 0, 4)],
-        ["PEFT_ERR_COMPEFT_FORMAT", Buffer.concat([good, Buffer.of(0)])],
+        ["PEFT_ERR_COMPEFT_CHECKSUM", Buffer.concat([good, Buffer.of(0)])],
+        ["PEFT_ERR_COMPEFT_CHECKSUM", (() => {
+          const b = Uint8Array.from(good);
+          b[good.length - 10]! ^= 0x04; // one flipped bit in the data
+          return b;
+        })()],
         ["PEFT_ERR_COMPEFT_HEADER", encodeCompeft({ ...readCompeftFile(file), metadata: {} })],
       ];
       for (const [code, bytes] of attempts) {

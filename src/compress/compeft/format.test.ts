@@ -42,7 +42,7 @@ function expectedSize(c: CompeftCompressed, headerBytes: number): number {
       prev = p;
     }
   }
-  return size;
+  return size + 4; // the CRC-32 trailer
 }
 
 function headerLength(bytes: Uint8Array): number {
@@ -105,7 +105,7 @@ describe("encode / decode", () => {
       const c = sample(density);
       const bytes = encodeCompeft(c);
       assert.equal(bytes.length, expectedSize(c, headerLength(bytes)));
-      const body = bytes.length - 16 - headerLength(bytes);
+      const body = bytes.length - 16 - headerLength(bytes) - 4;
       const kept = c.tensors.reduce((s, x) => s + x.positions.length, 0);
       // A kept entry costs one varint byte while its gap is < 128 (almost always at density ≥ 0.1,
       // ~28% of gaps need two bytes at 0.01) plus one sign bit; counts and sign padding add a few bytes.
@@ -158,7 +158,7 @@ describe("decode errors", () => {
       assert.equal(e.code, "PEFT_ERR_COMPEFT_VERSION");
       assert.equal(e.version, 7);
       assert.match(e.message, /version 7/);
-      assert.match(e.message, /reads version 1, 2/);
+      assert.match(e.message, /reads version 1, 2, 3/);
       return true;
     });
   });
@@ -274,13 +274,13 @@ describe("format version 2: dense tensors and metadata", () => {
   test("dense tensors round-trip bit for bit after the sparse ones; metadata as JSON", () => {
     const c = withDense();
     const bytes = encodeCompeft(c);
-    assert.equal(new DataView(bytes.buffer).getUint32(8, true), 2);
+    assert.equal(new DataView(bytes.buffer).getUint32(8, true), 3);
     const back = decodeCompeft(bytes);
     assert.deepEqual(back.metadata, c.metadata);
     assert.deepEqual(back.dense!.map((d) => [d.name, d.tensor.dtype, d.tensor.shape]), dense.map((d) => [d.name, d.tensor.dtype, d.tensor.shape]));
     back.dense!.forEach((d, i) => assert.deepEqual(new Uint8Array(d.tensor.data.buffer), new Uint8Array(dense[i]!.tensor.data.buffer.slice(0))));
     // dense values are the last bytes of the file, in header order
-    const tail = 6 + 16 + 2 + 16;
+    const tail = 6 + 16 + 2 + 16 + 4; // + the CRC-32 trailer
     assert.deepEqual(bytes.subarray(bytes.length - tail, bytes.length - tail + 6), new Uint8Array(dense[0].tensor.data.buffer));
     const rec = reconstruct(back, "source");
     assert.equal(rec.get("wide")!.dtype, "float64");

@@ -1,10 +1,11 @@
 /**
- * The ComPEFT binary format, little-endian. Version 2 (written) extends version 1 (still read)
- * with dense tensors and JSON metadata:
+ * The ComPEFT binary format, little-endian. Version 3 (written) is version 2 followed by a CRC-32
+ * of every byte before it; version 2 (still read) extends version 1 (still read) with dense tensors
+ * and JSON metadata:
  *
  *     offset 0   8 bytes   magic 89 43 50 45 46 54 0D 0A  ("\x89CPEFT\r\n", PNG-style: the high
  *                          byte catches 7-bit transfers, CR LF catches newline conversion)
- *     offset 8   u32       format version (2; 1 for files without dense tensors and metadata)
+ *     offset 8   u32       format version (3; 2 without the checksum; 1 also without dense tensors and metadata)
  *     offset 12  u32       H, byte length of the JSON header
  *     offset 16  H bytes   UTF-8 JSON header:
  *                          { "format": "compeft", "version": 2, "density", "alpha", "std", "scale",
@@ -19,6 +20,7 @@
  *                          1 = negative; unused bits of the last byte are 0
  *     then (version 2), for each dense tensor in order: numel · itemsize bytes of its values
  *                          in its dtype, little-endian, stored as they are (not compressed)
+ *     then (version 3) u32  CRC-32 (zlib's) of every byte before it
  *     end of data (no trailing bytes).
  *
  * Dense tensors hold what ComPEFT does not compress (a classifier head saved with the adapter,
@@ -26,7 +28,8 @@
  * Varints are unsigned LEB128 (7 bits per byte, low group first, high bit = more), at most 5
  * bytes, value < 2^32. Decoding checks every field and raises a specific error: bad magic,
  * unsupported version, truncation (naming the tensor and byte offset), invalid header JSON,
- * counts or positions that do not fit the shape, and malformed bytes.
+ * counts or positions that do not fit the shape, and malformed bytes; and (version 3) a checksum
+ * that does not match, e.g. after a bit flip in a position or a dense value.
  */
 import {
   CompeftCountError,
@@ -35,7 +38,9 @@ import {
   CompeftMagicError,
   CompeftTruncatedError,
   CompeftVersionError,
+  CompeftChecksumError,
 } from "../../errors.js";
+import { crc32 } from "../../util/crc32.js";
 import { BYTES_PER_ELEMENT, allocate, numel, type Tensor } from "../../tensor.js";
 import {
   COMPEFT_DTYPES,
@@ -47,8 +52,10 @@ import {
 } from "./compeft.js";
 
 export const COMPEFT_MAGIC: Uint8Array = Uint8Array.from([0x89, 0x43, 0x50, 0x45, 0x46, 0x54, 0x0d, 0x0a]);
-export const COMPEFT_FORMAT_VERSION = 2;
-export const COMPEFT_SUPPORTED_VERSIONS: readonly number[] = [1, 2];
+export const COMPEFT_FORMAT_VERSION = 3;
+export const COMPEFT_SUPPORTED_VERSIONS: readonly number[] = [1, 2, 3];
+/** Bytes of the version-3 trailer (the CRC-32). */
+const CHECKSUM_BYTES = 4;
 const PREAMBLE = 16;
 
 interface HeaderTensor {
@@ -165,7 +172,11 @@ export function encodeCompeft(c: CompeftCompressed): Uint8Array {
     const a = d.tensor.data as ArrayBufferView;
     w.bytes(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
   }
-  return w.result();
+  const body = w.result();
+  const out = new Uint8Array(body.length + CHECKSUM_BYTES);
+  out.set(body);
+  new DataView(out.buffer).setUint32(body.length, crc32(body), true);
+  return out;
 }
 
 class Reader {
@@ -262,8 +273,45 @@ function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ") || "(empty)";
 }
 
-/** Parses ComPEFT bytes; `file` names the source in error messages. */
+/**
+ * Parses ComPEFT bytes; `file` names the source in error messages. A version-3 file whose CRC-32
+ * does not match is a `CompeftChecksumError` (a cut-off file still reports where data ran out).
+ */
 export function decodeCompeft(bytes: Uint8Array, file = "<compeft bytes>"): CompeftCompressed {
+  const version = bytes.length >= 12 ? new DataView(bytes.buffer, bytes.byteOffset).getUint32(8, true) : 0;
+  if (version < 3 || bytes.length < 16 + CHECKSUM_BYTES) return decodeBody(bytes, file);
+  const body = bytes.subarray(0, bytes.length - CHECKSUM_BYTES);
+  const stored = new DataView(bytes.buffer, bytes.byteOffset).getUint32(body.length, true);
+  const actual = crc32(body);
+  let out: CompeftCompressed;
+  try {
+    out = decodeBody(body, file);
+  } catch (e) {
+    if (e instanceof CompeftTruncatedError) throw truncationOf(bytes, file, e);
+    // a fault that also breaks the checksum: not ComPEFT, another version, or a cut-off file say so; anything else is corruption
+    const plain = e instanceof CompeftTruncatedError || e instanceof CompeftMagicError || e instanceof CompeftVersionError;
+    if (stored !== actual && !plain) throw new CompeftChecksumError(file, stored, actual);
+    throw e;
+  }
+  if (stored !== actual) throw new CompeftChecksumError(file, stored, actual);
+  return out;
+}
+
+/**
+ * The truncation to report for a cut-off version-3 file: decoding all its bytes (the trailer is
+ * gone, so they are all data) says where the data ran out; if they all decode, only the checksum
+ * trailer is missing.
+ */
+function truncationOf(bytes: Uint8Array, file: string, first: CompeftTruncatedError): CompeftTruncatedError {
+  try {
+    decodeBody(bytes, file);
+  } catch (e) {
+    return e instanceof CompeftTruncatedError ? e : first;
+  }
+  return new CompeftTruncatedError(file, null, bytes.length, `the CRC-32 trailer (${CHECKSUM_BYTES} bytes at byte ${bytes.length})`);
+}
+
+function decodeBody(bytes: Uint8Array, file: string): CompeftCompressed {
   const head = bytes.subarray(0, COMPEFT_MAGIC.length);
   if (!head.every((b, i) => b === COMPEFT_MAGIC[i])) throw new CompeftMagicError(file, hex(head));
   const r = new Reader(bytes, file);
