@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { ContextLengthError, EmptyPromptError, EngineClosedError, PromptTokenError, SamplingParamsError, UnknownAdapterError } from "../errors.js";
+import { parseGenerationConfig } from "../io/generation-config.js";
 import { loadModel } from "../models/load.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { toFloat32 } from "../tensor.js";
@@ -150,6 +151,28 @@ describe("GenerationEngine (continuous batching)", () => {
     assert.equal(e0.topLogprobs!.length, 3);
     assert.equal(e0.topLogprobs![0]!.tokenId, e0.tokenId); // greedy picks the most likely token
     assert.ok(e0.topLogprobs![0]!.logprob >= e0.topLogprobs![1]!.logprob && e0.logprob! <= 0);
+  });
+
+  test("generation_config.json: max_length caps prompt + new tokens, eos_token_id stops, sampling fields are the defaults", async () => {
+    const base = loadModel(fixturePath("peft-parity", "gpt2", "base"));
+    const pm = new PeftModel(base);
+    const plain = new GenerationEngine(pm);
+    const greedy = await plain.generate({ promptIds: [1, 2, 3, 4], params: { maxNewTokens: 6 } });
+    await plain.close();
+    const eos = greedy.tokenIds[2]!;
+    const engine = new GenerationEngine(pm, { generationConfig: parseGenerationConfig({ max_length: 9, eos_token_id: [eos] }) });
+    const sampled = new GenerationEngine(pm, { generationConfig: parseGenerationConfig({ do_sample: true, temperature: 2, max_new_tokens: 7 }) });
+    cleanup.push(() => engine.close(), () => sampled.close(), () => pm.dispose());
+    const r = await engine.generate({ promptIds: [1, 2, 3, 4] });
+    assert.equal(r.finishReason, "stop");
+    assert.deepEqual(r.tokenIds, greedy.tokenIds.slice(0, greedy.tokenIds.indexOf(eos) + 1));
+    const capped = await engine.generate({ promptIds: [1, 2, 3, 4], params: { ignoreEos: true } });
+    assert.equal(capped.tokenIds.length, 5); // max_length 9 − 4 prompt tokens
+    const [a, b] = await Promise.all([1, 1].map((seed) => sampled.generate({ promptIds: [1, 2], params: { seed } })));
+    assert.equal(a!.tokenIds.length, 7);
+    assert.deepEqual(a!.tokenIds, b!.tokenIds);
+    const c = await sampled.generate({ promptIds: [1, 2], params: { seed: 2 } });
+    assert.notDeepEqual(a!.tokenIds, c.tokenIds); // sampling (do_sample from the file), not greedy
   });
 
   test("bad requests are typed errors and the engine keeps serving", async () => {

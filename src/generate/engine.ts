@@ -21,6 +21,7 @@ import {
   PromptTokenError,
   UnknownAdapterError,
 } from "../errors.js";
+import type { GenerationConfig } from "../io/generation-config.js";
 import type { HfTokenizer } from "../io/tokenizer.js";
 import { AdapterPool, type PoolLayout, checkPoolable, fitsLayout, planLayout } from "../peft/adapter-pool.js";
 import type { PeftModel } from "../peft/peft-model.js";
@@ -39,6 +40,7 @@ import {
   nextToken,
   resolveSampling,
   samplerRng,
+  samplingDefaultsFrom,
   topLogprobs,
 } from "./sampling.js";
 
@@ -82,9 +84,15 @@ export interface EngineOptions {
   /** Prompt tokens (padded rows × longest chunk) read per iteration besides decoding (default 512). */
   prefillTokenBudget?: number;
   sessionOptions?: SessionOptions;
-  /** Defaults for requests' sampling parameters (e.g. from generation_config.json). */
+  /**
+   * The model's generation_config.json (`loadGenerationConfig`): its sampling fields become the
+   * request defaults, its `eos_token_id` the stop ids, and its `max_length` (prompt + new tokens)
+   * caps requests that do not set `maxNewTokens` when the file has no `max_new_tokens`.
+   */
+  generationConfig?: GenerationConfig;
+  /** Defaults for requests' sampling parameters (over `generationConfig`'s). */
   generationDefaults?: Partial<SamplingParams>;
-  /** End-of-sequence ids (default: config.json's `eos_token_id`). */
+  /** End-of-sequence ids (default: generation_config.json's, else config.json's `eos_token_id`). */
   eosTokenIds?: readonly number[];
   /** Adapter-pool slots (adapters served at once without rebuilding the graph; default: every loaded adapter). */
   maxAdapters?: number;
@@ -164,6 +172,8 @@ export class GenerationEngine {
   readonly prefillTokenBudget: number;
   private readonly defaults: SamplingParams;
   private readonly eos: readonly number[];
+  /** generation_config.json's max_length (prompt + new tokens) for requests without maxNewTokens. */
+  private readonly maxLength: number | null;
   private readonly waiting: Sequence[] = [];
   /** Rows by cache slot: decoding rows first, then rows reading their prompt. */
   private rows: Sequence[] = [];
@@ -188,9 +198,11 @@ export class GenerationEngine {
     for (const [k, v] of [["maxSlots", this.maxSlots], ["maxContext", this.maxContext], ["maxCachedTokens", this.maxCachedTokens], ["prefillTokenBudget", this.prefillTokenBudget]] as const) {
       if (!Number.isInteger(v) || v < 1) throw new RangeError(`GenerationEngine option ${k} must be a positive integer, got ${v}`);
     }
-    this.defaults = resolveSampling(opts.generationDefaults ?? {}, DEFAULT_SAMPLING);
+    const gc = opts.generationConfig;
+    this.defaults = resolveSampling({ ...(gc ? samplingDefaultsFrom(gc) : {}), ...(opts.generationDefaults ?? {}) }, DEFAULT_SAMPLING);
+    this.maxLength = gc && gc.maxNewTokens === undefined && opts.generationDefaults?.maxNewTokens === undefined ? (gc.maxLength ?? null) : null;
     const cfgEos = (model.base.config as { eosTokenId?: number | readonly number[] | null }).eosTokenId;
-    this.eos = opts.eosTokenIds ?? (cfgEos === null || cfgEos === undefined ? [] : typeof cfgEos === "number" ? [cfgEos] : cfgEos);
+    this.eos = opts.eosTokenIds ?? gc?.eosTokenId ?? (cfgEos === null || cfgEos === undefined ? [] : typeof cfgEos === "number" ? [cfgEos] : cfgEos);
     this.cache = new KvArena(this.geometry);
     const poolable = model.adapterNames.map((n) => model.adapter(n)).filter((a) => {
       try {
@@ -255,7 +267,8 @@ export class GenerationEngine {
     if (promptLen > this.maxContext) {
       throw new ContextLengthError(promptLen, this.maxContext, virtualTokens ? ` (${prompt.length} + ${virtualTokens} virtual tokens)` : "");
     }
-    const maxOutputs = Math.min(params.maxNewTokens, this.maxContext - promptLen + 1);
+    const byLength = this.maxLength !== null && req.params?.maxNewTokens === undefined ? Math.max(1, this.maxLength - prompt.length) : Infinity;
+    const maxOutputs = Math.min(Number.isFinite(byLength) ? byLength : params.maxNewTokens, this.maxContext - promptLen + 1);
     const reserved = promptLen + maxOutputs - 1;
     if (reserved > this.maxCachedTokens) throw new ContextLengthError(reserved, this.maxCachedTokens, " with the new tokens (the engine's maxCachedTokens)");
     const stopIds = new Set([...params.stopTokenIds, ...(params.ignoreEos ? [] : this.eos)]);

@@ -5,6 +5,7 @@
  * softmax; greedy decoding takes the arg-max of the processed scores. Scores are float64.
  */
 import { SamplingParamsError } from "../errors.js";
+import type { GenerationConfig } from "../io/generation-config.js";
 import { Rng } from "../util/rng.js";
 
 /** transformers' generate() semantics; every field optional in requests (defaults: `DEFAULT_SAMPLING`). */
@@ -73,6 +74,24 @@ export function resolveSampling(p: Partial<SamplingParams> = {}, defaults: Reado
   if (r.seed !== undefined && !(Number.isSafeInteger(r.seed) && r.seed >= 0)) bad("seed", "must be an integer ≥ 0");
   if (r.logprobs !== undefined && !(Number.isInteger(r.logprobs) && r.logprobs >= 0 && r.logprobs <= 20)) bad("logprobs", "must be an integer in [0, 20]");
   return r;
+}
+
+/**
+ * The request defaults a model's `generation_config.json` sets (transformers reads the same
+ * fields): max_new_tokens, do_sample, temperature, top_k, top_p, min_p, repetition_penalty,
+ * stop_strings. Fields the file does not set keep the engine's defaults.
+ */
+export function samplingDefaultsFrom(c: GenerationConfig): Partial<SamplingParams> {
+  const out: Partial<SamplingParams> = {};
+  if (c.maxNewTokens !== undefined) out.maxNewTokens = c.maxNewTokens;
+  if (c.doSample !== undefined) out.doSample = c.doSample;
+  if (c.temperature !== undefined) out.temperature = c.temperature;
+  if (c.topK !== undefined) out.topK = c.topK;
+  if (c.topP !== undefined && c.topP > 0) out.topP = c.topP;
+  if (c.minP !== undefined) out.minP = c.minP;
+  if (c.repetitionPenalty !== undefined) out.repetitionPenalty = c.repetitionPenalty;
+  if (c.stopStrings !== undefined) out.stopStrings = [...c.stopStrings];
+  return out;
 }
 
 /** True when the parameters draw tokens at random (otherwise greedy). */

@@ -63,4 +63,30 @@ describe("peft generate", () => {
     const long = await runCli(["generate", "--model", fx("gpt2", "base"), "--prompt-ids", Array.from({ length: 70 }, () => "1").join(",")]);
     assert.match(long.stderr, /PEFT_ERR_CONTEXT_LENGTH/);
   });
+
+  test("--chat renders the tokenizer's chat template; generation_config.json gives the defaults; --n samples with seeds S, S+1, …", async () => {
+    const dir = join(tmp, "gpt2-chat");
+    mkdirSync(dir);
+    copyFileSync(fx("gpt2", "base", "config.json"), join(dir, "config.json"));
+    copyFileSync(fx("gpt2", "base", "model.safetensors"), join(dir, "model.safetensors"));
+    writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(byteLevelTokenizerJson()));
+    const template = "{% for m in messages %}{{ m.role }}:{{ m.content }};{% endfor %}{% if add_generation_prompt %}bot:{% endif %}";
+    writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ chat_template: template, eos_token: "<|endoftext|>" }));
+    writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ do_sample: true, temperature: 0.7, top_k: 20, max_new_tokens: 3 }));
+    const r = await runCli(["generate", "--model", dir, "--prompt", "hi", "--chat", "--system", "be", "--seed", "4", "--json"]);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { prompt_token_ids: number[]; token_ids: number[] };
+    assert.deepEqual(out.prompt_token_ids, byteLevelTokenizer().encode("system:be;user:hi;bot:", { addSpecialTokens: false }).ids);
+    assert.equal(out.token_ids.length, 3); // max_new_tokens of generation_config.json
+    // do_sample from generation_config.json: the seed decides the tokens; --n 2 gives seeds 4 and 5
+    const two = await runCli(["generate", "--model", dir, "--prompt", "hi", "--chat", "--system", "be", "--seed", "4", "--n", "2", "--json"]);
+    const lines = two.stdout.trim().split("\n").map((l) => JSON.parse(l) as { token_ids: number[] });
+    assert.equal(lines.length, 2);
+    assert.deepEqual(lines[0]!.token_ids, out.token_ids);
+    const five = await runCli(["generate", "--model", dir, "--prompt", "hi", "--chat", "--system", "be", "--seed", "5", "--json"]);
+    assert.deepEqual(lines[1]!.token_ids, (JSON.parse(five.stdout) as { token_ids: number[] }).token_ids);
+    // --system without --chat is refused
+    const bad = await runCli(["generate", "--model", dir, "--prompt", "hi", "--system", "x"]);
+    assert.equal(bad.code, 1);
+  });
 });
