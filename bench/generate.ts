@@ -16,9 +16,8 @@ import { Decoder, moduleShapes } from "../src/generate/decoder.js";
 import { GenerationEngine } from "../src/generate/engine.js";
 import { AdapterPool, planLayout } from "../src/peft/adapter-pool.js";
 import { PeftModel } from "../src/peft/peft-model.js";
-import type { Tensor } from "../src/tensor.js";
 import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
-import { GPT2_SMALL, type Gpt2Shape, randomGpt2 } from "./models.js";
+import { GPT2_SMALL, type Gpt2Shape, addRandomLora, randomGpt2 } from "./models.js";
 
 export interface GenerateBenchOptions {
   readonly threads?: number;
@@ -39,28 +38,6 @@ interface DecodeTiming {
   readonly bestStepMs: number;
   readonly medianStepMs: number;
   readonly tokensPerSecond: number;
-}
-
-function randomValues(n: number, seed: number, scale: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = ((s >>> 0) / 2 ** 31 - 1) * scale;
-  }
-  return out;
-}
-
-function addAdapter(pm: PeftModel, name: string, config: Record<string, unknown>, seed: number): void {
-  const a = pm.addAdapter(name, config, { seed });
-  const upd = new Map<string, Tensor>();
-  let k = 0;
-  for (const [key, t] of a.tensors) {
-    if (key.includes("lora_B")) upd.set(key, { dtype: "float32", shape: t.shape, data: randomValues(t.data.length, seed * 1009 + ++k, 0.05) });
-  }
-  pm.updateAdapterTensors(name, upd);
 }
 
 function argmax(x: Float32Array): number {
@@ -141,7 +118,7 @@ export async function benchGenerate(o: GenerateBenchOptions = {}) {
 
   // merged: one adapter folded into the weights, no pool
   const merged = new PeftModel(base);
-  addAdapter(merged, "a0", config, 1);
+  addRandomLora(merged, "a0", config, 1);
   merged.mergeAdapter(["a0"]);
   const mergedPool = new AdapterPool(planLayout([], moduleShapes(merged), shape.hidden), (n) => merged.weights.get(n), (n) => merged.weights.has(n));
   let dec = await Decoder.create(merged, mergedPool, { sessionOptions });
@@ -154,7 +131,7 @@ export async function benchGenerate(o: GenerateBenchOptions = {}) {
   await dec.release();
 
   const many = new PeftModel(base);
-  for (let i = 0; i < nMax; i++) addAdapter(many, `a${i}`, config, i + 1);
+  for (let i = 0; i < nMax; i++) addRandomLora(many, `a${i}`, config, i + 1);
   const pooled: { adapters: number; decode: (DecodeTiming & { ratioToMerged: number })[] }[] = [];
   for (const n of counts) {
     const adapters = Array.from({ length: n }, (_, i) => many.adapter(`a${i}`));

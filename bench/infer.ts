@@ -15,7 +15,7 @@ import { PeftModel } from "../src/peft/peft-model.js";
 import type { ExecutionProvider } from "../src/runtime/session.js";
 import type { Tensor } from "../src/tensor.js";
 import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
-import { type Gpt2Shape, randomGpt2 } from "./models.js";
+import { type Gpt2Shape, addRandomLora, randomGpt2, randomValues } from "./models.js";
 
 export const INFER_SHAPE: Gpt2Shape = { layers: 6, hidden: 512, heads: 8, vocab: 8192, positions: 1024 };
 
@@ -63,30 +63,6 @@ export interface InferBenchResult {
   })[];
 }
 
-/** xorshift32 values in [-scale, scale). */
-function randomValues(n: number, seed: number, scale: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    out[i] = ((s >>> 0) / 2 ** 31 - 1) * scale;
-  }
-  return out;
-}
-
-/** Adds adapter `name` and gives its B factors random values (fresh LoRA has B = 0, which would hide mix-ups). */
-function addAdapter(pm: PeftModel, name: string, config: Record<string, unknown>, seed: number): void {
-  const a = pm.addAdapter(name, config, { seed });
-  const upd = new Map<string, Tensor>();
-  let k = 0;
-  for (const [key, t] of a.tensors) {
-    if (key.includes("lora_B")) upd.set(key, { dtype: "float32", shape: t.shape, data: randomValues(t.data.length, seed * 1009 + ++k, 0.05) });
-  }
-  pm.updateAdapterTensors(name, upd);
-}
-
 function timingOf(times: readonly number[], cpu: readonly number[], tokens: number): InferTiming {
   const s = [...times].sort((a, b) => a - b);
   const med = s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
@@ -125,11 +101,11 @@ export async function benchInfer(o: InferBenchOptions = {}): Promise<InferBenchR
   const config = { peft_type: "LORA", r: rank, lora_alpha: 2 * rank, target_modules: ["c_attn"], fan_in_fan_out: true };
   const names = Array.from({ length: nMax }, (_, i) => `a${i}`);
   const many = new PeftModel(base);
-  names.forEach((n, i) => addAdapter(many, n, config, i + 1));
+  names.forEach((n, i) => addRandomLora(many, n, config, i + 1));
   const single = new PeftModel(base);
-  addAdapter(single, "a0", config, 1); // same seed: the same tensors as many's a0
+  addRandomLora(single, "a0", config, 1); // same seed: the same tensors as many's a0
   const merged = new PeftModel(base);
-  addAdapter(merged, "a0", config, 1);
+  addRandomLora(merged, "a0", config, 1);
   merged.mergeAdapter(["a0"]);
   for (const pm of [many, single, merged]) pm.sessionOptions = { threads, ep };
 

@@ -8,6 +8,7 @@ import type { LoadedModel } from "../src/models/load.js";
 import { MODELS } from "../src/models/registry.js";
 import { loadUseLiteModel } from "../src/models/use-lite/classifier.js";
 import type { UseLiteConfig } from "../src/models/use-lite/config.js";
+import type { PeftModel } from "../src/peft/peft-model.js";
 import type { Tensor } from "../src/tensor.js";
 
 export interface Gpt2Shape {
@@ -136,4 +137,28 @@ export function useLiteFlops(c: UseLiteConfig, seq: number, r: number, numLabels
   }
   forward += (2 * c.hiddenSize * c.hiddenSize + 2 * c.hiddenSize * numLabels) / seq;
   return stepFlops(forward, lora);
+}
+
+/** xorshift32 values in [-scale, scale). */
+export function randomValues(n: number, seed: number, scale: number): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    out[i] = ((s >>> 0) / 2 ** 31 - 1) * scale;
+  }
+  return out;
+}
+
+/** Adds adapter `name` and gives its B factors random values (fresh LoRA has B = 0, which would hide mix-ups). */
+export function addRandomLora(pm: PeftModel, name: string, config: Record<string, unknown>, seed: number): void {
+  const a = pm.addAdapter(name, config, { seed });
+  const upd = new Map<string, Tensor>();
+  let k = 0;
+  for (const [key, t] of a.tensors) {
+    if (key.includes("lora_B")) upd.set(key, { dtype: "float32", shape: t.shape, data: randomValues(t.data.length, seed * 1009 + ++k, 0.05) });
+  }
+  pm.updateAdapterTensors(name, upd);
 }

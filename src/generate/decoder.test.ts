@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { loadModel } from "../models/load.js";
-import { type TinyDecoderSpec, decoderConfigJson, randomDecoderWeights, writeHfModel } from "../models/tiny-decoder.test-util.js";
+import { MISTRAL, QWEN2, type TinyDecoderSpec, decoderConfigJson, randomDecoderWeights, writeHfModel } from "../models/tiny-decoder.test-util.js";
 import { AdapterPool, planLayout } from "../peft/adapter-pool.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { toFloat32 } from "../tensor.js";
@@ -81,25 +81,6 @@ describe("incremental decoding equals the full forward pass at every step", () =
     });
   }
 });
-
-const QWEN2: TinyDecoderSpec = {
-  modelType: "qwen2",
-  vocab: 40,
-  hidden: 24,
-  layers: 2,
-  heads: 4,
-  kvHeads: 2,
-  headDim: 6,
-  intermediate: 32,
-  maxPositions: 32,
-  ropeTheta: 1000,
-  rmsNormEps: 1e-6,
-  tied: true,
-  qkvBias: true,
-  oBias: false,
-  mlpBias: false,
-};
-const MISTRAL: TinyDecoderSpec = { ...QWEN2, modelType: "mistral", kvHeads: 1, headDim: 8, tied: false, qkvBias: false, ropeTheta: 10000 };
 
 describe("incremental decoding: Qwen2 (q/k/v biases) and Mistral (sliding windows), prompts read in chunks", () => {
   const tmp = mkdtempSync(join(tmpdir(), "peft-decoder-"));

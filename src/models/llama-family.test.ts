@@ -15,31 +15,10 @@ import type { Tensor } from "../tensor.js";
 import { forwardLogits } from "./forward.js";
 import { loadModel } from "./load.js";
 import { MODELS } from "./registry.js";
-import { type TinyDecoderSpec, decoderConfigJson, randomDecoderWeights, referenceDecoderLogits, writeHfModel } from "./tiny-decoder.test-util.js";
+import { MISTRAL, QWEN2, type TinyDecoderSpec, decoderConfigJson, randomDecoderWeights, referenceDecoderLogits, writeHfModel } from "./tiny-decoder.test-util.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "peft-llama-family-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
-
-const QWEN2: TinyDecoderSpec = {
-  modelType: "qwen2",
-  vocab: 40,
-  hidden: 24,
-  layers: 2,
-  heads: 4,
-  kvHeads: 2,
-  headDim: 6,
-  intermediate: 32,
-  maxPositions: 32,
-  ropeTheta: 1000,
-  rmsNormEps: 1e-6,
-  tied: true,
-  qkvBias: true,
-  oBias: false,
-  mlpBias: false,
-};
-
-// head_dim 8 ≠ hidden/heads, one kv head (multi-query), untied
-const MISTRAL: TinyDecoderSpec = { ...QWEN2, modelType: "mistral", kvHeads: 1, headDim: 8, tied: false, qkvBias: false, ropeTheta: 10000 };
 
 const IDS = [
   [3, 17, 5, 29, 11, 0, 38, 7],

@@ -29,6 +29,28 @@ export interface TinyDecoderSpec {
   readonly mlpBias: boolean;
 }
 
+/** A tiny Qwen2: q/k/v biases, GQA (4 heads, 2 kv heads), tied embeddings. */
+export const QWEN2: TinyDecoderSpec = {
+  modelType: "qwen2",
+  vocab: 40,
+  hidden: 24,
+  layers: 2,
+  heads: 4,
+  kvHeads: 2,
+  headDim: 6,
+  intermediate: 32,
+  maxPositions: 32,
+  ropeTheta: 1000,
+  rmsNormEps: 1e-6,
+  tied: true,
+  qkvBias: true,
+  oBias: false,
+  mlpBias: false,
+};
+
+// head_dim 8 ≠ hidden/heads, one kv head (multi-query), untied
+export const MISTRAL: TinyDecoderSpec = { ...QWEN2, modelType: "mistral", kvHeads: 1, headDim: 8, tied: false, qkvBias: false, ropeTheta: 10000 };
+
 export type Weights = Map<string, Tensor<"float32">>;
 
 /** Random weights of a decoder in transformers' names (uniform ±scale; norms around 1). */
