@@ -6,7 +6,7 @@ export { MODELS } from "./registry.js";
 export type { ModelDef, ModelConfig, ModelInputs, ModelOutputs, ModelTask } from "./model-def.js";
 export { bert, buildBert } from "./bert.js";
 export { gpt2, buildGpt2 } from "./gpt2.js";
-export { llama, buildLlama, buildLlamaFamily, type LlamaFamilyOptions } from "./llama.js";
+export { llama, buildLlama, buildLlamaFamily, llamaFamilyDef, type LlamaFamilyOptions } from "./llama.js";
 export { qwen2, buildQwen2 } from "./qwen2.js";
 export { mistral, buildMistral } from "./mistral.js";
 export { attention, attentionAllowed, splitHeads, mergeHeads, positions, maskValue, KvCache, atPositions } from "./attention.js";

@@ -7,7 +7,7 @@
 import * as G from "../graph/api.js";
 import { activation, dropout, rmsNorm } from "../graph/composite.js";
 import type { Value } from "../graph/types.js";
-import type { LlamaConfig, LlamaFamilyConfig } from "../io/hf-config.js";
+import type { LlamaConfig, LlamaFamilyConfig, MistralConfig, Qwen2Config } from "../io/hf-config.js";
 import { atPositions, attention, attentionAllowed, mergeHeads, positions, splitHeads } from "./attention.js";
 import { type ModelContext, castTensor } from "./context.js";
 import type { ModelDef, ModelInputs, ModelOutputs } from "./model-def.js";
@@ -117,13 +117,21 @@ export function buildLlamaFamily(ctx: ModelContext, cfg: LlamaFamilyConfig, inpu
   return { logits, hidden: x, attentionMask: hooked.mask };
 }
 
-export const llama: ModelDef<LlamaConfig> = {
-  modelType: "llama",
-  task: "causal-lm",
-  outputModules: ["lm_head"],
-  loraTargets: ["q_proj", "v_proj"],
-  layersPattern: ["layers"],
-  tiedWeights: (cfg) => (cfg.tieWordEmbeddings ? [["lm_head.weight", "model.embed_tokens.weight"]] : []),
-  embeddingParam: "model.embed_tokens.weight",
-  build: buildLlama,
-};
+/**
+ * The ModelDef every Llama-family architecture shares (HF module names, PEFT's default LoRA
+ * targets `q_proj`/`v_proj`, `lm_head` tied to `model.embed_tokens` when the config says so).
+ */
+export function llamaFamilyDef<C extends LlamaConfig | Qwen2Config | MistralConfig>(modelType: C["modelType"], build: (ctx: ModelContext, cfg: C, inputs: ModelInputs) => ModelOutputs): ModelDef<C> {
+  return {
+    modelType,
+    task: "causal-lm",
+    outputModules: ["lm_head"],
+    loraTargets: ["q_proj", "v_proj"],
+    layersPattern: ["layers"],
+    tiedWeights: (cfg) => (cfg.tieWordEmbeddings ? [["lm_head.weight", "model.embed_tokens.weight"]] : []),
+    embeddingParam: "model.embed_tokens.weight",
+    build,
+  };
+}
+
+export const llama: ModelDef<LlamaConfig> = llamaFamilyDef("llama", buildLlama);

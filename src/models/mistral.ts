@@ -3,7 +3,7 @@
  * with `sliding_window` attention on every layer (null: full causal attention).
  */
 import type { MistralConfig } from "../io/hf-config.js";
-import { buildLlamaFamily } from "./llama.js";
+import { buildLlamaFamily, llamaFamilyDef } from "./llama.js";
 import type { ModelContext } from "./context.js";
 import type { ModelDef, ModelInputs, ModelOutputs } from "./model-def.js";
 
@@ -11,13 +11,4 @@ export function buildMistral(ctx: ModelContext, cfg: MistralConfig, inputs: Mode
   return buildLlamaFamily(ctx, cfg, inputs, { qkvBias: false, oBias: false, mlpBias: false, slidingWindow: () => cfg.slidingWindow });
 }
 
-export const mistral: ModelDef<MistralConfig> = {
-  modelType: "mistral",
-  task: "causal-lm",
-  outputModules: ["lm_head"],
-  loraTargets: ["q_proj", "v_proj"],
-  layersPattern: ["layers"],
-  tiedWeights: (cfg) => (cfg.tieWordEmbeddings ? [["lm_head.weight", "model.embed_tokens.weight"]] : []),
-  embeddingParam: "model.embed_tokens.weight",
-  build: buildMistral,
-};
+export const mistral: ModelDef<MistralConfig> = llamaFamilyDef("mistral", buildMistral);

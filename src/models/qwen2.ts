@@ -4,7 +4,7 @@
  * marks `sliding_attention` (from `max_window_layers` on).
  */
 import type { Qwen2Config } from "../io/hf-config.js";
-import { buildLlamaFamily } from "./llama.js";
+import { buildLlamaFamily, llamaFamilyDef } from "./llama.js";
 import type { ModelContext } from "./context.js";
 import type { ModelDef, ModelInputs, ModelOutputs } from "./model-def.js";
 
@@ -17,13 +17,4 @@ export function buildQwen2(ctx: ModelContext, cfg: Qwen2Config, inputs: ModelInp
   });
 }
 
-export const qwen2: ModelDef<Qwen2Config> = {
-  modelType: "qwen2",
-  task: "causal-lm",
-  outputModules: ["lm_head"],
-  loraTargets: ["q_proj", "v_proj"],
-  layersPattern: ["layers"],
-  tiedWeights: (cfg) => (cfg.tieWordEmbeddings ? [["lm_head.weight", "model.embed_tokens.weight"]] : []),
-  embeddingParam: "model.embed_tokens.weight",
-  build: buildQwen2,
-};
+export const qwen2: ModelDef<Qwen2Config> = llamaFamilyDef("qwen2", buildQwen2);
