@@ -11,9 +11,10 @@ import * as infer from "./infer.js";
 import * as matmul from "./matmul.js";
 import * as memory from "./memory.js";
 import * as placement from "./placement.js";
+import * as serve from "./serve.js";
 import * as trainStep from "./train-step.js";
 
-export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement];
+export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve];
 
 export async function benchMain(argv: string[]): Promise<void> {
   const io = processIo();

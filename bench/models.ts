@@ -47,22 +47,26 @@ function filled(shape: readonly number[], v: number): Tensor<"float32"> {
   return { dtype: "float32", shape: [...shape], data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(v) };
 }
 
+/** The config.json of a GPT-2 of this shape (Hugging Face keys). */
+export function gpt2ConfigJson(shape: Gpt2Shape): Record<string, unknown> {
+  return {
+    model_type: "gpt2",
+    n_layer: shape.layers,
+    n_embd: shape.hidden,
+    n_head: shape.heads,
+    vocab_size: shape.vocab,
+    n_positions: shape.positions,
+    activation_function: "gelu_new",
+  };
+}
+
 /**
  * A GPT-2 (`GPT2LMHeadModel`) with random weights in transformers' layout (Conv1D weights
  * `[in, out]`, `lm_head.weight` the same tensor as `transformer.wte.weight`).
  */
 export function randomGpt2(shape: Gpt2Shape, seed = 1): LoadedModel {
   const d = shape.hidden;
-  const raw = {
-    model_type: "gpt2",
-    n_layer: shape.layers,
-    n_embd: d,
-    n_head: shape.heads,
-    vocab_size: shape.vocab,
-    n_positions: shape.positions,
-    activation_function: "gelu_new",
-  };
-  const config = parseHfConfig(raw, "bench:gpt2/config.json");
+  const config = parseHfConfig(gpt2ConfigJson(shape), "bench:gpt2/config.json");
   const w = new Map<string, Tensor>();
   let k = seed * 1000;
   const ln = (p: string) => {

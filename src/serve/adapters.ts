@@ -52,6 +52,8 @@ interface Instance {
   readonly id: string;
   readonly name: string;
   refs: number;
+  /** Holds that keep it resident without counting as a running adapter (sources of a composition). */
+  holds: number;
   lastUsed: number;
   /** False once unloaded or replaced: the instance goes when its last lease ends. */
   current: boolean;
@@ -60,7 +62,14 @@ interface Instance {
 
 interface Entry {
   readonly name: string;
+  /** The adapter folder, or a description of how `build` makes it. */
   readonly path: string;
+  /** Makes the adapter in the host under an id (composed adapters); folders are read with `host.load`. */
+  readonly build?: (id: string) => void | Promise<void>;
+  /** Hidden from `list()` (per-request compositions). */
+  readonly hidden?: boolean;
+  /** Adapters a built one is made from (it is forgotten when one of them is reloaded or unloaded). */
+  readonly sources?: readonly string[];
   pinned: boolean;
   readonly created: number;
   instance: Instance | null;
@@ -93,11 +102,29 @@ export class AdapterRegistry {
 
   /** Known adapter names (not those under the root that were never used). */
   names(): string[] {
-    return [...this.entries.keys()];
+    return [...this.entries.values()].filter((e) => !e.hidden).map((e) => e.name);
+  }
+
+  /**
+   * Registers an adapter made in the host by `build(id)` (a per-request composition), hidden from
+   * listings, evicted and rebuilt like any other. No-op when `name` is known.
+   */
+  addBuilt(name: string, description: string, sources: readonly string[], build: (id: string) => void | Promise<void>): void {
+    if (this.entries.has(name)) return;
+    this.entries.set(name, { name, path: description, build, sources, hidden: true, pinned: false, created: Math.floor(Date.now() / 1000), instance: null });
+  }
+
+  /** Forgets the built adapters made from `name` (its weights changed or it is gone). */
+  private forgetBuiltFrom(name: string): void {
+    for (const e of [...this.entries.values()]) {
+      if (!e.sources?.includes(name)) continue;
+      this.entries.delete(e.name);
+      if (e.instance) this.detach(e.instance);
+    }
   }
 
   list(): AdapterInfo[] {
-    return [...this.entries.values()].map((e) => ({ name: e.name, path: e.path, pinned: e.pinned, resident: e.instance !== null, created: e.created }));
+    return [...this.entries.values()].filter((e) => !e.hidden).map((e) => ({ name: e.name, path: e.path, pinned: e.pinned, resident: e.instance !== null, created: e.created }));
   }
 
   /** True when `name` is known, or names an adapter folder directly under the adapter root. */
@@ -156,11 +183,12 @@ export class AdapterRegistry {
     if (old && !opts.inplace) throw new AdapterStateError(name, "is already loaded; unload it first or pass load_inplace: true to replace its weights");
     const pinned = opts.pinned ?? old?.pinned ?? false;
     if (pinned && !old?.pinned) this.checkPinRoom(name);
-    const inst = this.materialise(name, real, 0);
+    const inst = this.materialise(name, { path: real }, 0);
     await this.settle(inst);
     const entry: Entry = { name, path: real, pinned, created: old?.created ?? Math.floor(Date.now() / 1000), instance: inst };
     if (old?.instance) this.detach(old.instance);
     this.entries.set(name, entry);
+    if (old) this.forgetBuiltFrom(name);
     return { name, path: real, pinned, resident: true, created: entry.created };
   }
 
@@ -170,6 +198,7 @@ export class AdapterRegistry {
     if (!e) throw new UnknownModelError(name, this.names());
     this.entries.delete(name);
     if (e.instance) this.detach(e.instance);
+    this.forgetBuiltFrom(name);
   }
 
   private checkPinRoom(name: string): void {
@@ -183,13 +212,14 @@ export class AdapterRegistry {
    * Starts reading `dir` into a new resident instance with `refs` leases (evicting the least
    * recently used one if host memory is full); `settle` awaits it.
    */
-  private materialise(name: string, dir: string, refs: number): Instance {
+  private materialise(name: string, source: { readonly path: string; readonly build?: (id: string) => void | Promise<void> }, refs: number, holds = 0): Instance {
     this.makeRoom(name);
     const id = `a${++this.counter}`;
-    const inst: Instance = { id, name, refs, lastUsed: ++this.clock, current: true, ready: Promise.resolve() };
+    const inst: Instance = { id, name, refs, holds, lastUsed: ++this.clock, current: true, ready: Promise.resolve() };
     this.instances.set(id, inst);
     inst.ready = (async () => {
-      await this.host.load(dir, id);
+      if (source.build) await source.build(id);
+      else await this.host.load(source.path, id);
     })();
     return inst;
   }
@@ -218,7 +248,7 @@ export class AdapterRegistry {
     while (this.instances.size >= this.opts.maxCpuLoras) {
       let victim: Instance | null = null;
       for (const i of this.instances.values()) {
-        if (i.refs > 0 || !i.current || !this.loaded.has(i.id)) continue;
+        if (i.refs > 0 || i.holds > 0 || !i.current || !this.loaded.has(i.id)) continue;
         if (this.entries.get(i.name)?.pinned) continue;
         if (!victim || i.lastUsed < victim.lastUsed) victim = i;
       }
@@ -232,7 +262,7 @@ export class AdapterRegistry {
 
   private detach(inst: Instance): void {
     inst.current = false;
-    if (inst.refs === 0) this.drop(inst);
+    if (inst.refs === 0 && inst.holds === 0) this.drop(inst);
   }
 
   private drop(inst: Instance): void {
@@ -279,32 +309,54 @@ export class AdapterRegistry {
       if ((inst && inst.refs > 0) || this.runningCount < this.opts.maxLoras) {
         if (inst) inst.refs++;
         else {
-          inst = this.materialise(name, e.path, 1);
+          inst = this.materialise(name, e, 1);
           e.instance = inst; // concurrent requests for the same name share this load
         }
         inst.lastUsed = ++this.clock;
         try {
           await this.settle(inst);
         } catch (err) {
-          this.release(inst);
+          this.release(inst, "refs");
           throw err;
         }
-        return this.leaseOf(inst);
+        return this.leaseOf(inst, "refs");
       }
       await this.waitForSlot(opts.signal);
     }
   }
 
-  private release(inst: Instance): void {
-    inst.refs--;
+  /**
+   * Keeps adapter `name` resident (read if needed) without taking a running slot: the sources of
+   * a composition are read, combined into a new adapter and let go.
+   */
+  async hold(name: string, known: () => string[] = () => this.names()): Promise<Lease> {
+    const e = this.entry(name, known);
+    let inst = e.instance;
+    if (inst) inst.holds++;
+    else {
+      inst = this.materialise(name, e, 0, 1);
+      e.instance = inst;
+    }
     inst.lastUsed = ++this.clock;
-    if (inst.refs === 0) {
+    try {
+      await this.settle(inst);
+    } catch (err) {
+      this.release(inst, "holds");
+      throw err;
+    }
+    return this.leaseOf(inst, "holds");
+  }
+
+  private release(inst: Instance, kind: "refs" | "holds"): void {
+    inst[kind]--;
+    inst.lastUsed = ++this.clock;
+    if (inst.refs === 0 && inst.holds === 0) {
       if (!inst.current && this.instances.get(inst.id) === inst) this.drop(inst);
       this.wakeSlotWaiters();
     }
   }
 
-  private leaseOf(inst: Instance): Lease {
+  private leaseOf(inst: Instance, kind: "refs" | "holds"): Lease {
     let released = false;
     return {
       name: inst.name,
@@ -312,7 +364,7 @@ export class AdapterRegistry {
       release: () => {
         if (released) return;
         released = true;
-        this.release(inst);
+        this.release(inst, kind);
       },
     };
   }
