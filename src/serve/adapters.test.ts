@@ -104,4 +104,29 @@ describe("AdapterRegistry", () => {
     assert.equal(reg.residentCount, 0);
     (await reg.acquire("a")).release();
   });
+
+  test("built adapters: sources held without a running slot, hidden from the list, forgotten when a source changes", async () => {
+    const host = new FakeHost();
+    const reg = new AdapterRegistry(host, { maxLoras: 1, maxCpuLoras: 4, root: tmp });
+    let builds = 0;
+    const build = async (id: string) => {
+      const a = await reg.hold("a");
+      const b = await reg.hold("b");
+      assert.equal(reg.runningCount, 1, "only the built adapter's own lease runs");
+      host.live.set(id, `mix of ${a.id} ${b.id}`);
+      builds++;
+      a.release();
+      b.release();
+    };
+    reg.addBuilt("mix", "a+b", ["a", "b"], build);
+    const l1 = await reg.acquire("mix");
+    l1.release();
+    reg.addBuilt("mix", "a+b", ["a", "b"], build);
+    (await reg.acquire("mix")).release();
+    assert.equal(builds, 1, "cached by name");
+    assert.deepEqual(reg.names(), ["a", "b"]);
+    await reg.load("a", "c", { inplace: true });
+    assert.equal(reg.has("mix"), false, "a source was reloaded");
+    assert.ok(!host.live.has(l1.id));
+  });
 });
