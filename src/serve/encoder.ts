@@ -94,8 +94,15 @@ export class EncoderService implements AdapterHost {
   private readonly baseRows: number | null;
 
   constructor(private readonly model: ServedModel) {
-    this.baseEmbed = { pm: new PeftModel({ ...model.loaded, def: embeddingDef(model.loaded.def) }), session: null };
+    this.baseEmbed = { pm: this.peft({ ...model.loaded, def: embeddingDef(model.loaded.def) }), session: null };
     this.baseRows = model.loaded.weights.has("classifier.weight") ? model.loaded.weights.info("classifier.weight").shape[0]! : null;
+  }
+
+  /** A PeftModel over `m` whose sessions use the server's options. */
+  private peft(m: LoadedModel): PeftModel {
+    const pm = new PeftModel(m);
+    pm.sessionOptions = this.model.sessionOptions;
+    return pm;
   }
 
   /** The base model with a classification head of `rows` labels (zeros when the base has none: an adapter supplies it). */
@@ -113,7 +120,7 @@ export class EncoderService implements AdapterHost {
   load(dir: string, id: string): void {
     const rows = headRows(dir);
     const base = rows !== null ? this.withHead(rows) : this.model.loaded;
-    const embed = new PeftModel({ ...base, def: embeddingDef(base.def) });
+    const embed = this.peft({ ...base, def: embeddingDef(base.def) });
     embed.loadAdapter(dir, id, { activate: true });
     this.adapters.set(id, { dir, rows, labels: readRun(dir)?.labelNames ?? null, embed: { pm: embed, session: null }, cls: null });
   }
@@ -144,14 +151,14 @@ export class EncoderService implements AdapterHost {
     let labels: readonly string[];
     if (id === null) {
       if (this.baseRows === null) throw new UnsupportedTaskError(model, "/classify", "the base model has no classification head; name an adapter trained with one (a peft train run folder)");
-      this.baseCls ??= { pm: new PeftModel(this.model.loaded), session: null };
+      this.baseCls ??= { pm: this.peft(this.model.loaded), session: null };
       v = this.baseCls;
       labels = this.model.loaded.config.modelType === USE_LITE_MODEL_TYPE ? [] : (this.model.loaded.config as { labels: readonly string[] }).labels;
     } else {
       const a = this.adapter(id);
       if (a.rows === null && this.baseRows === null) throw new UnsupportedTaskError(model, "/classify", "the adapter has no trained classification head (modules_to_save: classifier)");
       if (!a.cls) {
-        const pm = new PeftModel(this.withHead(a.rows ?? this.baseRows!));
+        const pm = this.peft(this.withHead(a.rows ?? this.baseRows!));
         pm.loadAdapter(a.dir, id, { activate: true });
         a.cls = { pm, session: null };
       }

@@ -15,6 +15,7 @@ import { loadUseLiteModel } from "../models/use-lite/classifier.js";
 import type { UseLiteTokenizer } from "../models/use-lite/tokenizer.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { USE_LITE_MODEL_ID } from "../runs/model-source.js";
+import type { SessionOptions } from "../runtime/session.js";
 import type { AdapterHost } from "./adapters.js";
 
 /** The `--model` value (and served name) of the embedded default model. */
@@ -34,10 +35,12 @@ export interface ServedModel {
   readonly maxPositions: number;
   /** The model adapters are loaded into (for causal LMs, the one the generation engine runs). */
   readonly peft: PeftModel;
+  /** onnxruntime options of every session the server creates (threads). */
+  readonly sessionOptions: SessionOptions;
 }
 
 /** Opens `spec` (a model folder, or `use-lite` / undefined for the embedded encoder). */
-export function openServedModel(spec: string | undefined, servedName?: string): ServedModel {
+export function openServedModel(spec: string | undefined, servedName?: string, sessionOptions: SessionOptions = {}): ServedModel {
   const isUseLiteDir = spec !== undefined && spec !== DEFAULT_MODEL_ID && existsSync(join(spec, "config.json")) && readJsonObject(join(spec, "config.json")).model_type === USE_LITE_MODEL_TYPE;
   if (spec === undefined || spec === DEFAULT_MODEL_ID || isUseLiteDir) {
     const m = loadUseLiteModel(isUseLiteDir ? { dir: spec } : {});
@@ -50,7 +53,8 @@ export function openServedModel(spec: string | undefined, servedName?: string): 
       loaded,
       tokenizer: { kind: "use-lite", tok: tokenizer },
       maxPositions: cfg.maxPositionEmbeddings,
-      peft: new PeftModel(loaded),
+      peft: withSessionOptions(new PeftModel(loaded), sessionOptions),
+      sessionOptions,
     };
   }
   const loaded = loadModel(spec);
@@ -62,8 +66,14 @@ export function openServedModel(spec: string | undefined, servedName?: string): 
     loaded,
     tokenizer,
     maxPositions: loaded.config.maxPositionEmbeddings,
-    peft: new PeftModel(loaded),
+    peft: withSessionOptions(new PeftModel(loaded), sessionOptions),
+    sessionOptions,
   };
+}
+
+function withSessionOptions(pm: PeftModel, s: SessionOptions): PeftModel {
+  pm.sessionOptions = s;
+  return pm;
 }
 
 /** Adapters of a causal LM live in its one `PeftModel` under their internal ids. */

@@ -55,6 +55,8 @@ export interface ServeOptions {
   readonly maxPromptTokens?: number;
   /** Most inputs per embeddings / classify request (default 2048). */
   readonly maxInputs?: number;
+  /** onnxruntime intra-op threads of the model's sessions (default: onnxruntime's choice). */
+  readonly threads?: number;
   /** fastify's pino logger options; default: off. */
   readonly logger?: FastifyServerOptions["logger"];
 }
@@ -83,7 +85,7 @@ function isOpen(url: string): boolean {
 
 /** Opens the model and builds the app (not yet listening). */
 export async function createServer(options: ServeOptions = {}): Promise<PeftServer> {
-  const model: ServedModel = openServedModel(options.model, options.servedModelName);
+  const model: ServedModel = openServedModel(options.model, options.servedModelName, options.threads !== undefined ? { threads: options.threads } : {});
   const metrics = new ServeMetrics();
   const maxLoras = options.maxLoras ?? 8;
   const encoder = model.task === "causal-lm" ? null : new EncoderService(model);

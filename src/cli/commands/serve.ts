@@ -23,6 +23,7 @@ interface RawServeOptions {
   maxQueue: number;
   maxTokens: number;
   bodyLimit: number;
+  threads?: number;
   quiet?: boolean;
 }
 
@@ -52,6 +53,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--max-queue <n>", "requests waiting beyond those; one more gets 429", parseNonNegativeInt, 64)
     .option("--max-tokens <n>", "largest max_tokens a request may ask", parsePositiveInt, 4096)
     .option("--body-limit <bytes>", "largest request body", parsePositiveInt, 4 * 1024 * 1024)
+    .option("--threads <n>", "onnxruntime intra-op threads (default: onnxruntime's choice)", parsePositiveInt)
     .option("--quiet", "no request log (pino JSON lines on stderr)")
     .action(async (o: RawServeOptions) => {
       const pins = new Set(o.pin);
@@ -71,6 +73,7 @@ export function register(program: Command, ctx: CliContext): void {
         maxQueue: o.maxQueue,
         maxTokens: o.maxTokens,
         bodyLimit: o.bodyLimit,
+        ...(o.threads !== undefined ? { threads: o.threads } : {}),
         logger: o.quiet ? false : { level: "info", stream: { write: (line: string) => ctx.io.stderr(line) } },
       });
       const url = await server.listen();
