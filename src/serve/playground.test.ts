@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type BrowserContext, chromium } from "playwright-core";
 import { type PeftServer, createServer } from "./server.js";
-import { BERT } from "./test-util.js";
+import { BERT, tinyChatModel } from "./test-util.js";
 
 export const CHROMIUM = "/usr/bin/chromium";
 
@@ -57,5 +57,41 @@ describe("playground page (chromium)", { skip: existsSync(CHROMIUM) ? false : `$
     const text = await page.textContent("#output");
     assert.match(text!, /^0: LABEL_\d +\(\d\.\d{3} \/ \d\.\d{3} \/ \d\.\d{3}\)\n1: LABEL_\d/);
     assert.match((await page.textContent("#status"))!, /6 tokens/);
+  });
+});
+
+describe("playground chat streams tokens into the page (chromium)", { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (.ci/run installs it)` }, () => {
+  const dir = mkdtempSync(join(tmpdir(), "peft-playground-"));
+  let server: PeftServer;
+  let url: string;
+  let chrome: Awaited<ReturnType<typeof launchChromium>>;
+  before(async () => {
+    server = await createServer({ model: tinyChatModel(dir), port: 0 });
+    url = await server.listen();
+    chrome = await launchChromium();
+  });
+  after(async () => {
+    await chrome?.close();
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("a chat message streams its answer token by token", async () => {
+    const page = await chrome.browser.newPage();
+    await page.goto(url);
+    await page.waitForFunction('document.getElementById("model").options.length > 0');
+    await page.selectOption("#mode", "chat");
+    await page.fill("#maxTokens", "8");
+    await page.fill("#input", "good food");
+    // count the updates of the output while the answer arrives
+    await page.evaluate('window.updates = 0; new MutationObserver(() => window.updates++).observe(document.getElementById("output"), { childList: true, characterData: true, subtree: true })');
+    await page.click("#send");
+    await page.waitForFunction('document.getElementById("output").dataset.state === "done"');
+    const updates = (await page.evaluate("window.updates")) as number;
+    const tokens = Number(await page.getAttribute("#output", "data-tokens"));
+    assert.equal(tokens, 8);
+    assert.ok(updates >= 2, `the answer arrived in ${updates} update(s), not streamed`);
+    assert.ok(((await page.textContent("#output")) ?? "").trim().length > 0);
+    assert.match((await page.textContent("#status"))!, /finished: length · \d+ prompt \+ 8 completion tokens/);
   });
 });

@@ -4,6 +4,8 @@
  */
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
 import { ServerDrainingError } from "../errors.js";
+import { GenerationEngine, type SamplingParams } from "../generate/index.js";
+import { loadGenerationConfig } from "../io/generation-config.js";
 import { Admission } from "./admission.js";
 import { realRoot } from "./adapter-paths.js";
 import { AdapterRegistry } from "./adapters.js";
@@ -14,6 +16,8 @@ import { ServeMetrics } from "./metrics.js";
 import { type ServedModel, openServedModel, peftAdapterHost } from "./model-host.js";
 import { EncoderService } from "./encoder.js";
 import { adapterRoutes } from "./routes/adapters.js";
+import { chatRoutes } from "./routes/chat.js";
+import { completionRoutes } from "./routes/completions.js";
 import { encoderRoutes } from "./routes/encoder.js";
 import { modelsRoutes } from "./routes/models.js";
 import { playgroundRoutes } from "./routes/playground.js";
@@ -83,6 +87,28 @@ function isOpen(url: string): boolean {
   return OPEN_ROUTES.includes(path) || !(path.startsWith("/v1/") || path === "/classify" || path.startsWith("/classify?"));
 }
 
+/** The generation engine of a causal LM: generation_config.json defaults, one pool slot per running adapter. */
+function openEngine(model: ServedModel, options: ServeOptions, maxLoras: number): GenerationEngine {
+  const gc = loadGenerationConfig(model.root);
+  const defaults: Partial<SamplingParams> = {};
+  if (gc?.maxNewTokens !== undefined) defaults.maxNewTokens = gc.maxNewTokens;
+  if (gc?.doSample !== undefined) defaults.doSample = gc.doSample;
+  if (gc?.temperature !== undefined) defaults.temperature = gc.temperature;
+  if (gc?.topK !== undefined) defaults.topK = gc.topK;
+  if (gc?.topP !== undefined) defaults.topP = gc.topP;
+  if (gc?.minP !== undefined) defaults.minP = gc.minP;
+  if (gc?.repetitionPenalty !== undefined) defaults.repetitionPenalty = gc.repetitionPenalty;
+  const tok = model.tokenizer?.kind === "hf" ? model.tokenizer.tok : null;
+  return new GenerationEngine(model.peft, {
+    ...(tok ? { tokenizer: tok } : {}),
+    maxSlots: options.maxConcurrent ?? 16,
+    maxAdapters: maxLoras,
+    sessionOptions: model.sessionOptions,
+    generationDefaults: defaults,
+    ...(gc?.eosTokenId !== undefined ? { eosTokenIds: gc.eosTokenId } : {}),
+  });
+}
+
 /** Opens the model and builds the app (not yet listening). */
 export async function createServer(options: ServeOptions = {}): Promise<PeftServer> {
   const model: ServedModel = openServedModel(options.model, options.servedModelName, options.threads !== undefined ? { threads: options.threads } : {});
@@ -103,7 +129,12 @@ export async function createServer(options: ServeOptions = {}): Promise<PeftServ
     maxInputs: options.maxInputs ?? 2048,
   };
   const ctx: ServeContext = { model, adapters, admission, metrics, limits };
-  metrics.bind({ queue: () => ({ running: admission.runningCount, waiting: admission.waitingCount }), adaptersRunning: () => adapters.runningCount });
+  const engine = model.task === "causal-lm" ? openEngine(model, options, maxLoras) : null;
+  metrics.bind({
+    queue: () => ({ running: admission.runningCount, waiting: admission.waitingCount }),
+    adaptersRunning: () => adapters.runningCount,
+    ...(engine ? { engine: () => engine.stats() } : {}),
+  });
 
   const app = Fastify({ logger: options.logger ?? false, bodyLimit: options.bodyLimit ?? 4 * 1024 * 1024, forceCloseConnections: "idle" });
   let draining = false;
@@ -128,6 +159,8 @@ export async function createServer(options: ServeOptions = {}): Promise<PeftServ
   modelsRoutes(app, ctx, started);
   adapterRoutes(app, ctx);
   encoderRoutes(app, ctx, encoder);
+  completionRoutes(app, ctx, engine);
+  chatRoutes(app, ctx, engine);
   await playgroundRoutes(app);
 
   let url = "";
@@ -147,6 +180,7 @@ export async function createServer(options: ServeOptions = {}): Promise<PeftServ
       closing ??= (async () => {
         draining = true;
         await admission.drain();
+        await engine?.close();
         await app.close();
         await model.peft.dispose();
         await encoder?.dispose();

@@ -1,7 +1,8 @@
 /** Helpers for the server tests: fixture folders, an adapter root in a temp folder, metrics parsing. */
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { makeTinyModelDir } from "../runs/testing.js";
 import { fixturePath } from "../util/paths.js";
 
 export const GPT2 = fixturePath("peft-parity", "gpt2", "base");
@@ -40,4 +41,13 @@ export async function waitForMetrics(url: string, ok: (text: string) => boolean,
 
 export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Response> {
   return await fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: JSON.stringify(body), ...(signal ? { signal } : {}) });
+}
+
+export const CHAT_TEMPLATE = "{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}the film was{% endif %}";
+
+/** The tiny GPT-2 with a tokenizer and a chat template, in a temp folder. */
+export function tinyChatModel(dir: string): string {
+  const model = makeTinyModelDir("gpt2", join(dir, "gpt2"));
+  writeFileSync(join(model, "tokenizer_config.json"), JSON.stringify({ pad_token: "[PAD]", model_max_length: 64, chat_template: CHAT_TEMPLATE }));
+  return model;
 }
