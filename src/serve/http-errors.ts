@@ -28,6 +28,7 @@ const BY_CODE: Readonly<Record<string, readonly [number, OpenAiErrorType]>> = {
   PEFT_ERR_UNKNOWN_MODEL: [404, "not_found_error"],
   PEFT_ERR_QUEUE_FULL: [429, "rate_limit_error"],
   PEFT_ERR_SERVER_DRAINING: [503, "service_unavailable_error"],
+  PEFT_ERR_ENGINE_CLOSED: [503, "service_unavailable_error"],
   // faults of the runtime, not of the request
   PEFT_ERR_ORT_SESSION: [500, "server_error"],
   PEFT_ERR_EXECUTION_PROVIDER: [500, "server_error"],

@@ -37,7 +37,7 @@ export class ServeMetrics {
   readonly batchWaiting = this.gauge("peft_num_requests_waiting", "sequences waiting for a slot in the generation engine", () => this.sources.engine?.().waiting ?? 0);
 
   constructor(opts: { processMetrics?: boolean } = {}) {
-    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: "peft_process_" });
+    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: "peft_" });
   }
 
   private gauge(name: string, help: string, read: () => number): Gauge {
