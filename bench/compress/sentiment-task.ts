@@ -19,6 +19,7 @@ import { excludeFromWeightDecay } from "../../src/train/optim/decay.js";
 import type { NamedParam, Optimizer } from "../../src/train/optim/types.js";
 import { createSchedule } from "../../src/train/schedule.js";
 import { TrainStep } from "../../src/train/step.js";
+import { commitParams } from "../../src/train/step-strategy.js";
 import { collate, type TokenizedExample } from "../../src/train/trainer.js";
 import { Rng } from "../../src/util/rng.js";
 
@@ -129,13 +130,7 @@ export async function trainLoop(pm: PeftModel, train: readonly TokenizedExample[
       optimizerSeconds.push((performance.now() - t1) / 1000);
       loss = r.loss;
     }
-    const byAdapter = new Map<string, Map<string, Tensor>>();
-    for (const [n, d] of values) {
-      const o = step.owners.get(n)!;
-      if (!byAdapter.has(o.adapter)) byAdapter.set(o.adapter, new Map());
-      byAdapter.get(o.adapter)!.set(o.key, { dtype: "float32", shape: step.initial.get(n)!.shape, data: Float32Array.from(d) });
-    }
-    for (const [a, m] of byAdapter) pm.updateAdapterTensors(a, m);
+    commitParams(pm, step, values);
     return { steps: total, runSeconds, optimizerSeconds, finalLoss: loss, optimizer };
   } finally {
     await step.release();

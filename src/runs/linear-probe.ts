@@ -13,6 +13,7 @@ import { UseLiteEmbedder } from "../models/use-lite/embed.js";
 import { CompiledGraph } from "../runtime/session.js";
 import type { Tensor } from "../tensor.js";
 import { accuracy, argmaxRows, macroF1 } from "../train/metrics.js";
+import { BestKeeper } from "../train/best-keeper.js";
 import { AdamW, excludeFromWeightDecay } from "../train/optim/index.js";
 import { Rng } from "../util/rng.js";
 
@@ -61,6 +62,11 @@ export interface ProbeGrid {
 
 /** The grid `peft demo` searches. */
 export const DEFAULT_PROBE_GRID: ProbeGrid = { lrs: [1e-3, 3e-3, 1e-2, 3e-2], weightDecays: [0, 0.01, 0.1], maxEpochs: 40, batchSize: 32 };
+
+/** Higher validation accuracy, then lower loss: how the probe picks its epoch and its grid point. */
+function betterScores(a: ProbeScores, b: ProbeScores): boolean {
+  return a.accuracy > b.accuracy || (a.accuracy === b.accuracy && a.loss < b.loss);
+}
 
 /** Embeds texts with the frozen USE-lite encoder (length-sorted batches; output in input order). */
 export async function embedFrozen(texts: readonly string[], opts: { threads?: number; batchSize?: number } = {}): Promise<Float32Array> {
@@ -136,10 +142,11 @@ export class LinearProbe {
     const b = Float32Array.from({ length: this.numLabels }, () => (rng.uniform() * 2 - 1) * bound);
     const opt = new AdamW(excludeFromWeightDecay([{ name: "classifier.weight", data: w }, { name: "classifier.bias", data: b }]), { lr: cfg.lr, weightDecay: cfg.weightDecay });
     const n = train.labels.length;
-    let best: ProbeScores | null = null;
-    let bestEpoch = 0;
-    let bestW = Float32Array.from(w);
-    let bestB = Float32Array.from(b);
+    const keeper = new BestKeeper<ProbeScores & { epoch: number }>(betterScores);
+    const params = new Map([
+      ["weight", w],
+      ["bias", b],
+    ]);
     for (let epoch = 1; epoch <= cfg.epochs; epoch++) {
       const order = rng.permutation(n);
       for (let s = 0; s < n; s += cfg.batchSize) {
@@ -147,15 +154,10 @@ export class LinearProbe {
         const r = await this.session.run(this.feeds(selectRows(train.x, this.dim, idx), idx.map((i) => train.labels[i]!), w, b), ["grad_weight", "grad_bias"]);
         opt.step(new Map([["classifier.weight", r.grad_weight!.data as Float32Array], ["classifier.bias", r.grad_bias!.data as Float32Array]]));
       }
-      const sc = await this.score(val, w, b);
-      if (best === null || sc.accuracy > best.accuracy || (sc.accuracy === best.accuracy && sc.loss < best.loss)) {
-        best = sc;
-        bestEpoch = epoch;
-        bestW = Float32Array.from(w);
-        bestB = Float32Array.from(b);
-      }
+      keeper.observe({ ...(await this.score(val, w, b)), epoch }, params);
     }
-    return { bestEpoch, best: best!, weight: bestW, bias: bestB };
+    const { epoch: bestEpoch, ...best } = keeper.best!;
+    return { bestEpoch, best, weight: keeper.bestParams!.get("weight")!, bias: keeper.bestParams!.get("bias")! };
   }
 
   async release(): Promise<void> {
@@ -179,18 +181,21 @@ export async function tuneLinearProbe(
   const probe = await LinearProbe.create(train.dim, numLabels, opts.threads);
   try {
     const trials: ProbeTrial[] = [];
-    let bestFit: { trial: ProbeTrial; weight: Float32Array; bias: Float32Array } | null = null;
+    const keeper = new BestKeeper<ProbeTrial>((a, b) => betterScores(a.validation, b.validation));
     for (const lr of grid.lrs) {
       for (const weightDecay of grid.weightDecays) {
         const fit = await probe.fit(train, val, { lr, weightDecay, epochs: grid.maxEpochs, batchSize: grid.batchSize, seed: opts.seed });
         const trial: ProbeTrial = { lr, weightDecay, bestEpoch: fit.bestEpoch, validation: fit.best };
         trials.push(trial);
-        const cur = bestFit?.trial.validation;
-        if (!cur || fit.best.accuracy > cur.accuracy || (fit.best.accuracy === cur.accuracy && fit.best.loss < cur.loss)) bestFit = { trial, weight: fit.weight, bias: fit.bias };
+        keeper.observe(trial, new Map([
+          ["weight", fit.weight],
+          ["bias", fit.bias],
+        ]));
       }
     }
-    const testScores = test && test.labels.length > 0 ? await probe.score(test, bestFit!.weight, bestFit!.bias) : null;
-    return { selected: bestFit!.trial, trials, test: testScores, trainableParams: numLabels * (train.dim + 1) };
+    const best = keeper.bestParams!;
+    const testScores = test && test.labels.length > 0 ? await probe.score(test, best.get("weight")!, best.get("bias")!) : null;
+    return { selected: keeper.best!, trials, test: testScores, trainableParams: numLabels * (train.dim + 1) };
   } finally {
     await probe.release();
   }

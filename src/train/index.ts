@@ -39,3 +39,5 @@ export type { LossTask } from "./loss.js";
 export { ADAMW8BIT_DEFAULTS, AdamW8bit, type AdamW8bitOptions, type OptimizerStateBytes } from "./optim/index.js";
 export { modelMatmulTerms, examplesPerStep } from "./flops.js";
 export { evaluateWith, evaluateModel, createEvalStep, type EvaluateOptions } from "./evaluate.js";
+export { BestKeeper, type BestState } from "./best-keeper.js";
+export { HostStepStrategy, ResidentStepStrategy, commitParams, type StepStrategy, type StepSpec, type StepOutcome } from "./step-strategy.js";

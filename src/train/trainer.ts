@@ -17,12 +17,14 @@ import { GradScaler, type GradScalerState, LossScaledStep, type LossScaling } fr
 import type { LossTask } from "./loss.js";
 import { type TokenizedExample, collate } from "./batch.js";
 import { createEvalStep, evaluateWith } from "./evaluate.js";
-import { AdamW, AdamW8bit, Sgd, clipGradNorm, excludeFromWeightDecay, isNoDecayParamName } from "./optim/index.js";
+import { BestKeeper } from "./best-keeper.js";
+import { AdamW, AdamW8bit, Sgd, excludeFromWeightDecay, isNoDecayParamName } from "./optim/index.js";
 import type { NamedParam, Optimizer } from "./optim/types.js";
 import { createSchedule, type LrSchedule, warmupStepsFromRatio } from "./schedule.js";
 import { FusedAdamWStep } from "./fused-step.js";
 import { lengthGroupedOrder } from "./sampler.js";
 import { TrainStep } from "./step.js";
+import { HostStepStrategy, ResidentStepStrategy, type StepSpec, type StepStrategy, commitParams } from "./step-strategy.js";
 
 export { collate, type TokenizedExample } from "./batch.js";
 
@@ -137,25 +139,14 @@ function higherIsBetter(metric: string): boolean {
   return metric !== "loss" && metric !== "perplexity";
 }
 
-/** What the trainer needs of a step: its trainable inputs. */
-interface StepSpec {
-  readonly names: readonly string[];
-  readonly owners: ReadonlyMap<string, { adapter: string; key: string }>;
-  readonly initial: ReadonlyMap<string, Tensor>;
-}
 
 export class Trainer {
   private spec!: StepSpec;
-  /** Host path: loss + gradients per run, optimizer in JavaScript. */
-  private step: TrainStep | LossScaledStep | null = null;
+  /** Host or resident execution of each optimizer step (`step-strategy.ts`). */
+  private strategy: StepStrategy | null = null;
   private scaler: GradScaler | null = null;
-  /** Resident path: the whole update in the graph. */
-  private fused: FusedAdamWStep | null = null;
-  /** The fused step's parameters are newer than `params` (download before reading them). */
-  private deviceAhead = false;
   private evalStep: TrainStep | null = null;
   private params = new Map<string, Float32Array>();
-  private optimizer: Optimizer | null = null;
   private schedule!: LrSchedule;
   private rng: Rng;
 
@@ -195,7 +186,7 @@ export class Trainer {
     const stepOpts = { task: cfg.task, seed: cfg.seed, dropout: cfg.dropout ?? true, session: cfg.session ?? {}, dtype: cfg.dtype ?? "float32" };
     this.scaler = cfg.dtype === "float16" ? new GradScaler(cfg.lossScaling) : null;
     if (this.usesResidentOptimizer) {
-      this.fused = await FusedAdamWStep.create(this.model, {
+      const fused = await FusedAdamWStep.create(this.model, {
         ...stepOpts,
         lr: cfg.lr,
         weightDecay: wd,
@@ -204,14 +195,19 @@ export class Trainer {
         ...(cfg.maxGradNorm ? { maxGradNorm: cfg.maxGradNorm } : {}),
         ...(this.scaler ? { scaler: this.scaler } : {}),
       });
-      this.spec = this.fused;
+      this.spec = fused;
+      this.initParams();
+      this.strategy = new ResidentStepStrategy(fused, this.params, () => this.currentParams());
     } else {
-      this.step = this.scaler ? await LossScaledStep.create(this.model, this.scaler, stepOpts) : await TrainStep.create(this.model, stepOpts);
-      this.spec = this.step;
+      const step = this.scaler ? await LossScaledStep.create(this.model, this.scaler, stepOpts) : await TrainStep.create(this.model, stepOpts);
+      this.spec = step;
+      this.initParams();
+      this.strategy = new HostStepStrategy(step, this.hostOptimizer(wd), () => this.currentParams(), {
+        accumulation: cfg.gradientAccumulation ?? 1,
+        ...(cfg.maxGradNorm ? { maxGradNorm: cfg.maxGradNorm } : {}),
+        scaler: this.scaler,
+      });
     }
-    for (const n of this.spec.names) this.params.set(n, Float32Array.from(this.spec.initial.get(n)!.data as Float32Array));
-    this.deviceAhead = false;
-    if (!this.fused) this.optimizer = this.hostOptimizer(wd);
     const total = Math.ceil(this.stepsPerEpoch * cfg.epochs);
     const warmup = cfg.warmupSteps ?? (cfg.warmupRatio ? warmupStepsFromRatio(cfg.warmupRatio, total) : 0);
     const kind = cfg.schedule ?? "linear";
@@ -219,6 +215,10 @@ export class Trainer {
       kind === "constant" ? (warmup > 0 ? { kind: "constantWithWarmup", warmupSteps: warmup } : { kind: "constant" }) : { kind, warmupSteps: warmup, totalSteps: total },
       cfg.lr,
     );
+  }
+
+  private initParams(): void {
+    this.params = new Map(this.spec.names.map((n) => [n, Float32Array.from(this.spec.initial.get(n)!.data as Float32Array)]));
   }
 
   private hostOptimizer(wd: number): Optimizer {
@@ -232,11 +232,9 @@ export class Trainer {
         : new AdamW(withDecay, { lr: cfg.lr, weightDecay: wd });
   }
 
-  /** Brings `params` up to date with the fused step's (downloads only when a step ran since). */
+  /** Brings `params` up to date with the step's (the resident strategy downloads only when a step ran since). */
   private async pullParams(): Promise<void> {
-    if (!this.fused || !this.deviceAhead) return;
-    for (const [n, t] of await this.fused.downloadParams()) this.params.get(n)!.set(t.data as Float32Array);
-    this.deviceAhead = false;
+    await this.strategy?.sync();
   }
 
   /**
@@ -252,13 +250,7 @@ export class Trainer {
 
   /** Write the current values back into the model's adapters. */
   commit(): void {
-    const byAdapter = new Map<string, Map<string, Tensor>>();
-    for (const [n, t] of this.currentParams()) {
-      const o = this.spec.owners.get(n)!;
-      if (!byAdapter.has(o.adapter)) byAdapter.set(o.adapter, new Map());
-      byAdapter.get(o.adapter)!.set(o.key, { ...t, data: Float32Array.from(t.data as Float32Array) });
-    }
-    for (const [a, m] of byAdapter) this.model.updateAdapterTensors(a, m);
+    commitParams(this.model, this.spec, this.params);
   }
 
   /** Loss and metrics on a list of examples with the current parameters (no dropout). */
@@ -292,22 +284,23 @@ export class Trainer {
     const t0 = performance.now();
     const accum = cfg.gradientAccumulation ?? 1;
     const metric = cfg.earlyStopping?.metric ?? (cfg.task === "seq-cls" ? "accuracy" : "loss");
+    const valueOf = (r: EvalResult) => (r as unknown as Record<string, number | undefined>)[metric];
     const better = (a: number, b: number) => (higherIsBetter(metric) ? a > b : a < b);
+    // a best without the metric (a non-finite value a checkpoint left out) is beaten by any evaluation
+    const keeper = new BestKeeper<EvalResult & { step: number }>((a, b) => {
+      const bv = valueOf(b);
+      return bv === undefined || better(valueOf(a)!, bv);
+    }, cfg.earlyStopping?.patience);
+    const strategy = this.strategy!;
     let step = 0;
     let epoch = 0;
     let pos = 0; // position in the epoch's order, in examples
     let order = this.epochOrder();
     const history: TrainHistory = { steps: [], evals: [] };
-    let best: (EvalResult & { step: number }) | null = null;
-    let bestParams: Map<string, Float32Array> | null = null;
-    let sinceBest = 0;
     if (cfg.checkpointDir && hasCheckpoint(cfg.checkpointDir)) {
       const ck = loadCheckpoint(cfg.checkpointDir);
       for (const [n, t] of ck.params) this.params.get(n)?.set(t.data as Float32Array);
-      if (this.fused) {
-        this.fused.setParams(this.currentParams());
-        this.fused.loadStateDict(ck.optimizer);
-      } else this.optimizer!.loadStateDict(ck.optimizer);
+      strategy.resume(ck.optimizer);
       this.rng = Rng.fromState(ck.rng.data!);
       order = ck.dataOrder;
       step = ck.step;
@@ -316,12 +309,8 @@ export class Trainer {
       if (this.scaler && ck.extras.gradScaler) this.scaler.loadStateDict(ck.extras.gradScaler as unknown as GradScalerState);
       // the early-stopping record: the best evaluation so far, its parameters, evaluations since
       const es = ck.extras.earlyStopping as unknown as EarlyStoppingRecord | undefined;
-      if (es) {
-        best = es.best;
-        sinceBest = es.sinceBest;
-      }
       const saved = [...ck.tensors].filter(([k]) => k.startsWith(BEST_PREFIX));
-      if (saved.length > 0) bestParams = new Map(saved.map(([k, t]) => [k.slice(BEST_PREFIX.length), Float32Array.from(t.data as Float32Array)]));
+      keeper.restore(es ?? { best: null, sinceBest: 0 }, saved.length > 0 ? new Map(saved.map(([k, t]) => [k.slice(BEST_PREFIX.length), t.data as Float32Array])) : null);
     }
     const total = this.totalSteps;
     const evaluateNow = async () => {
@@ -330,15 +319,8 @@ export class Trainer {
       const rec = { ...r, step, epoch: step / this.stepsPerEpoch };
       history.evals.push(rec);
       callbacks.onEval?.(rec);
-      const value = (r as unknown as Record<string, number>)[metric];
-      if (value === undefined) throw new ConfigError("trainer", "earlyStopping.metric", `'${metric}' is not computed for ${cfg.task}`);
-      const bestValue = best ? (best as unknown as Record<string, number>)[metric]! : undefined;
-      if (bestValue === undefined || better(value, bestValue)) {
-        best = { ...r, step };
-        bestParams = new Map([...this.params].map(([k, v]) => [k, Float32Array.from(v)]));
-        sinceBest = 0;
-      } else sinceBest++;
-      return cfg.earlyStopping !== undefined && sinceBest >= cfg.earlyStopping.patience;
+      if (valueOf(r) === undefined) throw new ConfigError("trainer", "earlyStopping.metric", `'${metric}' is not computed for ${cfg.task}`);
+      return keeper.observe({ ...r, step }, this.params);
     };
     let stoppedEarly = false;
     while (step < total && !stoppedEarly) {
@@ -347,11 +329,9 @@ export class Trainer {
       let lossSum = 0;
       let tokens = 0;
       let examplesSeen = 0;
-      let fusedNorm: number | null = null;
-      let fusedSkipped = false;
       // the scale this step's backward passes are seeded with (the fused step updates the scaler itself)
       const lossScale = this.scaler?.scale;
-      const gsum = new Map<string, Float32Array>();
+      strategy.begin(lr);
       for (let m = 0; m < accum; m++) {
         if (pos >= order.length) {
           epoch++;
@@ -367,32 +347,11 @@ export class Trainer {
         const batch = collate(idx.map((i) => this.train[i]!), cfg.task, cfg.padId ?? 0, cfg.maxLength);
         tokens += batch.inputIds.data.length;
         examplesSeen += idx.length;
-        if (this.fused) {
-          // accumulation is 1 here: this micro-batch is the whole step, update included
-          const r = await this.fused.run(batch, lr);
-          this.deviceAhead = true;
-          lossSum += r.loss;
-          fusedNorm = r.gradNorm ?? 0;
-          fusedSkipped = r.skipped ?? false;
-          continue;
-        }
-        const r = await this.step!.run(batch, this.currentParams());
-        lossSum += r.loss;
-        for (const [n, g] of r.grads) {
-          const acc = gsum.get(n);
-          if (!acc) gsum.set(n, Float32Array.from(g as Float32Array, (v) => v / accum));
-          else for (let i = 0; i < acc.length; i++) acc[i]! += g[i]! / accum;
-        }
+        lossSum += await strategy.microBatch(batch);
       }
-      if (stoppedEarly || (gsum.size === 0 && fusedNorm === null)) break;
-      let gradNorm = fusedNorm ?? 0;
-      let finite = !fusedSkipped;
-      if (fusedNorm === null) {
-        // float16: unscale the gradients; skip the update (and lower the scale) when one overflowed
-        finite = this.scaler ? this.scaler.unscaleAndUpdate(gsum) : true;
-        gradNorm = cfg.maxGradNorm && finite ? clipGradNorm(gsum, cfg.maxGradNorm) : 0;
-        if (finite) this.optimizer!.step(gsum, lr);
-      }
+      if (stoppedEarly) break;
+      const outcome = strategy.finish();
+      if (!outcome) break;
       step++;
       const secs = (performance.now() - tStep) / 1000;
       const info: StepInfo = {
@@ -401,29 +360,31 @@ export class Trainer {
         epoch: epoch + pos / order.length,
         loss: lossSum / accum,
         lr,
-        gradNorm,
+        gradNorm: outcome.gradNorm,
         examplesPerSecond: examplesSeen / secs,
         tokensPerSecond: tokens / secs,
-        ...(lossScale !== undefined ? { lossScale, skipped: !finite } : {}),
+        ...(lossScale !== undefined ? { lossScale, skipped: !outcome.applied } : {}),
       };
       history.steps.push(info);
       callbacks.onStep?.(info);
       if (cfg.evalEvery && step % cfg.evalEvery === 0 && (await evaluateNow())) stoppedEarly = true;
-      if (cfg.checkpointDir && cfg.checkpointEvery && step % cfg.checkpointEvery === 0) await this.checkpoint(step, epoch, pos, order, { best, sinceBest }, bestParams);
+      if (cfg.checkpointDir && cfg.checkpointEvery && step % cfg.checkpointEvery === 0) await this.checkpoint(step, epoch, pos, order, keeper);
     }
     // the last steps are evaluated too, so they can be the best (also when evalEvery does not divide the run)
     if (!stoppedEarly && step >= total && history.evals.at(-1)?.step !== step) await evaluateNow();
     await this.pullParams();
-    if (cfg.checkpointDir) await this.checkpoint(step, epoch, pos, order, { best, sinceBest }, bestParams);
-    if (bestParams && cfg.earlyStopping) for (const [k, v] of bestParams as Map<string, Float32Array>) this.params.get(k)!.set(v);
+    if (cfg.checkpointDir) await this.checkpoint(step, epoch, pos, order, keeper);
+    if (cfg.earlyStopping) keeper.restoreInto(this.params);
     this.commit();
     await this.release();
-    return { history, steps: step, best, seconds: (performance.now() - t0) / 1000, stoppedEarly };
+    return { history, steps: step, best: keeper.best, seconds: (performance.now() - t0) / 1000, stoppedEarly };
   }
 
-  private async checkpoint(step: number, epoch: number, pos: number, order: Int32Array, es: EarlyStoppingRecord, bestParams: Map<string, Float32Array> | null): Promise<void> {
+  private async checkpoint(step: number, epoch: number, pos: number, order: Int32Array, keeper: BestKeeper<EvalResult & { step: number }>): Promise<void> {
     await this.pullParams();
-    const optimizer = this.fused ? await this.fused.stateDict() : this.optimizer!.stateDict();
+    const optimizer = await this.strategy!.optimizerState();
+    const es = keeper.state();
+    const bestParams = keeper.bestParams;
     saveCheckpoint(this.config.checkpointDir!, {
       step,
       epoch: epoch + pos / order.length,
@@ -444,11 +405,9 @@ export class Trainer {
 
   async release(): Promise<void> {
     await this.pullParams();
-    await this.step?.release();
-    await this.fused?.release();
+    await this.strategy?.release();
     await this.evalStep?.release();
-    this.step = null;
-    this.fused = null;
+    this.strategy = null;
     this.evalStep = null;
   }
 }

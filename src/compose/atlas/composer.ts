@@ -20,6 +20,7 @@ import { CompiledGraph, type SessionOptions } from "../../runtime/session.js";
 import type { LoadedModel } from "../../models/load.js";
 import { type Tensor, tensor } from "../../tensor.js";
 import { accuracy, argmaxRows } from "../../train/metrics.js";
+import { BestKeeper } from "../../train/best-keeper.js";
 import { AdamW } from "../../train/optim/adamw.js";
 import { clipGradNorm } from "../../train/optim/clip.js";
 import { createSchedule, type LrSchedule } from "../../train/schedule.js";
@@ -294,12 +295,13 @@ export class AtlasComposer {
     const positions = tasks.map(() => 0);
     const losses: number[] = [];
     const validation: AtlasFitResult["validation"] = [];
-    let best: { accuracy: number; coef: Float32Array; epoch: number } | null = null;
+    const keeper = new BestKeeper<{ accuracy: number; epoch: number }>((a, b) => a.accuracy > b.accuracy);
+    const coefficients = new Map([["coefficients", this.coefficients]]);
     if (cfg.validation && cfg.validation.length > 0) {
       const v = await this.validate(cfg.validation);
       validation.push({ epoch: 0, ...v });
       cfg.onEval?.({ epoch: 0, ...v });
-      best = { accuracy: v.accuracy, coef: Float32Array.from(this.coefficients), epoch: 0 };
+      keeper.observe({ accuracy: v.accuracy, epoch: 0 }, coefficients);
     }
     let step = 0;
     while (step < total) {
@@ -331,12 +333,12 @@ export class AtlasComposer {
           const v = await this.validate(cfg.validation);
           validation.push({ epoch, ...v });
           cfg.onEval?.({ epoch, ...v });
-          if (!best || v.accuracy > best.accuracy) best = { accuracy: v.accuracy, coef: Float32Array.from(this.coefficients), epoch };
+          keeper.observe({ accuracy: v.accuracy, epoch }, coefficients);
         }
       }
     }
-    if (best) this.coefficients.set(best.coef);
-    return { steps: step, losses, validation, bestEpoch: best?.epoch ?? null, seconds: (performance.now() - t0) / 1000 };
+    keeper.restoreInto(coefficients);
+    return { steps: step, losses, validation, bestEpoch: keeper.best?.epoch ?? null, seconds: (performance.now() - t0) / 1000 };
   }
 
   /** Per-pair scores of the kept pairs (NaN for pairs that are not kept), row-major [T, B]. */
