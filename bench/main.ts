@@ -7,6 +7,7 @@ import { Command } from "commander";
 import { createContext, processIo } from "../src/cli/context.js";
 import { reportError } from "../src/cli/main.js";
 import * as generate from "./generate.js";
+import * as browser from "./browser.js";
 import * as infer from "./infer.js";
 import * as matmul from "./matmul.js";
 import * as memory from "./memory.js";
@@ -14,7 +15,7 @@ import * as placement from "./placement.js";
 import * as serve from "./serve.js";
 import * as trainStep from "./train-step.js";
 
-export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve];
+export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve, browser];
 
 export async function benchMain(argv: string[]): Promise<void> {
   const io = processIo();

@@ -113,6 +113,22 @@ export class MissingFileError extends PeftError {
   }
 }
 
+/** A file-system operation was asked for in a browser bundle (`peft-ts/web`), which has no file system. */
+export class NoFileSystemError extends PeftError {
+  readonly code = "PEFT_ERR_NO_FILE_SYSTEM";
+  constructor(readonly operation: string, readonly file: string) {
+    super(`${operation}(${file ? JSON.stringify(file) : ""}): there is no file system in the browser; read from bytes instead (peft-ts/web: parseSafetensors, adapterFromFiles, modelFromFiles, loadUseLiteFromFiles, tokenizerFromJson)`);
+  }
+}
+
+/** A zip archive (an exported adapter) is malformed or uses a feature not read (encryption, zip64, another compression method). */
+export class ZipFormatError extends PeftError {
+  readonly code = "PEFT_ERR_ZIP_FORMAT";
+  constructor(readonly file: string, readonly fault: string) {
+    super(`${file}: cannot read this zip archive: ${fault}`);
+  }
+}
+
 /** An adapter name is unusable (empty, contains a path separator, '..', NUL, or is reserved). */
 export class AdapterNameError extends PeftError {
   readonly code = "PEFT_ERR_ADAPTER_NAME";

@@ -13,6 +13,7 @@ const LAYERS: Record<string, number> = {
   "errors.ts": 0,
   "tensor.ts": 0,
   util: 0,
+  platform: 0,
   graph: 10,
   io: 10,
   data: 10,
@@ -28,6 +29,7 @@ const LAYERS: Record<string, number> = {
   serve: 100,
   cli: 100,
   "index.ts": 110,
+  "web.ts": 110,
 };
 
 function layerOf(pathInSrc: string): number {

@@ -20,7 +20,7 @@
  * mergekit features peft-ts does not implement (`slices`, per-layer gradients, parameter filters,
  * `model+lora` references) are refused with a reason, never ignored.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../platform/fs.js";
 import { parseDocument } from "yaml";
 import { ConfigError, MissingFileError } from "../errors.js";
 import { MERGE_METHODS, checkParamValue, type MergeMethodDef, type MergeParamDef, type MergeParamValue, type MergeParams } from "./methods.js";

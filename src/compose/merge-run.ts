@@ -16,8 +16,7 @@
  *   heads) are merged as full tensors. The output is a PEFT adapter folder with r = lora_alpha =
  *   rank.
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, mkdirSync, readFileSync, join, resolve } from "../platform/fs.js";
 import { ConfigError, UnsupportedOptionError } from "../errors.js";
 import { writeFilesAtomic } from "../io/atomic.js";
 import { readJsonObject } from "../io/json-file.js";

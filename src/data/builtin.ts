@@ -4,9 +4,7 @@
  * as shipped in the `sentiment` npm package under `test/fixtures/{amazon,imdb,yelp}.json`.
  * Those files end with a placeholder row (`{"text": "", "class": null}`), which is dropped.
  */
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { join, packageDir, readFileSync } from "../platform/fs.js";
 import { DatasetError } from "../errors.js";
 import type { Dataset, Example } from "./types.js";
 
@@ -39,8 +37,7 @@ export function isBuiltinDataset(name: string): name is BuiltinDatasetName {
 
 /** Path of one UCI source file inside the installed `sentiment` package. */
 export function uciSourcePath(source: UciSource): string {
-  const pkg = createRequire(import.meta.url).resolve("sentiment/package.json");
-  return join(dirname(pkg), "test", "fixtures", `${source}.json`);
+  return join(packageDir("sentiment"), "test", "fixtures", `${source}.json`);
 }
 
 function loadUciSource(source: UciSource): Example[] {
@@ -51,6 +48,11 @@ function loadUciSource(source: UciSource): Example[] {
   } catch (e) {
     throw new DatasetError(file, null, `cannot read the built-in UCI '${source}' file; reinstall the 'sentiment' package`, { cause: e });
   }
+  return uciExamples(rows, source, file);
+}
+
+/** The examples of one UCI source file's parsed JSON (`sentiment/test/fixtures/<source>.json`), validated. */
+export function uciExamples(rows: unknown, source: UciSource, file: string): Example[] {
   if (!Array.isArray(rows)) throw new DatasetError(file, null, "expected a JSON array of {text, class} rows");
   let end = rows.length;
   while (end > 0 && (rows[end - 1] as { class?: unknown } | null)?.class === null) end--;
@@ -68,11 +70,19 @@ function loadUciSource(source: UciSource): Example[] {
 }
 
 export function loadBuiltinDataset(name: BuiltinDatasetName): Dataset {
+  return builtinDatasetFrom(name, loadUciSource);
+}
+
+/**
+ * A built-in dataset whose source files come from elsewhere (peft-ts/web: fetched or bundled):
+ * `source(s)` gives the examples of one UCI source, e.g. `uciExamples(json, s, url)`.
+ */
+export function builtinDatasetFrom(name: BuiltinDatasetName, source: (s: UciSource) => Example[]): Dataset {
   const def: BuiltinDatasetDef = BUILTIN_DATASETS[name];
   return {
     name,
     numLabels: UCI_LABEL_NAMES.length,
     labelNames: [...UCI_LABEL_NAMES],
-    examples: def.sources.flatMap((s) => loadUciSource(s)),
+    examples: def.sources.flatMap((s) => source(s)),
   };
 }

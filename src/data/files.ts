@@ -4,7 +4,7 @@
  * A bad row raises `DatasetError` with the file and 1-based line. Labels map to ids as
  * described in `labels.ts` (integers as-is, strings in sorted order, or a fixed `labelNames`).
  */
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../platform/fs.js";
 import { DatasetError } from "../errors.js";
 import { parseCsv } from "./csv.js";
 import { buildLabelVocabulary, type RawLabel } from "./labels.js";

@@ -5,6 +5,8 @@ export {
   UCI_SOURCES,
   isBuiltinDataset,
   loadBuiltinDataset,
+  builtinDatasetFrom,
+  uciExamples,
   uciSourcePath,
 } from "./builtin.js";
 export type { BuiltinDatasetDef, BuiltinDatasetName, UciSource } from "./builtin.js";

@@ -3,7 +3,7 @@
  * `uci-sentiment`) or a path ending in `.jsonl`/`.ndjson` (JSON lines) or `.csv`.
  * Anything else raises `UnknownDatasetError` listing the choices; no guessing.
  */
-import { extname } from "node:path";
+import { extname } from "../platform/fs.js";
 import { ConfigError, UnknownDatasetError } from "../errors.js";
 import { BUILTIN_DATASETS, isBuiltinDataset, loadBuiltinDataset } from "./builtin.js";
 import { loadCsvDataset, loadJsonlDataset } from "./files.js";

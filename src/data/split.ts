@@ -15,7 +15,7 @@
  * `SplitInfo` (seed, fractions, counts, per-class counts and a SHA-256 of the index lists) goes
  * into a run's metadata so a resumed or repeated run can check it sees the same split.
  */
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../platform/crypto.js";
 import { ConfigError } from "../errors.js";
 import { Rng } from "../util/rng.js";
 
@@ -52,9 +52,7 @@ export interface DatasetSplit {
 
 /** SHA-256 (hex) of the index lists, as the UTF-8 of `train:i,j,…;validation:…;test:…`. */
 export function hashSplit(train: readonly number[], validation: readonly number[], test: readonly number[]): string {
-  const h = createHash("sha256");
-  h.update(`train:${train.join(",")};validation:${validation.join(",")};test:${test.join(",")}`);
-  return h.digest("hex");
+  return sha256Hex(`train:${train.join(",")};validation:${validation.join(",")};test:${test.join(",")}`);
 }
 
 function splitSizes(n: number, fractions: readonly number[]): number[] {

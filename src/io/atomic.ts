@@ -6,9 +6,9 @@
  * same folder removes the temporary files of processes that no longer run. System errors come out
  * as `FileSystemError`s naming the file.
  */
-import fs from "node:fs";
-import { randomBytes } from "node:crypto";
-import { dirname, join } from "node:path";
+import { dirname, fs, join } from "../platform/fs.js";
+import { randomHex } from "../platform/crypto.js";
+import { utf8Bytes } from "../util/bytes.js";
 import { wrapFsError } from "./fs-error.js";
 
 /** `<name>.tmp-<pid>-<12 hex>`: the temporary names {@link tempPathFor} makes. */
@@ -64,12 +64,12 @@ export type AtomicFile =
 
 /** The temporary name used while writing `path` (same folder, so the rename stays atomic). */
 export function tempPathFor(path: string): string {
-  return `${path}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`;
+  return `${path}.tmp-${process.pid}-${randomHex(6)}`;
 }
 
 /** Writes all of `data` to `fd`, looping over short writes. */
 export function writeAll(fd: number, data: Uint8Array | string): void {
-  const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
+  const bytes = typeof data === "string" ? utf8Bytes(data) : data;
   let off = 0;
   while (off < bytes.byteLength) {
     off += fs.writeSync(fd, bytes, off, Math.min(bytes.byteLength - off, 1 << 30));

@@ -6,8 +6,7 @@
  * "off" as in transformers (`top_k: null` is read as 0, i.e. no top-k filtering); other nulls read
  * as unset. Unknown keys are kept in `raw`.
  */
-import { existsSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, join, statSync } from "../platform/fs.js";
 import { z } from "zod";
 import { ConfigError } from "../errors.js";
 import { readJsonFile } from "./json-file.js";

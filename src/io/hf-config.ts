@@ -8,8 +8,7 @@
  * (or as its `layer_types` say)). Unknown keys are tolerated; values that would change the math in
  * a way peft-ts does not implement raise `UnsupportedOptionError`.
  */
-import { existsSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, statSync, join } from "../platform/fs.js";
 import { z } from "zod";
 import { ConfigError, PeftError, UnsupportedOptionError } from "../errors.js";
 import { readJsonFile } from "./json-file.js";

@@ -3,8 +3,7 @@
  * `adapter_config.json` + `adapter_model.safetensors`, as `PeftModel.save_pretrained` writes
  * them, plus adapter-name and path checks so a name can never write outside its folder.
  */
-import { existsSync, mkdirSync, statSync } from "node:fs";
-import { basename, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { existsSync, mkdirSync, statSync, basename, isAbsolute, join, relative, resolve, sep } from "../platform/fs.js";
 import { AdapterNameError, AdapterStateError, ConfigError, MissingFileError, PathTraversalError } from "../errors.js";
 import { withFsErrors } from "./fs-error.js";
 import type { Tensor } from "../tensor.js";

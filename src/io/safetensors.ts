@@ -10,11 +10,12 @@
  * alignment, then name) and pads the header with spaces to a multiple of 8, so files written
  * here are byte-identical to `safetensors.torch.save_file` for the same tensors.
  */
-import fs from "node:fs";
+import { fs } from "../platform/fs.js";
 import { FileClosedError, MissingFileError, MissingTensorError, SafetensorsFormatError, TensorDataError } from "../errors.js";
 import { BYTES_PER_ELEMENT, numel, type DType, type Tensor, type TensorData } from "../tensor.js";
 import { writeAll, writeFileAtomicWith } from "./atomic.js";
 import { findDuplicateKey } from "./json-dup.js";
+import { compareBytes, utf8Bytes } from "../util/bytes.js";
 
 export type StDtype = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
 
@@ -232,7 +233,7 @@ function parseHeader(bytes: Uint8Array, dataSize: number, file: string): ParsedH
 
 /** Compares two names by their UTF-8 bytes (the order of Rust strings, which the Python writer uses). */
 function compareUtf8(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+  return compareBytes(utf8Bytes(a), utf8Bytes(b));
 }
 
 /** Tensor names in Python's `safe_open(...).keys()` order (sorted). */
@@ -439,7 +440,7 @@ export function safetensorsHeader(
     offsets.push([offset, end]);
     offset = end;
   }
-  const json = Buffer.from(`{${fields.join(",")}}`, "utf8");
+  const json = utf8Bytes(`{${fields.join(",")}}`);
   const padded = Math.ceil(json.byteLength / 8) * 8;
   const header = new Uint8Array(8 + padded).fill(0x20, 8 + json.byteLength);
   new DataView(header.buffer).setBigUint64(0, BigInt(padded), true);
@@ -450,9 +451,9 @@ export function safetensorsHeader(
 function prepare(tensors: TensorMapLike, metadata: Readonly<Record<string, string>> | undefined): Prepared {
   const items = entriesOf(tensors).map(([key, t]) => {
     if (key === "__metadata__") throw new TensorDataError(key, "'__metadata__' is reserved by the safetensors format");
-    return { key, t, bytes: bytesOf(key, t), st: DTYPE_TO_ST[t.dtype], utf8: Buffer.from(key, "utf8") };
+    return { key, t, bytes: bytesOf(key, t), st: DTYPE_TO_ST[t.dtype], utf8: utf8Bytes(key) };
   });
-  items.sort((a, b) => ST_RANK[b.st] - ST_RANK[a.st] || Buffer.compare(a.utf8, b.utf8));
+  items.sort((a, b) => ST_RANK[b.st] - ST_RANK[a.st] || compareBytes(a.utf8, b.utf8));
   const { header, dataBytes } = safetensorsHeader(
     items.map((it) => ({ key: it.key, dtype: it.t.dtype, shape: it.t.shape })),
     metadata,

@@ -5,8 +5,7 @@
  * list of `{name, template}` objects transformers writes when a tokenizer has several). Strictly
  * validated: a key of the wrong type is a `ConfigError` naming it. Unknown keys are kept in `raw`.
  */
-import { existsSync, readFileSync, readdirSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, join, readFileSync, readdirSync } from "../platform/fs.js";
 import { ConfigError } from "../errors.js";
 import { isJsonObject, readJsonObject } from "./json-file.js";
 

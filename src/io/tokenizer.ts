@@ -8,8 +8,7 @@
  * (see tokenizer-config.ts; `chat_template.jinja` and `additional_chat_templates/*.jinja` next to it
  * take precedence, as in transformers), and `applyChatTemplate` / `encodeChat` render chats.
  */
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, join } from "../platform/fs.js";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { ConfigError, TokenizerError } from "../errors.js";
 import { tensor, type Tensor } from "../tensor.js";

@@ -9,6 +9,7 @@ import { dense } from "../graph/composite.js";
 import type { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
 import { type DType, type Tensor, bf16ToFloat, floatToHalf, toFloat32 as toF32 } from "../tensor.js";
+import { sameBytes } from "../util/bytes.js";
 
 /** Named tensors a model reads its weights from (a `Map`, a lazy safetensors file…). */
 export interface WeightSource {
@@ -220,10 +221,9 @@ export class ModelContext {
    */
   private sharedInitializer(t: Tensor): Value | null {
     if (t.data.byteLength < DEDUPE_MIN_BYTES) return null;
-    const bytes = (x: Tensor) => Buffer.from(x.data.buffer, x.data.byteOffset, x.data.byteLength);
     for (const c of this.largeFrozen) {
       if (c.t.dtype !== t.dtype || c.t.shape.length !== t.shape.length || c.t.shape.some((d, i) => d !== t.shape[i])) continue;
-      if (c.t.data === t.data || bytes(c.t).equals(bytes(t))) return c.v;
+      if (c.t.data === t.data || sameBytes(c.t.data, t.data)) return c.v;
     }
     return null;
   }

@@ -1,6 +1,7 @@
 export { ModelContext, mapSource, castTensor, type WeightSource, type LinearSite, type LinearHook, type EmbedHook, type ModelHooks, type ContextOptions } from "./context.js";
 export { checkComputeDtype, masterDtype, type ComputeDtype } from "./context.js";
 export { loadModel, SafetensorsWeights, type LoadedModel } from "./load.js";
+export { modelFromFiles, tokenizerFromFiles } from "./from-files.js";
 export { buildModelGraph, forwardLogits, logitsInFloat32, type BuiltModel } from "./forward.js";
 export { MODELS } from "./registry.js";
 export type { ModelDef, ModelConfig, ModelInputs, ModelOutputs, ModelTask } from "./model-def.js";
@@ -13,6 +14,9 @@ export { attention, attentionAllowed, splitHeads, mergeHeads, positions, maskVal
 export {
   loadUseLite,
   loadUseLiteModel,
+  useLiteAsLoadedModel,
+  useLiteFromFiles,
+  useLiteTfjsFileNames,
   convertUseLite,
   embedSentences,
   UseLiteEmbedder,

@@ -1,6 +1,5 @@
 /** Loading a Hugging Face model directory: config.json + (sharded) safetensors, tied weights resolved. */
-import { existsSync, readdirSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readdirSync, join } from "../platform/fs.js";
 import { ConfigError, MissingTensorError, UnsupportedOptionError } from "../errors.js";
 import { loadHfConfig } from "../io/hf-config.js";
 import { readJsonFile } from "../io/json-file.js";

@@ -1,6 +1,7 @@
 /** Reading and writing adapters in PEFT's on-disk format, validated against the base model. */
 import { AdapterMismatchError, ConfigError, ShapeMismatchError } from "../errors.js";
 import { ADAPTER_CONFIG_NAME, type AdapterFiles, formatAdapterConfig, readAdapterDir, writeAdapterDir } from "../io/peft-files.js";
+import { adapterToFiles } from "../io/file-map.js";
 import { safetensorsFileWriter } from "../io/safetensors.js";
 import { type Tensor, assertFinite } from "../tensor.js";
 import type { AdapterInstance, BaseModelInfo } from "../tuners/common/types.js";
@@ -79,7 +80,11 @@ export function checkAdapterTensors(weights: ReadonlyMap<string, Tensor>, file: 
 
 /** Load an adapter folder as an adapter instance for `model`. */
 export function loadAdapterDir(dir: string, name: string, model: BaseModelInfo, opts: LoadAdapterOptions = {}): AdapterInstance {
-  const files: AdapterFiles = readAdapterDir(dir);
+  return adapterFromParts(readAdapterDir(dir), name, model, opts);
+}
+
+/** An adapter instance from a read adapter folder (`readAdapterDir`, or `adapterFromFiles` in memory). */
+export function adapterFromParts(files: AdapterFiles, name: string, model: BaseModelInfo, opts: LoadAdapterOptions = {}): AdapterInstance {
   checkAdapterTensors(files.weights, files.weightsFile, opts);
   const peftType = files.configRaw.peft_type;
   const tuner = tunerFor(typeof peftType === "string" ? peftType : String(peftType), files.configFile);
@@ -114,4 +119,9 @@ export function checkAdapterSavable(adapter: AdapterInstance): void {
 
 export function saveAdapterDir(dir: string, adapter: AdapterInstance): void {
   writeAdapterDir(dir, savedConfig(adapter), adapterStateDict(adapter));
+}
+
+/** What `saveAdapterDir` writes, in memory: adapter_config.json and adapter_model.safetensors by name. */
+export function adapterFileMap(adapter: AdapterInstance): Map<string, Uint8Array> {
+  return adapterToFiles(savedConfig(adapter), adapterStateDict(adapter));
 }

@@ -30,7 +30,8 @@ import type { AdapterInstance, BaseModelInfo, TunerConfigBase } from "../tuners/
 import { isModuleToSave } from "../tuners/common/target.js";
 import { tunerFor } from "../tuners/registry.js";
 import { Rng } from "../util/rng.js";
-import { checkAdapterSavable, inConfig, loadAdapterDir, saveAdapterDir, validateAdapter } from "./adapter-io.js";
+import { adapterFileMap, adapterFromParts, checkAdapterSavable, inConfig, loadAdapterDir, saveAdapterDir, validateAdapter } from "./adapter-io.js";
+import { adapterFromFiles, type FileMap } from "../io/file-map.js";
 import { BASE_ADAPTER, mixedLoraHooks } from "./mixed.js";
 import { modelInfo } from "./model-info.js";
 
@@ -115,6 +116,13 @@ export class PeftModel {
     return pm;
   }
 
+  /** `fromPretrained` for an adapter folder held in memory (file name → bytes, e.g. from a file picker or a zip). */
+  static fromFiles(model: LoadedModel, files: FileMap, opts: { adapterName?: string; isTrainable?: boolean; label?: string } = {}): PeftModel {
+    const pm = new PeftModel(model);
+    pm.loadAdapterFromFiles(files, opts.adapterName ?? DEFAULT_ADAPTER_NAME, { isTrainable: opts.isTrainable ?? false, ...(opts.label !== undefined ? { label: opts.label } : {}) });
+    return pm;
+  }
+
   get adapterNames(): string[] {
     return [...this.adapters.keys()];
   }
@@ -146,7 +154,18 @@ export class PeftModel {
   loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean; activate?: boolean; allowNonFinite?: boolean } = {}): AdapterInstance {
     validateAdapterName(adapterName);
     if (this.adapters.has(adapterName)) throw new AdapterStateError(adapterName, "already loaded");
-    const a = loadAdapterDir(dir, adapterName, this.info, { allowNonFinite: opts.allowNonFinite ?? false });
+    return this.registerLoaded(loadAdapterDir(dir, adapterName, this.info, { allowNonFinite: opts.allowNonFinite ?? false }), opts);
+  }
+
+  /** `loadAdapter` for an adapter folder held in memory (`label` names it in errors). A failed load leaves the model unchanged. */
+  loadAdapterFromFiles(files: FileMap, adapterName: string, opts: { isTrainable?: boolean; activate?: boolean; allowNonFinite?: boolean; label?: string } = {}): AdapterInstance {
+    validateAdapterName(adapterName);
+    if (this.adapters.has(adapterName)) throw new AdapterStateError(adapterName, "already loaded");
+    const parts = adapterFromFiles(files, opts.label ?? adapterName);
+    return this.registerLoaded(adapterFromParts(parts, adapterName, this.info, { allowNonFinite: opts.allowNonFinite ?? false }), opts);
+  }
+
+  private registerLoaded(a: AdapterInstance, opts: { isTrainable?: boolean; activate?: boolean }): AdapterInstance {
     const inst: AdapterInstance = { ...a, config: { ...a.config, inferenceMode: !(opts.isTrainable ?? false) } };
     this.register(inst, opts.activate ?? false);
     return inst;
@@ -414,6 +433,11 @@ export class PeftModel {
     for (const t of targets) checkAdapterSavable(t.adapter);
     for (const t of targets) saveAdapterDir(t.dir, t.adapter);
     return targets.map((t) => t.dir);
+  }
+
+  /** What `savePretrained` writes for one adapter, in memory: adapter_config.json and adapter_model.safetensors by name. */
+  adapterFiles(adapterName: string = this.activeAdapter): Map<string, Uint8Array> {
+    return adapterFileMap(this.adapter(adapterName));
   }
 
   /**

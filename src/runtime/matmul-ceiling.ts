@@ -7,8 +7,7 @@
  * all through the same `CompiledGraph` session options. `measureMatmulCeiling` is reusable:
  * a training benchmark calls it in the same run and reports MFU = achieved / ceilingGflops.
  */
-import { performance } from "node:perf_hooks";
-import { cpus } from "node:os";
+import { cpuCount } from "../platform/ort.js";
 import onnxProto from "onnx-proto";
 import { ConfigError } from "../errors.js";
 import { linear } from "../graph/composite.js";
@@ -253,7 +252,7 @@ export function round(v: number, digits: number): number {
  * at a time and released before the next.
  */
 export async function measureMatmulCeiling(options: MatmulCeilingOptions = {}): Promise<MatmulCeiling> {
-  const threads = options.threads ?? cpus().length;
+  const threads = options.threads ?? cpuCount();
   const ep = options.ep ?? "cpu";
   const repeat = options.repeat ?? 5;
   const warmup = options.warmup ?? 2;

@@ -1,5 +1,5 @@
 /**
- * onnxruntime-node sessions: created from a graph (or ONNX bytes), cached by graph signature and
+ * onnxruntime sessions (onnxruntime-node, or onnxruntime-web in a browser bundle: `src/platform/ort.ts`): created from a graph (or ONNX bytes), cached by graph signature and
  * options, fed with host `Tensor`s. Frozen weights live in the model as initializers; trainable
  * parameters and data are inputs.
  *
@@ -7,8 +7,8 @@
  * (a GPU buffer on the webgpu execution provider with `outputLocation: "device"`), fed back to the
  * next run without a round trip through host memory (onnxruntime's IO binding).
  */
-import { createHash } from "node:crypto";
-import * as ort from "onnxruntime-node";
+import { sha256Hex } from "../platform/crypto.js";
+import { ort, ortDescription, ortProviders } from "../platform/ort.js";
 import { DisposedValueError, ExecutionProviderError, OrtSessionError, UnknownOutputError } from "../errors.js";
 import { Graph } from "../graph/graph.js";
 import { toOnnx } from "../graph/onnx.js";
@@ -115,10 +115,9 @@ function sessionOptions(o: SessionOptions): ort.InferenceSession.SessionOptions 
   return opts;
 }
 
-/** Execution providers this onnxruntime-node build lists for this platform. */
+/** Execution providers this onnxruntime build (onnxruntime-node, or onnxruntime-web in a browser) offers here. */
 export function availableProviders(): string[] {
-  const backends = (ort as unknown as { listSupportedBackends?: () => { name: string }[] }).listSupportedBackends;
-  return backends ? backends().map((b) => b.name) : ["cpu"];
+  return ortProviders();
 }
 
 /**
@@ -241,7 +240,7 @@ export class CompiledGraph {
     const lower = ep === "webgpu" && options.webgpuLowering !== false;
     const bytes = lower ? lowerForWebgpu(model).bytes : model instanceof Uint8Array ? model : toOnnx(model);
     if (ep !== "cpu" && !availableProviders().includes(ep)) {
-      throw new ExecutionProviderError(ep, `onnxruntime-node ${ort.env.versions.node} on ${process.platform}/${process.arch} offers: ${availableProviders().join(", ")}`);
+      throw new ExecutionProviderError(ep, `${ortDescription()} offers: ${availableProviders().join(", ")}`);
     }
     const where = "session option outputLocation";
     if (!(model instanceof Uint8Array) && options.outputLocation) {
@@ -349,12 +348,9 @@ export class CompiledGraph {
 }
 
 export function signatureOf(bytes: Uint8Array, options: SessionOptions): string {
-  const h = createHash("sha256");
-  h.update(bytes);
   // output locations sorted by name: the same placement in another key order is the same session
   const { outputLocation, ...rest } = options;
-  h.update(JSON.stringify(outputLocation ? { ...rest, outputLocation: Object.entries(outputLocation).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) } : rest));
-  return h.digest("hex");
+  return sha256Hex(bytes, JSON.stringify(outputLocation ? { ...rest, outputLocation: Object.entries(outputLocation).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)) } : rest));
 }
 
 /**

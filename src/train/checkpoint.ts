@@ -16,9 +16,9 @@
  * pointing at complete files: the previous checkpoint or the new one. One process at a time
  * may save into a directory.
  */
-import fs from "node:fs";
-import { randomBytes } from "node:crypto";
-import { join } from "node:path";
+import { fs } from "../platform/fs.js";
+import { randomHex } from "../platform/crypto.js";
+import { join } from "../platform/fs.js";
 import { CheckpointError, ConfigError } from "../errors.js";
 import { writeFileAtomic, writeFilesAtomic } from "../io/atomic.js";
 import { loadSafetensors, safetensorsFileWriter } from "../io/safetensors.js";
@@ -133,7 +133,7 @@ export function saveCheckpoint(dir: string, ckpt: TrainingCheckpoint): void {
   const params = new Map(entries(ckpt.params));
 
   fs.mkdirSync(dir, { recursive: true });
-  const gen = `${ckpt.step}-${randomBytes(4).toString("hex")}`;
+  const gen = `${ckpt.step}-${randomHex(4)}`;
   const paramsName = `params-${gen}.safetensors`;
   const stateName = `state-${gen}.safetensors`;
   const meta = { format: FORMAT, step: String(ckpt.step) };

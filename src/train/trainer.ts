@@ -109,7 +109,8 @@ export interface TrainHistory {
 }
 
 export interface TrainCallbacks {
-  onStep?(info: StepInfo): void;
+  /** After each optimizer step; the loop waits for a returned promise (a paused run resolves it to go on). */
+  onStep?(info: StepInfo): void | Promise<void>;
   onEval?(result: EvalResult & { step: number; epoch: number }): void;
 }
 
@@ -366,7 +367,7 @@ export class Trainer {
         ...(lossScale !== undefined ? { lossScale, skipped: !outcome.applied } : {}),
       };
       history.steps.push(info);
-      callbacks.onStep?.(info);
+      await callbacks.onStep?.(info);
       if (cfg.evalEvery && step % cfg.evalEvery === 0 && (await evaluateNow())) stoppedEarly = true;
       if (cfg.checkpointDir && cfg.checkpointEvery && step % cfg.checkpointEvery === 0) await this.checkpoint(step, epoch, pos, order, keeper);
     }

@@ -17,8 +17,7 @@
  * `blocks` lists the kept blocks of each task vector (after block selection). Both writes are
  * atomic.
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readFileSync, join } from "../../platform/fs.js";
 import { ConfigError } from "../../errors.js";
 import { writeFileAtomic, writeFilesAtomic } from "../../io/atomic.js";
 import { readJsonObject } from "../../io/json-file.js";

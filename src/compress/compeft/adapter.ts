@@ -15,7 +15,7 @@
  * validate everything before writing; writes are atomic, so a failure never leaves a partial
  * or damaged file or folder behind.
  */
-import { statSync } from "node:fs";
+import { statSync } from "../../platform/fs.js";
 import { CompeftHeaderError, UnsupportedOptionError } from "../../errors.js";
 import { readAdapterDir, writeAdapterDir } from "../../io/peft-files.js";
 import { numel, type Tensor } from "../../tensor.js";

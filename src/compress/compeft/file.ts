@@ -1,5 +1,5 @@
 /** Reading and writing ComPEFT files (atomic writes: a failed write never destroys an existing file). */
-import { readFileSync } from "node:fs";
+import { readFileSync } from "../../platform/fs.js";
 import { MissingFileError } from "../../errors.js";
 import { writeFileAtomic } from "../../io/atomic.js";
 import type { CompeftCompressed } from "./compeft.js";

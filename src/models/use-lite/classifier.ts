@@ -4,7 +4,7 @@ import { Rng } from "../../util/rng.js";
 import { mapSource } from "../context.js";
 import type { LoadedModel } from "../load.js";
 import type { UseLiteConfig } from "./config.js";
-import { loadUseLite } from "./convert.js";
+import { loadUseLite, type UseLiteModel } from "./convert.js";
 import { USE_LITE_CLASSIFIER, useLite } from "./model.js";
 import type { UseLiteTokenizer } from "./tokenizer.js";
 
@@ -18,7 +18,11 @@ export interface UseLiteModelOptions {
 
 /** USE-lite as a `LoadedModel` (for `PeftModel`), plus its tokenizer. */
 export function loadUseLiteModel(opts: UseLiteModelOptions = {}): LoadedModel<UseLiteConfig> & { tokenizer: UseLiteTokenizer } {
-  const m = loadUseLite(opts.dir);
+  return useLiteAsLoadedModel(loadUseLite(opts.dir), opts);
+}
+
+/** A loaded USE-lite (from disk, or `useLiteFromFiles`) as a `LoadedModel`, with a fresh head when `numLabels` is given. */
+export function useLiteAsLoadedModel(m: UseLiteModel, opts: Omit<UseLiteModelOptions, "dir"> = {}): LoadedModel<UseLiteConfig> & { tokenizer: UseLiteTokenizer } {
   const weights = new Map<string, Tensor>(m.weights);
   if (opts.numLabels !== undefined) {
     const rng = new Rng(opts.seed ?? 0);

@@ -4,8 +4,7 @@
  * folder: `config.json` (`model_type: "use-lite"`), `model.safetensors` (HF names, `nn.Linear`
  * layout) and `vocab.json` (the SentencePiece pieces and scores, copied verbatim).
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, mkdirSync, readFileSync, join, resolve } from "../../platform/fs.js";
 import { MissingFileError } from "../../errors.js";
 import { writeFilesAtomic } from "../../io/atomic.js";
 import { readJsonObject } from "../../io/json-file.js";

@@ -10,7 +10,7 @@ export {
 export { loadUseLite, convertUseLite, USE_LITE_FILES, type UseLiteModel, type ConvertUseLiteResult } from "./convert.js";
 export { embedSentences, UseLiteEmbedder, buildUseLiteEmbeddingGraph, type EmbedOptions } from "./embed.js";
 export { buildUseLiteEncoder, useLiteInputs, useLite, type UseLiteInputs, type UseLiteOutputs } from "./model.js";
-export { readTfjsModelJson, loadTfjsWeights, type TfjsModelJson, type TfjsNode, type TfjsWeightGroup, type TfjsWeightSpec, type TfjsQuantization } from "./tfjs-weights.js";
+export { readTfjsModelJson, parseTfjsModelJson, loadTfjsWeights, decodeTfjsWeights, type TfjsModelJson, type TfjsNode, type TfjsWeightGroup, type TfjsWeightSpec, type TfjsQuantization } from "./tfjs-weights.js";
 export { UseLiteTokenizer, USE_LITE_RESERVED_PIECES, USE_LITE_UNK_ID, type UseLiteVocab, type UseLiteBatchOptions } from "./tokenizer.js";
 export {
   USE_LITE_PACKAGE,
@@ -26,5 +26,6 @@ export {
   useLiteParamShapes,
   checkUseLiteWeights,
 } from "./weights.js";
-export { loadUseLiteModel, type UseLiteModelOptions } from "./classifier.js";
+export { loadUseLiteModel, useLiteAsLoadedModel, type UseLiteModelOptions } from "./classifier.js";
+export { useLiteFromFiles, useLiteTfjsFileNames } from "./files.js";
 export { USE_LITE_CLASSIFIER } from "./model.js";

@@ -15,8 +15,7 @@
  * Values are read in the host's byte order, as TF.js does with typed arrays (little-endian on
  * every platform Node supports).
  */
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { existsSync, readFileSync, statSync, dirname, join } from "../../platform/fs.js";
 import { ConfigError, MissingFileError, UnsupportedOptionError } from "../../errors.js";
 import { readJsonObject } from "../../io/json-file.js";
 import { halfToFloat, numel, tensor, type Tensor } from "../../tensor.js";
@@ -87,7 +86,11 @@ function quantizationOf(v: unknown, file: string, path: string): TfjsQuantizatio
 
 /** Parses and validates a TF.js graph model's `model.json`. */
 export function readTfjsModelJson(file: string): TfjsModelJson {
-  const raw = readJsonObject(file, "a TF.js graph model folder holds model.json next to its weight shards");
+  return parseTfjsModelJson(readJsonObject(file, "a TF.js graph model folder holds model.json next to its weight shards"), file);
+}
+
+/** Validates a parsed `model.json` (`file` names it in errors and anchors its shard paths). */
+export function parseTfjsModelJson(raw: Record<string, unknown>, file: string): TfjsModelJson {
   const topo = raw["modelTopology"];
   if (!isRecord(topo) || !Array.isArray(topo["node"])) {
     throw new ConfigError(file, "modelTopology.node", "missing: this is not a TF.js graph model (layers models are not supported)");
@@ -182,16 +185,24 @@ function decodeOne(spec: TfjsWeightSpec, bytes: ArrayBuffer): Tensor {
  */
 export function loadTfjsWeights(model: TfjsModelJson): Map<string, Tensor> {
   const dir = dirname(model.file);
+  return decodeTfjsWeights(model, (p, gi) => {
+    const f = join(dir, p);
+    if (!existsSync(f) || !statSync(f).isFile()) {
+      throw new MissingFileError(f, `${model.file} lists it in weightsManifest[${gi}].paths; restore the file (reinstall the package)`);
+    }
+    return readFileSync(f);
+  });
+}
+
+/**
+ * Decodes every weight of `model` from shard bytes: `shard(path, group)` gives the bytes of one
+ * `weightsManifest[group].paths` entry (a file read, or a fetched / picked file in a browser).
+ */
+export function decodeTfjsWeights(model: TfjsModelJson, shard: (path: string, group: number) => Uint8Array): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   model.weightsManifest.forEach((grp, gi) => {
-    const shards = grp.paths.map((p) => {
-      const f = join(dir, p);
-      if (!existsSync(f) || !statSync(f).isFile()) {
-        throw new MissingFileError(f, `${model.file} lists it in weightsManifest[${gi}].paths; restore the file (reinstall the package)`);
-      }
-      return readFileSync(f);
-    });
-    const stream = shards.length === 1 ? shards[0]! : Buffer.concat(shards);
+    const shards = grp.paths.map((p) => shard(p, gi));
+    const stream = shards.length === 1 ? shards[0]! : concatBytes(shards);
     let off = 0;
     grp.weights.forEach((spec, wi) => {
       const at = `weightsManifest[${gi}].weights[${wi}]`;
@@ -211,5 +222,15 @@ export function loadTfjsWeights(model: TfjsModelJson): Map<string, Tensor> {
       throw new ConfigError(model.file, `weightsManifest[${gi}]`, `the shards hold ${stream.byteLength} bytes but the listed weights use ${off}; the manifest does not describe these shards`);
     }
   });
+  return out;
+}
+
+function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.byteLength;
+  }
   return out;
 }

