@@ -12,8 +12,7 @@
  *
  * Every refusal is a coded error naming the paths, raised before anything is computed or written.
  */
-import fs from "node:fs";
-import { basename, dirname, join, relative, resolve, sep } from "node:path";
+import { basename, dirname, fs, join, relative, resolve, sep } from "../platform/fs.js";
 import { OutputExistsError, OutputIsInputError, UnsupportedFileTypeError } from "../errors.js";
 import { withFsErrors } from "./fs-error.js";
 
