@@ -14,8 +14,8 @@ import type { Command } from "commander";
 import * as esbuild from "esbuild";
 import { useLitePackageDir } from "../src/models/use-lite/weights.js";
 import { packageRoot } from "../src/util/paths.js";
-import { buildApp, launchChromium, serve } from "../test/browser/harness.js";
-import { type BenchFigures, benchLab, fetchUseLiteFiles, loadLabDataset, splitAndTokenize, useLiteBase } from "../web/lab.js";
+import { buildApp, launchChromium, serve } from "./browser-harness.js";
+import { type BenchFigures, benchLab, fetchUseLiteFiles, loadLabDataset, splitAndTokenize, useLiteBase } from "../src/web/lab.js";
 import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
 
 export interface BrowserBenchOptions {

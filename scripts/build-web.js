@@ -25,7 +25,7 @@ export const ORT_FILES = ["ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-thre
 
 /** Builds the app into `outDir`; returns the output folder and the byte sizes of the bundles. */
 export async function buildWeb(outDir = join(root, "dist-web"), { minify = true } = {}) {
-  if (!existsSync(join(root, "dist", "src", "web.js"))) throw new Error("dist/src/web.js is missing: run `npm run build` first");
+  if (!existsSync(join(root, "dist", "src", "web", "index.js"))) throw new Error("dist/src/web/index.js is missing: run `npm run build` first");
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
   const r = await esbuild.build({

@@ -29,7 +29,7 @@ const LAYERS: Record<string, number> = {
   serve: 100,
   cli: 100,
   "index.ts": 110,
-  "web.ts": 110,
+  web: 110,
 };
 
 function layerOf(pathInSrc: string): number {

@@ -1,6 +1,6 @@
 /** Messages between the page (app.ts) and the training worker (worker.ts). */
 import type { EvalResult, StepInfo } from "peft-ts/web";
-import type { AdapterChoice, DataSpec, ProbeResult, TrainOptions } from "./lab.js";
+import type { AdapterChoice, DataSpec, ProbeResult, TrainOptions } from "peft-ts/web";
 
 export type Request =
   | { readonly kind: "init"; readonly threads: number; readonly ep: "cpu" | "webgpu" }

@@ -23,7 +23,7 @@ import {
   splitAndTokenize,
   trainAdapter,
   useLiteBase,
-} from "./lab.js";
+} from "peft-ts/web";
 import type { Reply, Request } from "./protocol.js";
 
 const scope = self as unknown as { postMessage(m: Reply, transfer?: Transferable[]): void; onmessage: ((e: MessageEvent<Request>) => void) | null; location: Location };

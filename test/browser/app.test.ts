@@ -18,8 +18,8 @@ import type { Browser, Page } from "playwright-core";
 import { readZip } from "../../src/io/zip.js";
 import { useLitePackageDir } from "../../src/models/use-lite/weights.js";
 import { packageRoot } from "../../src/util/paths.js";
-import { type ProbeResult, fetchUseLiteFiles, probe } from "../../web/lab.js";
-import { buildApp, launchChromium, serve } from "./harness.js";
+import { buildApp, launchChromium, serve } from "../../bench/browser-harness.js";
+import { type ProbeResult, fetchUseLiteFiles, probe } from "../../src/web/lab.js";
 
 // The page's globals as the callbacks below use them (they run in Chromium; this file compiles without the DOM library).
 interface PageElement {
@@ -121,13 +121,13 @@ describe("the web app in headless Chromium", { timeout: 900_000 }, () => {
     await page.fill("#epochs", "6"); // 16 training rows in one batch: one step per epoch
     await page.fill("#max-steps", "6");
     await page.click("#train");
-    await page.waitForFunction(() => Number(document.querySelector("#metrics")!.dataset.steps ?? 0) >= 1, null, { timeout: 240_000 });
+    // pause at once: the worker holds the run after the step in flight (the first, which also builds the graph)
     await page.click("#pause");
     await untilBody(page, "paused");
-    const held = Number(await page.evaluate(() => document.querySelector("#metrics")!.dataset.steps));
+    const held = Number((await page.evaluate(() => document.querySelector("#metrics")!.dataset.steps)) ?? 0);
     await page.waitForTimeout(1500);
     // at most the step in flight when Pause was pressed finishes
-    assert.ok(Number(await page.evaluate(() => document.querySelector("#metrics")!.dataset.steps)) <= held + 1, "the run holds while paused");
+    assert.ok(Number((await page.evaluate(() => document.querySelector("#metrics")!.dataset.steps)) ?? 0) <= held + 1, "the run holds while paused");
     assert.match((await page.textContent("#status"))!, /Paused at step/);
     await page.click("#pause");
     assert.equal(await untilBody(page, "trained"), "6");

@@ -1,6 +1,7 @@
 /**
- * The training lab behind the web app, free of the DOM so that the worker runs it in the browser
- * and the tests run the very same code in Node (bundled once for each platform): load USE-lite or
+ * The training lab behind the web app (exported by `peft-ts/web`), free of the DOM so that the
+ * worker runs it in the browser and the tests and `npm run bench -- browser` run the very same
+ * code in Node: load USE-lite or
  * a Hugging Face folder from files, build a dataset and its split, fine-tune LoRA / (IA)³ with
  * pause and resume, classify text, export and import adapters (PEFT zip or ComPEFT).
  */
@@ -36,7 +37,7 @@ import {
   useLiteFromFiles,
   useLiteTfjsFileNames,
   writeZip,
-} from "peft-ts/web";
+} from "./core.js";
 
 /** Fetches one file of a folder served by the page's origin (or read from disk in Node). */
 export type FetchBytes = (name: string) => Promise<Uint8Array>;

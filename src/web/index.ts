@@ -8,17 +8,8 @@
  * `NoFileSystemError`; read files into a `FileMap` (name → bytes) and use the `…FromFiles`
  * functions, `parseSafetensors`, `readZip` / `writeZip`.
  */
-export * from "./errors.js";
-export * from "./tensor.js";
-export * from "./graph/index.js";
-export * from "./runtime/index.js";
-export * from "./io/index.js";
-export * from "./models/index.js";
-export * from "./tuners/index.js";
-export * from "./peft/index.js";
-export * from "./data/index.js";
-export * from "./train/index.js";
-export * from "./compose/index.js";
-export * from "./compress/index.js";
+export * from "./core.js";
+/** The training lab of the web app (pause/resume training, export/import, the parity probe): docs/browser.md. */
+export * from "./lab.js";
 /** onnxruntime itself (onnxruntime-web in a browser bundle): set `ort.env.wasm.wasmPaths` / `numThreads` before the first session. */
-export { ort, ortDescription } from "./platform/ort.js";
+export { ort, ortDescription } from "../platform/ort.js";

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { builtinModules } from "node:module";
 import { test } from "node:test";
 import * as esbuild from "esbuild";
-import { packageRoot } from "./util/paths.js";
+import { packageRoot } from "../util/paths.js";
 
 test("peft-ts/web bundles for the browser with no Node built-in and onnxruntime-web inside", async () => {
   const nodeOnly: string[] = [];

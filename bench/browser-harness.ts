@@ -9,7 +9,7 @@ import { join } from "node:path";
 import fastifyStatic from "@fastify/static";
 import Fastify, { type FastifyInstance } from "fastify";
 import { type Browser, chromium } from "playwright-core";
-import { packageRoot } from "../../src/util/paths.js";
+import { packageRoot } from "../src/util/paths.js";
 
 export const CHROMIUM = process.env.PEFT_CHROMIUM ?? "/usr/bin/chromium";
 
