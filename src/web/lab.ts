@@ -176,6 +176,9 @@ export async function trainAdapter(pm: PeftModel, data: LabSplit, o: TrainOption
   const r = await trainer.fit({
     onStep: async (info) => {
       ev.onStep?.(info);
+      // onnxruntime-web's runs resolve as microtasks: yield one macrotask so that a worker's
+      // message handler (a pause) runs between steps
+      await new Promise<void>((r) => setTimeout(r, 0));
       await gate.wait();
     },
     onEval: (e) => ev.onEval?.(e),
