@@ -222,7 +222,8 @@ export async function importAdapter(base: LabBase, name: string, bytes: Uint8Arr
       files = adapterToFiles(a.configRaw, a.weights, a.weightsMetadata);
     }
   } else files = bytes;
-  return PeftModel.fromFiles(base.model, files, { label: name });
+  // loaded as trainable, as `peft eval` does: evaluation feeds the adapter tensors as graph inputs
+  return PeftModel.fromFiles(base.model, files, { label: name, isTrainable: true });
 }
 
 /** Numbers the tests compare across platforms: logits of a fixed batch and the adapter after one step. */
