@@ -10,15 +10,12 @@
  * and the new adapter's copies (from the first adapter's `modules_to_save` / SEQ_CLS head) start
  * from the base module, which `combineAdapterDirs` reports as a warning.
  */
-import { AdapterMismatchError, ConfigError, UnsupportedOptionError } from "../errors.js";
+import { ConfigError, UnsupportedOptionError } from "../errors.js";
 import { loadModel, type LoadedModel } from "../models/load.js";
 import { saveAdapterDir } from "../peft/adapter-io.js";
 import { PeftModel } from "../peft/peft-model.js";
-import { type Tensor, assertFinite } from "../tensor.js";
-import type { AdapterInstance } from "../tuners/common/types.js";
-import { type TargetSpec, targetSpecToRaw } from "../tuners/common/target.js";
-import { type LoraConfig, loraConfigToRaw, moduleRankAndScale } from "../tuners/lora/config.js";
-import { loraKeys, loraModuleOf } from "../tuners/lora/keys.js";
+import { type Tensor, assertFinite, toFloat32 } from "../tensor.js";
+import type { AdapterInstance, LowRankView } from "../tuners/common/types.js";
 import { Rng } from "../util/rng.js";
 import type { MajoritySignMethod } from "./peft-merge-utils.js";
 import {
@@ -32,36 +29,24 @@ import {
 
 const WHERE = "add_weighted_adapter";
 
-function loraAdapter(a: AdapterInstance, label: string): AdapterInstance<LoraConfig> {
-  if (a.tuner.peftType !== "LORA") {
-    throw new UnsupportedOptionError(label, "peft_type", a.tuner.peftType, "add_weighted_adapter combines LoRA adapters only");
-  }
-  const la = a as AdapterInstance<LoraConfig>;
-  if (la.config.useDora) throw new UnsupportedOptionError(label, "use_dora", true, "DoRA magnitude vectors cannot be combined by add_weighted_adapter");
-  return la;
+/** The adapter's low-rank view, or a typed error when its method has no low-rank update (or this adapter cannot be combined). */
+export function lowRankOf(a: AdapterInstance, label: string, purpose = "add_weighted_adapter"): LowRankView {
+  const view = a.tuner.lowRank;
+  if (!view) throw new UnsupportedOptionError(label, "peft_type", a.tuner.peftType, `${purpose} combines adapters whose update is a low-rank product B·A`);
+  view.check(a, label, purpose);
+  return view;
 }
 
-/** One loaded LoRA adapter as a `WeightedAdapterSource` (module name → factors, with its scaling). */
-export function loraAdapterSource(a: AdapterInstance): WeightedAdapterSource {
-  const la = loraAdapter(a, `adapter '${a.name}'`);
-  const c = la.config;
+/** One loaded low-rank adapter as a `WeightedAdapterSource` (module name → factors, with its scaling). */
+export function loraAdapterSource(a: AdapterInstance, purpose = "add_weighted_adapter"): WeightedAdapterSource {
+  const view = lowRankOf(a, `adapter '${a.name}'`, purpose);
   const modules = new Map<string, LoraFactors>();
-  for (const [key, t] of la.tensors) {
-    if (!key.endsWith(".lora_A.weight")) continue;
-    const name = loraModuleOf(key)!;
-    const b = la.tensors.get(loraKeys(name).B);
-    if (!b) throw new AdapterMismatchError(`adapter '${a.name}'`, loraKeys(name).B, "missing (lora_A has no matching lora_B)");
-    const [r, inFeatures] = t.shape as [number, number];
-    modules.set(name, {
-      A: Float32Array.from(t.data as Float32Array),
-      B: Float32Array.from(b.data as Float32Array),
-      r,
-      inFeatures,
-      outFeatures: b.shape[0]!,
-      scaling: moduleRankAndScale(c, name).scaling,
-    });
+  for (const [name, f] of view.factors(a)) {
+    const [r, inFeatures] = f.A.shape as [number, number];
+    modules.set(name, { A: Float32Array.from(toFloat32(f.A)), B: Float32Array.from(toFloat32(f.B)), r, inFeatures, outFeatures: f.B.shape[0]!, scaling: f.scaling });
   }
-  return { name: a.name, modules, r: c.r, rankPattern: c.rankPattern, targetModules: targetSpecToRaw(c.targetModules as TargetSpec | null) };
+  const info = view.rankInfo(a.config);
+  return { name: a.name, modules, r: info.r, rankPattern: info.rankPattern, targetModules: info.targetModules };
 }
 
 /** Checks PEFT's rule: at most one of the combined adapters may save a given module. */
@@ -93,29 +78,25 @@ export function addWeightedLoraAdapter(
 ): { adapter: AdapterInstance; result: WeightedAdapterResult } {
   if (adapterNames.length === 0) throw new ConfigError(WHERE, "adapters", "needs at least one adapter");
   const adapters = adapterNames.map((n) => pm.adapter(n));
-  const first = loraAdapter(adapters[0]!, `adapter '${adapters[0]!.name}'`);
+  const first = adapters[0]!;
+  const view = lowRankOf(first, `adapter '${first.name}'`);
+  for (const a of adapters) {
+    if (a.tuner !== first.tuner) throw new UnsupportedOptionError(`adapter '${a.name}'`, "peft_type", a.tuner.peftType, `add_weighted_adapter combines adapters of one method (the first is ${first.tuner.peftType})`);
+  }
   checkModulesToSave(adapters);
-  const sources = adapters.map(loraAdapterSource);
+  const sources = adapters.map((a) => loraAdapterSource(a));
   const seed = options.seed ?? 0;
   const result = addWeightedAdapter(sources, weights, {
     ...options,
-    useRslora: first.config.useRslora,
+    useRslora: view.rankInfo(first.config).useRslora,
     rng: new Rng(seed),
   });
-  const raw = loraConfigToRaw(first.config);
   const cfg = result.config;
-  Object.assign(raw, {
-    r: cfg.r,
-    lora_alpha: cfg.loraAlpha,
-    target_modules: cfg.targetModules,
-    rank_pattern: {},
-    alpha_pattern: {},
-    inference_mode: false,
-  });
+  const raw = view.configFor(first.config, { r: cfg.r, alpha: cfg.loraAlpha, targetModules: cfg.targetModules as string | string[] | null, resetLayout: false });
   const inst = pm.addAdapter(adapterName, raw, { seed });
   const values = new Map<string, Tensor>();
   for (const [module, f] of result.modules) {
-    const k = loraKeys(module);
+    const k = view.keys(module);
     if (!inst.tensors.has(k.A)) {
       pm.deleteAdapter(adapterName);
       throw new ConfigError(

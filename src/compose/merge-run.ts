@@ -25,9 +25,7 @@ import { type LoadedModel, loadModel } from "../models/load.js";
 import { saveAdapterDir } from "../peft/adapter-io.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { type Tensor, assertFinite, tensor, toFloat64 } from "../tensor.js";
-import type { AdapterInstance } from "../tuners/common/types.js";
-import { type LoraConfig, loraConfigToRaw } from "../tuners/lora/config.js";
-import { loraKeys, loraModuleOf } from "../tuners/lora/keys.js";
+import type { AdapterInstance, LowRankView } from "../tuners/common/types.js";
 import { Rng } from "../util/rng.js";
 import { loraAdapterSource } from "./combine-adapters.js";
 import type { MergeConfig } from "./merge-config.js";
@@ -170,12 +168,11 @@ function mergeModels(cfg: MergeConfig, paths: readonly string[], base: string | 
   return { kind: "model", outDir: opts.outDir, tensors: r.tensors, merged: r.merged, warnings: cfg.warnings };
 }
 
-function loraOnly(a: AdapterInstance, cfg: MergeConfig, key: string): AdapterInstance<LoraConfig> {
-  if (a.tuner.peftType !== "LORA") throw new UnsupportedOptionError(cfg.file, key, a.tuner.peftType, "only LoRA adapters can be merged");
-  const c = (a as AdapterInstance<LoraConfig>).config;
-  if (c.useDora) throw new UnsupportedOptionError(cfg.file, key, "use_dora", "DoRA magnitude vectors cannot be merged");
-  if (c.bias !== "none") throw new UnsupportedOptionError(cfg.file, key, `bias=${c.bias}`, "adapters that train biases cannot be merged; use bias 'none'");
-  return a as AdapterInstance<LoraConfig>;
+/** The adapter's low-rank view; adapters without one (or with DoRA / trained biases) cannot be merged. */
+function lowRankInput(a: AdapterInstance, cfg: MergeConfig, key: string): LowRankView {
+  if (!a.tuner.lowRank) throw new UnsupportedOptionError(cfg.file, key, a.tuner.peftType, "only adapters whose update is a low-rank product B·A can be merged");
+  a.tuner.lowRank.check(a, `${cfg.file}: ${key}`, "merging");
+  return a.tuner.lowRank;
 }
 
 /** Σ_i c_i·ΔW_i factorised exactly (rank ≤ Σ r_i), for the weighted-sum methods. */
@@ -201,8 +198,13 @@ function mergeAdapters(cfg: MergeConfig, paths: readonly string[], base: string 
   const resolved = resolveMergeParams(method, cfg.parameters, perModelRaw, cfg.file);
   const pm = new PeftModel(opts.baseModel ?? loadModel(base));
   const allowNonFinite = opts.allowNonFinite ?? false;
-  const adapters = paths.map((p, i) => loraOnly(pm.loadAdapter(p, `merge_input_${i}`, { allowNonFinite }), cfg, `models[${i}].model`));
-  const sources = adapters.map(loraAdapterSource);
+  const adapters = paths.map((p, i) => pm.loadAdapter(p, `merge_input_${i}`, { allowNonFinite }));
+  const views = adapters.map((a, i) => lowRankInput(a, cfg, `models[${i}].model`));
+  adapters.forEach((a, i) => {
+    if (a.tuner !== adapters[0]!.tuner) throw new UnsupportedOptionError(cfg.file, `models[${i}].model`, a.tuner.peftType, `adapters of one method can be merged (the first is ${adapters[0]!.tuner.peftType})`);
+  });
+  const view = views[0]!;
+  const sources = adapters.map((a) => loraAdapterSource(a, "merging"));
   const rng = method.random ? new Rng(cfg.seed) : undefined;
   const moduleNames = [...new Set(sources.flatMap((s) => [...s.modules.keys()]))].sort();
   const sumRanks = Math.max(...moduleNames.map((m) => sources.reduce((s, src) => s + (src.modules.get(m)?.r ?? 0), 0)));
@@ -234,7 +236,7 @@ function mergeAdapters(cfg: MergeConfig, paths: readonly string[], base: string 
     factors.set(name, { A: Float32Array.from(svd.vh), B: Float32Array.from(svd.us), inFeatures, outFeatures });
   }
   // full-tensor copies (modules_to_save): merged as task vectors against the base parameter
-  const copyKeys = [...new Set(adapters.flatMap((a) => [...a.tensors.keys()].filter((k) => loraModuleOf(k) === null)))].sort();
+  const copyKeys = [...new Set(adapters.flatMap((a) => [...a.tensors.keys()].filter((k) => a.tuner.role(k) === null)))].sort();
   const copies = new Map<string, Tensor>();
   for (const key of copyKeys) {
     const b = pm.base.weights.get(key);
@@ -255,24 +257,12 @@ function mergeAdapters(cfg: MergeConfig, paths: readonly string[], base: string 
   }
   const first = adapters[0]!;
   const modulesToSave = [...new Set(adapters.flatMap((a) => [...a.config.modulesToSave]))];
-  const raw = loraConfigToRaw(first.config);
-  Object.assign(raw, {
-    r: rank,
-    lora_alpha: rank,
-    use_rslora: false,
-    target_modules: moduleNames,
-    exclude_modules: null,
-    layers_to_transform: null,
-    layers_pattern: null,
-    rank_pattern: {},
-    alpha_pattern: {},
-    modules_to_save: modulesToSave.length > 0 ? modulesToSave : null,
-    inference_mode: false,
-  });
+  const raw = view.configFor(first.config, { r: rank, alpha: rank, targetModules: moduleNames, resetLayout: true });
+  raw.modules_to_save = modulesToSave.length > 0 ? modulesToSave : null;
   pm.addAdapter("merged", raw);
   const values = new Map<string, Tensor>(copies);
   for (const [name, f] of factors) {
-    const k = loraKeys(name);
+    const k = view.keys(name);
     values.set(k.A, { dtype: "float32", shape: [rank, f.inFeatures], data: f.A });
     values.set(k.B, { dtype: "float32", shape: [f.outFeatures, rank], data: f.B });
   }

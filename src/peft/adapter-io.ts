@@ -99,7 +99,7 @@ export function adapterFromParts(files: AdapterFiles, name: string, model: BaseM
 /** PEFT state-dict keys for an adapter's tensors. */
 export function adapterStateDict(adapter: AdapterInstance): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
-  const prefixed = adapter.tuner.peftType !== "PROMPT_TUNING";
+  const prefixed = adapter.tuner.kind === "module";
   for (const [k, v] of adapter.tensors) out.set(prefixed ? STATE_DICT_PREFIX + k : k, v);
   return out;
 }

@@ -273,11 +273,27 @@ describe("mixed-adapter batches", () => {
     });
   };
 
-  test("DoRA and (IA)³ adapters are refused", async () => {
+  test("DoRA adapters and saved module copies are refused; (IA)³ rows (whose tuner declares mixedBatch) match the adapter alone", async () => {
     const pm = PeftModel.fromPretrained(bert, fx("bert", "dora"), { adapterName: "d" });
     await rejectsAsync(() => pm.forward({ inputIds, attentionMask, adapterNames: ["d", "__base__"] }), ["d", "DoRA"]);
-    const ia = PeftModel.fromPretrained(bert, fx("bert", "ia3"), { adapterName: "v" });
-    await rejectsAsync(() => ia.forward({ inputIds, attentionMask, adapterNames: ["__base__", "v"] }), ["v", "IA3"]);
+    const withHead = PeftModel.fromPretrained(bert, fx("bert", "ia3"), { adapterName: "h" });
+    await rejectsAsync(() => withHead.forward({ inputIds, attentionMask, adapterNames: ["__base__", "h"] }), ["h", "classifier"]);
+    const ia = PeftModel.fromPretrained(bert, fx("bert", "multi_a"), { adapterName: "a" });
+    ia.addAdapter("v", { peft_type: "IA3", target_modules: ["key", "value", "output.dense"], feedforward_modules: ["output.dense"], init_ia3_weights: false }, { seed: 5 });
+    const mixed = await ia.forward({ inputIds, attentionMask, adapterNames: ["a", "v"] });
+    ia.setAdapter("v");
+    const alone = await ia.forward({ inputIds, attentionMask });
+    ia.setAdapter("a");
+    const aAlone = await ia.forward({ inputIds, attentionMask });
+    const row = mixed.data.length / 2;
+    const close = (x: ArrayLike<number>, y: ArrayLike<number>, from: number) => {
+      for (let i = from; i < from + row; i++) assert.ok(Math.abs(Number(x[i]) - Number(y[i])) < 1e-5, `logit ${i}: ${x[i]} vs ${y[i]}`);
+    };
+    close(mixed.data as Float32Array, aAlone.data as Float32Array, 0);
+    close(mixed.data as Float32Array, alone.data as Float32Array, row);
+    await pm.dispose();
+    await withHead.dispose();
+    await ia.dispose();
   });
 
   test("a wrong number of names, an unknown name, merged adapters", async () => {

@@ -1,52 +1,80 @@
-/** Mixed-adapter batches: one graph, each row using its own LoRA adapter (or none). */
+/**
+ * Mixed-adapter batches: one graph, each row using its own adapter (or none). Any tuner that
+ * declares `mixedBatch` takes part: its adapters' linear hooks are applied to the batch and each
+ * row keeps the update of its own adapter; a tuner may give a one-graph `stacked` form instead
+ * (LoRA gathers zero-padded stacked factors per row).
+ */
 import { AdapterStateError } from "../errors.js";
+import * as G from "../graph/api.js";
 import type { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
-import { type ComputeDtype, type LinearHook, type ModelHooks, castTensor } from "../models/context.js";
-import type { AdapterInstance } from "../tuners/common/types.js";
-import { type LoraConfig, applyMixedLora, loraKeys, moduleRankAndScale } from "../tuners/lora/index.js";
-import { toFloat32 } from "../tensor.js";
+import { type ComputeDtype, type LinearHook, type LinearSite, type ModelHooks, castTensor } from "../models/context.js";
+import type { AdapterInstance, TunerDef } from "../tuners/common/types.js";
 
 export const BASE_ADAPTER = "__base__";
 
+/** Throws AdapterStateError when `a` cannot serve rows of a mixed-adapter batch. */
+export function checkMixable(a: AdapterInstance): void {
+  const mb = a.tuner.mixedBatch;
+  if (!mb) throw new AdapterStateError(a.name, `${a.tuner.peftType} adapters cannot serve rows of a mixed-adapter batch`);
+  mb.check?.(a);
+  for (const k of a.tensors.keys()) {
+    if (a.tuner.role(k) === null) throw new AdapterStateError(a.name, `mixed-adapter batches cannot switch the base parameter '${k}' per row (modules_to_save / bias)`);
+  }
+}
+
+/** `[batch]` row selector as a 0/1 multiplier broadcastable against `like` ([batch, …]). */
+function rowMask(rowIndex: Value, idx: number, like: Value, dtype: ComputeDtype): Value {
+  const m = G.cast(G.equal(rowIndex, rowIndex.graph.scalar(idx, "int64")), dtype);
+  return G.reshape(m, [-1, ...Array.from({ length: like.rank - 1 }, () => 1)]);
+}
+
 /**
  * Hooks for a batch whose rows name adapters from `adapters` (in that order; row index
- * `adapters.length` means the base model). Per module, A and B of every adapter are zero-padded
- * to the largest rank and stacked into constants the rows gather from.
+ * `adapters.length` means the base model).
  */
-export function mixedLoraHooks(g: Graph, adapters: readonly AdapterInstance[], rowIndex: Value, dtype: ComputeDtype = "float32"): ModelHooks {
-  for (const a of adapters) {
-    if (a.tuner.peftType !== "LORA") throw new AdapterStateError(a.name, `mixed-adapter batches support LoRA adapters only, not ${a.tuner.peftType}`);
-    const c = a.config as LoraConfig;
-    if (c.useDora) throw new AdapterStateError(a.name, "mixed-adapter batches do not support DoRA (as in PEFT)");
-    for (const k of a.tensors.keys()) {
-      if (!k.includes(".lora_")) throw new AdapterStateError(a.name, `mixed-adapter batches cannot switch the base parameter '${k}' per row (modules_to_save / bias)`);
-    }
-  }
-  const n = adapters.length + 1;
+export function mixedHooks(g: Graph, adapters: readonly AdapterInstance[], rowIndex: Value, dtype: ComputeDtype = "float32"): ModelHooks {
+  for (const a of adapters) checkMixable(a);
+  const hooks = adapters.map((a) => {
+    const cache = new Map<string, Value>();
+    return a.tuner.hooks(
+      a,
+      (key) => {
+        let v = cache.get(key);
+        if (!v) {
+          v = g.constant(castTensor(a.tensors.get(key)!, dtype));
+          cache.set(key, v);
+        }
+        return v;
+      },
+      { training: false, seed: 0 },
+    );
+  });
   return {
     linear: (name): LinearHook | null => {
-      const users = adapters.filter((a) => a.tensors.has(loraKeys(name).A));
-      if (users.length === 0) return null;
+      const users = adapters.map((_, i) => hooks[i]!.linear?.(name) ?? null);
+      if (users.every((h) => h === null)) return null;
       return (site) => {
-        const rmax = Math.max(...users.map((a) => a.tensors.get(loraKeys(name).A)!.shape[0]!));
-        const { inFeatures: fin, outFeatures: fout } = site;
-        const A = new Float32Array(n * rmax * fin);
-        const B = new Float32Array(n * fout * rmax);
-        const S = new Float32Array(n);
-        adapters.forEach((a, idx) => {
-          const k = loraKeys(name);
-          const ta = a.tensors.get(k.A);
-          if (!ta) return;
-          const r = ta.shape[0]!;
-          const av = toFloat32(ta);
-          const bv = toFloat32(a.tensors.get(k.B)!);
-          A.set(av, idx * rmax * fin); // rows beyond r stay zero
-          for (let o = 0; o < fout; o++) for (let j = 0; j < r; j++) B[idx * fout * rmax + o * rmax + j] = bv[o * r + j]!;
-          S[idx] = moduleRankAndScale(a.config as LoraConfig, name).scaling;
-        });
-        const cast = (d: Float32Array, shape: number[]) => g.constant(castTensor({ dtype: "float32", shape, data: d }, dtype));
-        return applyMixedLora(site, { A: cast(A, [n, rmax, fin]), B: cast(B, [n, fout, rmax]), scaling: cast(S, [n]) }, rowIndex);
+        const baseOut = site.base(site.x);
+        const s: LinearSite = { ...site, base: (x) => (x === site.x ? baseOut : site.base(x)) };
+        let out = baseOut;
+        const tuners = new Set<TunerDef>();
+        adapters.forEach((a, i) => users[i] && tuners.add(a.tuner));
+        for (const t of tuners) {
+          const stacked = t.mixedBatch?.stacked;
+          if (stacked) {
+            const d = stacked(s, adapters.map((a) => (a.tuner === t ? a : null)), rowIndex, dtype);
+            if (d) out = G.add(out, d);
+            continue;
+          }
+          adapters.forEach((a, i) => {
+            const h = users[i];
+            if (!h || a.tuner !== t) return;
+            const delta = G.sub(h(s), baseOut);
+            out = G.add(out, G.mul(delta, rowMask(rowIndex, i, delta, dtype)));
+          });
+        }
+        return out;
       };
     },
   };

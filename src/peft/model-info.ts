@@ -22,5 +22,6 @@ export function modelInfo(model: LoadedModel, weights: WeightSource = model.weig
     weight: (name: string): Tensor => weights.get(name),
     has: (name: string) => weights.has(name),
     embeddingParam: model.def.embeddingParam,
+    defaultTargets: model.def.loraTargets,
   };
 }

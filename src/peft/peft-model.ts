@@ -5,7 +5,7 @@
  * trainable-parameter counts, and mixed-adapter batches. The base weights are never modified:
  * merges are kept as overrides, so unmerging restores the base exactly.
  */
-import { AdapterStateError, ConfigError } from "../errors.js";
+import { AdapterStateError, ConfigError, UnsupportedOptionError } from "../errors.js";
 import { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
 import { DEFAULT_ADAPTER_NAME, adapterDirFor, validateAdapterName } from "../io/peft-files.js";
@@ -32,7 +32,7 @@ import { tunerFor } from "../tuners/registry.js";
 import { Rng } from "../util/rng.js";
 import { adapterFileMap, adapterFromParts, checkAdapterSavable, inConfig, loadAdapterDir, saveAdapterDir, validateAdapter } from "./adapter-io.js";
 import { adapterFromFiles, type FileMap } from "../io/file-map.js";
-import { BASE_ADAPTER, mixedLoraHooks } from "./mixed.js";
+import { BASE_ADAPTER, mixedHooks } from "./mixed.js";
 import { modelInfo } from "./model-info.js";
 
 export interface ForwardInputs {
@@ -77,6 +77,8 @@ export interface BuiltPeftGraph {
   readonly trainable: Map<string, Tensor>;
   /** Graph input name → the adapter and tensor key it trains. */
   readonly owners: Map<string, { adapter: string; key: string }>;
+  /** Virtual tokens the active adapters put in front of the sequence: logits are that much longer than `input_ids`. */
+  readonly virtualTokens: number;
 }
 
 /** Graph input name of an adapter's tensor. */
@@ -244,6 +246,7 @@ export class PeftModel {
     for (const n of names) {
       if (this.merged.includes(n)) continue;
       const a = this.adapter(n);
+      if (!a.tuner.merge) throw new UnsupportedOptionError(`adapter '${n}'`, "peft_type", a.tuner.peftType, "this method adds to the input instead of changing weights and cannot be merged");
       const info: BaseModelInfo = { ...this.info, weight: (k) => this.mergedWeights.get(k) ?? this.base.weights.get(k), has: (k) => this.mergedWeights.has(k) || this.base.weights.has(k) };
       for (const [k, v] of a.tuner.merge(a, info)) this.mergedWeights.set(k, v);
       for (const [k, v] of a.tensors) if (this.base.weights.has(k)) this.mergedWeights.set(k, v);
@@ -324,7 +327,7 @@ export class PeftModel {
     const trainableBase = new Set<string>();
     if (opts.mixedAdapters) {
       const rowIndex = g.input("adapter_index", "int64", ["batch"]);
-      hooks = mixedLoraHooks(g, opts.mixedAdapters.map((n) => this.adapter(n)), rowIndex, dtype);
+      hooks = mixedHooks(g, opts.mixedAdapters.map((n) => this.adapter(n)), rowIndex, dtype);
     } else {
       const cache = new Map<string, Value>();
       const param = (a: AdapterInstance, key: string): Value => {
@@ -332,7 +335,7 @@ export class PeftModel {
         let v = cache.get(name);
         if (!v) {
           const t = a.tensors.get(key)!;
-          if (training && !a.config.inferenceMode) {
+          if (training && !a.config.inferenceMode && a.tuner.role(key)?.kind !== "frozen") {
             // master weights: float32 inputs (float64 graphs: float64), cast to the compute dtype in the graph
             const master = castTensor(t, masterDtype(dtype));
             v = G.cast(g.input(name, master.dtype, master.shape), dtype);
@@ -367,7 +370,8 @@ export class PeftModel {
     const ctx = new ModelContext(g, this.base.weights, ctxOpts);
     const outputs = logitsInFloat32(this.base.def.build(ctx, this.base.config, { inputIds, attentionMask }));
     for (const [k, t] of ctx.inputParams) trainable.set(k, t);
-    return { graph: g, ctx, outputs, inputIds, attentionMask, trainable, owners };
+    const virtualTokens = live.reduce((n, a) => n + (a.tuner.virtualTokens?.(a.config) ?? 0), 0);
+    return { graph: g, ctx, outputs, inputIds, attentionMask, trainable, owners, virtualTokens };
   }
 
   private stateKey(mixed: readonly string[] | undefined, dtype: ComputeDtype): string {
@@ -454,6 +458,8 @@ export class PeftModel {
     for (const a of this.adapters.values()) {
       let n = 0;
       for (const [k, t] of a.tensors) {
+        // fixed tensors saved with the adapter (VeRA's projections) are buffers in PEFT, not parameters
+        if (a.tuner.role(k)?.kind === "frozen") continue;
         n += numel(t.shape);
         // a base parameter trained in place (`bias`) is no extra parameter; a modules_to_save copy is
         if (!this.base.weights.has(k) || isModuleToSave(a.config.modulesToSave, k)) all += numel(t.shape);

@@ -7,7 +7,9 @@ import { join } from "node:path";
 import { ConfigError } from "../errors.js";
 import type { SplitInfo } from "../data/split.js";
 import { PeftModel } from "../peft/peft-model.js";
+import { modelInfo } from "../peft/model-info.js";
 import type { TargetSpec } from "../tuners/common/target.js";
+import { trainMethods, tunerForMethod } from "../tuners/registry.js";
 import { type EvalResult, type StepInfo, Trainer, type TrainerConfig } from "../train/trainer.js";
 import { trainingFlops } from "../graph/flops.js";
 import { examplesPerStep, modelMatmulTerms } from "../train/flops.js";
@@ -19,7 +21,11 @@ import { renderCurves } from "./plot.js";
 import { type RunReporter, silentReporter } from "./reporter.js";
 import { RUN_FILES, type RunDirMode, checkRunDir, claimRunDir, runEnvironment, writeJsonAtomic } from "./run-dir.js";
 
-export type TrainMethod = "lora" | "ia3";
+/** (IA)³'s default targets per architecture (they live with the tuner; re-exported where `peft train` used to define them). */
+export { IA3_DEFAULT_TARGETS } from "../tuners/ia3/index.js";
+
+/** A tuner's `method` name (`lora`, `ia3`, `prompt-tuning`, … — see `trainMethods()`). */
+export type TrainMethod = string;
 export type ScheduleName = "linear" | "cosine" | "constant";
 
 /** Every option of a training run (the `peft train` flags, camelCased). */
@@ -35,6 +41,10 @@ export interface TrainRunOptions {
   readonly target: TargetSpec | null;
   /** (IA)³ feed-forward modules (scaled on their input); null: PEFT's defaults. */
   readonly feedforward: TargetSpec | null;
+  /** Virtual tokens of prompt-learning methods (default 20). */
+  readonly numVirtualTokens?: number;
+  /** adapter_config.json fields set on top of the method's config (PEFT's names). */
+  readonly adapterConfig?: Readonly<Record<string, unknown>>;
   readonly epochs: number;
   readonly lr: number;
   readonly batchSize: number;
@@ -89,6 +99,8 @@ const RESUME_FIXED = [
   "dropout",
   "target",
   "feedforward",
+  "numVirtualTokens",
+  "adapterConfig",
   "lr",
   "batchSize",
   "seed",
@@ -147,50 +159,49 @@ export interface TrainRunResult {
   readonly files: readonly string[];
 }
 
-/**
- * (IA)³ targets when `--target` is not given: PEFT's TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING
- * and …_FEEDFORWARD_MODULES_MAPPING for the architectures peft-ts builds.
- */
-export const IA3_DEFAULT_TARGETS: Readonly<Record<string, { readonly target: readonly string[]; readonly feedforward: readonly string[] }>> = {
-  bert: { target: ["key", "value", "output.dense"], feedforward: ["output.dense"] },
-  gpt2: { target: ["c_attn", "mlp.c_proj"], feedforward: ["mlp.c_proj"] },
-  llama: { target: ["k_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
-  mistral: { target: ["k_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
-  qwen2: { target: ["q_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
-};
-
 function rawSpec(spec: TargetSpec): string | string[] {
   return spec.kind === "allLinear" ? "all-linear" : spec.kind === "regex" ? spec.pattern : [...spec.names];
 }
 
-/** The PEFT config object of the adapter a run trains (missing targets filled in as PEFT does for the model type). */
+/**
+ * The PEFT config object of the adapter a run trains: the method's own config for the options
+ * (`TunerDef.trainConfig`, missing targets filled in as PEFT does for the model type), then the
+ * `--adapter-config` fields.
+ */
 export function adapterConfigFor(opts: TrainRunOptions, source: ModelSource): Record<string, unknown> {
-  const taskType = source.task === "seq-cls" ? "SEQ_CLS" : "CAUSAL_LM";
-  const modelType = source.model.config.modelType;
-  const head = source.task === "seq-cls" ? { modules_to_save: ["classifier"] } : {};
-  const gpt2 = modelType === "gpt2" ? { fan_in_fan_out: true } : {};
-  if (opts.method === "ia3") {
-    const defaults = IA3_DEFAULT_TARGETS[modelType];
-    if (opts.target === null && !defaults) throw new ConfigError("peft train", "--target", `(IA)³ has no default target modules for ${modelType}; pass --target (and --feedforward)`);
-    const target = opts.target ? rawSpec(opts.target) : [...defaults!.target];
-    const ff = opts.feedforward ? { feedforward_modules: rawSpec(opts.feedforward) } : opts.target === null ? { feedforward_modules: [...defaults!.feedforward] } : {};
-    return { peft_type: "IA3", task_type: taskType, target_modules: target, ...ff, ...head, ...gpt2 };
+  const tuner = tunerForMethod(opts.method);
+  const info = modelInfo(source.model);
+  const raw = tuner.trainConfig(
+    {
+      taskType: source.task === "seq-cls" ? "SEQ_CLS" : "CAUSAL_LM",
+      r: opts.r,
+      alpha: opts.alpha,
+      dropout: opts.dropout,
+      target: opts.target ? rawSpec(opts.target) : null,
+      feedforward: opts.feedforward ? rawSpec(opts.feedforward) : null,
+      numVirtualTokens: opts.numVirtualTokens ?? 20,
+      modulesToSave: source.task === "seq-cls" ? ["classifier"] : [],
+    },
+    info,
+  );
+  for (const [k, v] of Object.entries(opts.adapterConfig ?? {})) {
+    if (k === "peft_type") throw new ConfigError("peft train", "--adapter-config", "cannot set peft_type; choose the method with --method");
+    raw[k] = v;
   }
-  const target = opts.target ? rawSpec(opts.target) : [...source.model.def.loraTargets];
-  return { peft_type: "LORA", task_type: taskType, r: opts.r, lora_alpha: opts.alpha, lora_dropout: opts.dropout, target_modules: target, ...head, ...gpt2 };
+  return raw;
 }
 
 function checkOptions(o: TrainRunOptions): void {
   const bad = (opt: string, issue: string) => {
     throw new ConfigError("peft train", opt, issue);
   };
-  if (o.method === "lora" && (!Number.isInteger(o.r) || o.r < 1)) bad("--r", `must be a positive integer, got ${o.r}`);
+  if (!trainMethods().includes(o.method)) bad("--method", `unknown method '${o.method}'; peft-ts trains: ${trainMethods().join(", ")}`);
+  if (!Number.isInteger(o.r) || o.r < 1) bad("--r", `must be a positive integer, got ${o.r}`);
   if (!(o.dropout >= 0 && o.dropout < 1)) bad("--dropout", `must be in [0, 1), got ${o.dropout}`);
   if (!(o.lr > 0)) bad("--lr", `must be positive, got ${o.lr}`);
   if (!(o.epochs > 0)) bad("--epochs", `must be positive, got ${o.epochs}`);
   if (!(o.warmupRatio >= 0 && o.warmupRatio < 1)) bad("--warmup-ratio", `must be in [0, 1), got ${o.warmupRatio}`);
   if (!(o.weightDecay >= 0)) bad("--weight-decay", `must be ≥ 0, got ${o.weightDecay}`);
-  if (o.method !== "ia3" && o.feedforward !== null) bad("--feedforward", "only applies to --method ia3");
 }
 
 /** Stable JSON of an option value for comparisons. */

@@ -32,7 +32,7 @@ export interface TrainStepOptions {
   /** Dropout masks seed. */
   readonly seed?: number;
   readonly session?: SessionOptions;
-  /** Virtual tokens in front of the sequence (prompt tuning). */
+  /** Virtual tokens in front of the sequence; default: those of the active adapters (`TunerDef.virtualTokens`). */
   readonly prefixTokens?: number;
   /** Dropout layers active (default true, as in PyTorch's train mode). */
   readonly dropout?: boolean;
@@ -76,7 +76,8 @@ export function buildLossGraph(pm: PeftModel, opts: LossGraphOptions): LossGraph
   });
   const g = built.graph;
   const labels = g.input("labels", "int64", opts.task === "causal-lm" ? ["batch", "seq"] : ["batch"]);
-  const loss = taskLoss(opts.task, built.outputs.logits, labels, opts.prefixTokens ?? 0);
+  // prompt learning: the logits start with the adapters' virtual tokens, which have no labels
+  const loss = taskLoss(opts.task, built.outputs.logits, labels, opts.prefixTokens ?? built.virtualTokens);
   g.output(loss, "loss");
   const names = [...built.trainable.keys()];
   if (names.length === 0) {

@@ -1,5 +1,17 @@
-export { TUNERS, tunerFor, registerTuner, type TunerName } from "./registry.js";
-export type { TunerDef, TunerConfigBase, AdapterInstance, BaseModelInfo, LinearModule, ParamView } from "./common/types.js";
+export { TUNERS, tunerFor, findTuner, tunerForMethod, trainMethods, allTuners, registerTuner, type TunerName } from "./registry.js";
+export type {
+  TunerDef,
+  TunerConfigBase,
+  AdapterInstance,
+  BaseModelInfo,
+  LinearModule,
+  ParamView,
+  TensorRole,
+  LowRankFactors,
+  LowRankView,
+  TrainMethodOptions,
+} from "./common/types.js";
+export { parseWith, rejectUnknownKeys, baseSchema, baseFields, baseToRaw, COMMON_KEYS } from "./common/config.js";
 export { isTargeted, expandAllLinear, patternKey, parseTargetSpec, pythonRegex, type TargetSpec, type TargetingConfig } from "./common/target.js";
 export {
   lora,

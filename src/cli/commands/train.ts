@@ -1,4 +1,4 @@
-/** `peft train`: train a LoRA / (IA)³ adapter on a dataset and write a run folder. */
+/** `peft train`: train an adapter of any registered method on a dataset and write a run folder. */
 import { type Command, Option } from "commander";
 import { ConfigError } from "../../errors.js";
 import { checkOutput } from "../../io/output.js";
@@ -13,10 +13,12 @@ import {
   parsePositiveInt,
   parsePositiveNumber,
   parseTargetSpec,
+  parseConfigAssignment,
 } from "../train/options.js";
 import { formatTrainSummary } from "../train/report.js";
 import { createProgress } from "../train/progress.js";
 import type { TargetSpec } from "../../tuners/common/target.js";
+import { trainMethods } from "../../tuners/registry.js";
 
 interface RawTrainOptions {
   model: string;
@@ -28,6 +30,8 @@ interface RawTrainOptions {
   dropout: number;
   target?: TargetSpec;
   feedforward?: TargetSpec;
+  numVirtualTokens: number;
+  adapterConfig?: Record<string, unknown>;
   epochs: number;
   lr: number;
   batchSize: number;
@@ -57,13 +61,19 @@ export function register(program: Command, ctx: CliContext): void {
   const d = TRAIN_DEFAULTS;
   const cmd = program
     .command("train")
-    .description("train a LoRA or (IA)³ adapter on a labelled dataset; writes the adapter (PEFT format), metrics.json, config.json and loss curves to --out")
+    .description("train an adapter (--method: LoRA, (IA)³, prompt tuning, …) on a labelled dataset; writes the adapter (PEFT format), metrics.json, config.json and loss curves to --out")
     .requiredOption("--model <model>", "'use-lite' (Universal Sentence Encoder lite) or a model folder (config.json + model.safetensors + tokenizer.json)")
     .requiredOption("--data <data>", "built-in dataset (uci-sentiment, uci-amazon, uci-imdb, uci-yelp) or a .jsonl/.csv file with text and label")
-    .addOption(new Option("--method <method>", "adapter type").choices(["lora", "ia3"]).default(d.method))
-    .option("--r <n>", "LoRA rank", parsePositiveInt, d.r)
-    .option("--alpha <x>", "LoRA alpha (scale alpha/r)", parsePositiveNumber, d.alpha)
-    .option("--dropout <p>", "LoRA dropout", parseFraction, d.dropout)
+    .addOption(new Option("--method <method>", "adapter type (PEFT method)").choices(trainMethods()).default(d.method))
+    .option("--r <n>", "rank of low-rank methods (LoRA, LoHa, LoKr, AdaLoRA…)", parsePositiveInt, d.r)
+    .option("--alpha <x>", "alpha of low-rank methods (scale alpha/r)", parsePositiveNumber, d.alpha)
+    .option("--dropout <p>", "adapter dropout", parseFraction, d.dropout)
+    .option("--num-virtual-tokens <n>", "prompt-learning methods: virtual tokens", parsePositiveInt, 20)
+    .option(
+      "--adapter-config <key=value>",
+      "set an adapter_config.json field (PEFT's name, JSON value), e.g. --adapter-config decompose_both=true; repeatable",
+      parseConfigAssignment,
+    )
     .option("--target <modules>", "modules to adapt: 'all-linear' or comma-separated names (default: the model's usual targets, e.g. query,value)", parseTargetSpec)
     .option("--feedforward <modules>", "(IA)³ only: feed-forward modules among the targets (comma-separated names)", parseTargetSpec)
     .option("--epochs <n>", "training epochs (may be fractional)", parsePositiveNumber, d.epochs)
@@ -107,6 +117,8 @@ export function register(program: Command, ctx: CliContext): void {
         dropout: o.dropout,
         target: o.target ?? null,
         feedforward: o.feedforward ?? null,
+        numVirtualTokens: o.numVirtualTokens,
+        ...(o.adapterConfig ? { adapterConfig: o.adapterConfig } : {}),
         epochs: o.epochs,
         lr: o.lr,
         batchSize: o.batchSize,

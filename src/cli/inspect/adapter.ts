@@ -8,38 +8,9 @@ import { ConfigError, MissingFileError } from "../../errors.js";
 import { readJsonObject } from "../../io/json-file.js";
 import { ADAPTER_CONFIG_NAME, ADAPTER_PICKLE_NAME, ADAPTER_WEIGHTS_NAME } from "../../io/peft-files.js";
 import { SafetensorsFile } from "../../io/safetensors.js";
+import type { TensorRole, TunerDef } from "../../tuners/common/types.js";
+import { findTuner } from "../../tuners/registry.js";
 import { type DtypeStats, type TensorEntry, dtypeStats, lastComponent, sumBytes, sumParams, tensorEntries } from "./tensors.js";
-
-/**
- * Name prefix of each PEFT method's parameters inside an adapted module (PEFT's `BaseTuner.prefix`):
- * `…query.lora_A.weight`. A method missing here is matched by its lowercased `peft_type` + `_`.
- */
-const TUNER_PREFIXES: Readonly<Record<string, string>> = {
-  LORA: "lora_",
-  ADALORA: "lora_",
-  IA3: "ia3_",
-  LOHA: "hada_",
-  LOKR: "lokr_",
-  OFT: "oft_",
-  BOFT: "boft_",
-  VERA: "vera_",
-  FOURIERFT: "fourierft_",
-  VBLORA: "vblora_",
-  HRA: "hra_",
-  BONE: "bone_",
-  MISS: "miss_",
-  LN_TUNING: "ln_tuning_",
-  POLY: "poly_",
-  RANDLORA: "randlora_",
-  SHIRA: "shira_",
-  C3A: "c3a_",
-  ROAD: "road_",
-  ADAPTION_PROMPT: "adaption_",
-  TRAINABLE_TOKENS: "trainable_tokens_",
-};
-
-/** Methods that learn virtual-token embeddings instead of rewriting modules. */
-const PROMPT_LEARNING = new Set(["PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "MULTITASK_PROMPT_TUNING", "CPT"]);
 
 /** The settings `peft inspect` shows first, in this order, when set (booleans always; null, "", {} and [] never). */
 const MAIN_KEYS = [
@@ -102,9 +73,9 @@ export interface AdapterReport {
   readonly config: Readonly<Record<string, unknown>>;
   /** Other settings with a non-empty value. */
   readonly otherSettings: Readonly<Record<string, unknown>>;
-  /** LoRA output scale lora_alpha / r (or / √r with use_rslora), before rank_pattern/alpha_pattern. */
+  /** Low-rank methods: output scale lora_alpha / r (or / √r with use_rslora), before rank_pattern/alpha_pattern. */
   readonly scaling: number | null;
-  /** Ranks found in the tensors (rows of each `lora_A`), for LoRA-family adapters. */
+  /** Ranks found in the tensors (rows of each low-rank `A` factor), for low-rank methods. */
   readonly ranks: readonly number[];
   /** Modules the method rewrites, without the `base_model.model.` prefix. */
   readonly adaptedModules: readonly string[];
@@ -140,15 +111,32 @@ interface Classified {
   readonly kind: "adapter" | "saved" | "prompt";
   readonly module: string;
   readonly param: string;
+  readonly role: TensorRole | null;
 }
 
-function classify(e: TensorEntry, peftType: string, prefix: string): Classified {
-  const parts = stripBase(e.name).split(".");
-  const at = parts.findIndex((p) => p.startsWith(prefix));
-  if (at >= 0) return { entry: e, kind: "adapter", module: parts.slice(0, at).join(".") || "(shared)", param: parts.slice(at).join(".") };
-  if (PROMPT_LEARNING.has(peftType)) return { entry: e, kind: "prompt", module: "", param: parts.join(".") };
+/**
+ * Sorts a tensor by the role its tuner gives it (`TunerDef.role`). For a method peft-ts does not
+ * implement, PEFT's naming is used: `<module>.<peft_type>_…` is the method's, a name with no
+ * module is a prompt-learning tensor, anything else a saved module copy.
+ */
+function classify(e: TensorEntry, tuner: TunerDef | null, peftType: string): Classified {
+  const name = stripBase(e.name);
+  const parts = name.split(".");
+  if (tuner) {
+    const role = tuner.role(name);
+    if (role?.kind === "prompt") return { entry: e, kind: "prompt", module: "", param: name, role };
+    if (role) {
+      const module = role.module ?? "(shared)";
+      const param = role.module !== null && name.startsWith(`${role.module}.`) ? name.slice(role.module.length + 1) : name;
+      return { entry: e, kind: "adapter", module, param, role };
+    }
+  } else {
+    const at = parts.findIndex((p) => p.startsWith(`${peftType.toLowerCase()}_`));
+    if (at >= 0) return { entry: e, kind: "adapter", module: parts.slice(0, at).join(".") || "(shared)", param: parts.slice(at).join("."), role: null };
+    if (parts.length === 1) return { entry: e, kind: "prompt", module: "", param: name, role: null };
+  }
   const module = parts.length > 1 ? parts.slice(0, -1).join(".") : parts.join(".");
-  return { entry: e, kind: "saved", module, param: parts.join(".") };
+  return { entry: e, kind: "saved", module, param: parts.join("."), role: null };
 }
 
 /** Reads an adapter folder's config and safetensors header; no tensor data is read. */
@@ -176,9 +164,8 @@ export function inspectAdapterDir(dir: string, opts: { tensors?: boolean } = {})
     f.close();
   }
 
-  const type = peftType.toUpperCase();
-  const prefix = TUNER_PREFIXES[type] ?? `${type.toLowerCase()}_`;
-  const items = entries.map((e) => classify(e, type, prefix));
+  const tuner = findTuner(peftType);
+  const items = entries.map((e) => classify(e, tuner, peftType));
   const adapterItems = items.filter((c) => c.kind === "adapter");
   const adaptedModules = [...new Set(adapterItems.map((c) => c.module))].sort();
   const savedModules = [...new Set(items.filter((c) => c.kind === "saved").map((c) => c.module))].sort();
@@ -195,10 +182,9 @@ export function inspectAdapterDir(dir: string, opts: { tensors?: boolean } = {})
     groups.set(key, g);
   }
 
-  const ranks =
-    prefix === "lora_"
-      ? [...new Set(adapterItems.filter((c) => c.param === "lora_A.weight" && c.entry.shape.length >= 2).map((c) => c.entry.shape[0]!))].sort((a, b) => a - b)
-      : [];
+  const ranks = [
+    ...new Set(adapterItems.filter((c) => c.role?.kind === "update" && c.role.lowRank === "A" && c.entry.shape.length >= 2).map((c) => c.entry.shape[0]!)),
+  ].sort((a, b) => a - b);
   const config: Record<string, unknown> = {};
   for (const k of MAIN_KEYS) if (k in raw && (typeof raw[k] === "boolean" || !isEmpty(raw[k]))) config[k] = raw[k];
   const otherSettings: Record<string, unknown> = {};
@@ -207,8 +193,8 @@ export function inspectAdapterDir(dir: string, opts: { tensors?: boolean } = {})
   const r = raw["r"];
   const alpha = raw["lora_alpha"];
   const scaling =
-    prefix === "lora_" && typeof r === "number" && r > 0 && typeof alpha === "number" ? alpha / (raw["use_rslora"] === true ? Math.sqrt(r) : r) : null;
-  const prompt = items.find((c) => c.kind === "prompt" && c.param === "prompt_embeddings");
+    ranks.length > 0 && typeof r === "number" && r > 0 && typeof alpha === "number" ? alpha / (raw["use_rslora"] === true ? Math.sqrt(r) : r) : null;
+  const prompt = items.find((c) => c.kind === "prompt");
   const nvt = raw["num_virtual_tokens"];
 
   return {

@@ -47,3 +47,18 @@ export function parseTargetSpec(value: string): TargetSpec {
   }
   return { kind: "names", names };
 }
+
+/** `key=value` for `--adapter-config` (repeatable): value parsed as JSON, else kept as a string; accumulated into one object. */
+export function parseConfigAssignment(value: string, previous: Record<string, unknown> | undefined): Record<string, unknown> {
+  const eq = value.indexOf("=");
+  const key = eq > 0 ? value.slice(0, eq).trim() : "";
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new InvalidArgumentError("expected key=value with a PEFT config field name, e.g. decompose_both=true.");
+  const text = value.slice(eq + 1);
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    v = text;
+  }
+  return { ...(previous ?? {}), [key]: v };
+}

@@ -223,7 +223,7 @@ describe("peft train", () => {
       [["--target", "no_such_module"], /\[PEFT_ERR_CONFIG\].*no_such_module/],
       [["--max-length", "1000"], /\[PEFT_ERR_CONFIG\]: peft train: '--max-length': 1000 is longer than the model's 64 positions/],
       [["--resume", "--overwrite"], /'--resume': cannot be combined with --overwrite/],
-      [["--feedforward", "intermediate.dense"], /'--feedforward': only applies to --method ia3/],
+      [["--feedforward", "intermediate.dense"], /'--feedforward': does not apply to --method lora/],
     ];
     for (const [extra, re] of cases) {
       const r = await runCli(TRAIN_ARGS(out, extra));

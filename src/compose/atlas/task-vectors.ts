@@ -1,9 +1,9 @@
 /**
  * Task vectors for aTLAS, split into parameter blocks: τ_t = θ_t − θ_0, one block per parameter
  * tensor (`bert.encoder.layer.0.attention.self.query.weight`), stored in the base parameter's
- * layout. They come from full fine-tunes (two safetensors checkpoints) or from LoRA adapters
- * (ΔW = scaling·B·A per adapted module, transposed for GPT-2's Conv1D; `modules_to_save` copies
- * become copy − base). Each task vector remembers where it came from (`AtlasTaskVectorRef`), so a
+ * layout. They come from full fine-tunes (two safetensors checkpoints) or from adapters of any
+ * mergeable method (merged − base per changed parameter: for LoRA ΔW = scaling·B·A, transposed for
+ * GPT-2's Conv1D; `modules_to_save` copies become copy − base). Each task vector remembers where it came from (`AtlasTaskVectorRef`), so a
  * coefficient file can name it instead of storing it.
  */
 import { ConfigError, ShapeMismatchError, UnsupportedOptionError } from "../../errors.js";
@@ -13,9 +13,6 @@ import { loadAdapterDir } from "../../peft/adapter-io.js";
 import { modelInfo } from "../../peft/model-info.js";
 import { numel, toFloat32 } from "../../tensor.js";
 import type { AdapterInstance, BaseModelInfo } from "../../tuners/common/types.js";
-import { type LoraConfig, moduleRankAndScale } from "../../tuners/lora/config.js";
-import { loraKeys, loraModuleOf } from "../../tuners/lora/keys.js";
-import { loraDeltaWeight } from "../../tuners/lora/merge.js";
 import { type TensorFilter, acceptsTensor, taskVectorFromCheckpoints } from "../task-vector.js";
 
 /** Where a task vector came from (written to coefficient files). */
@@ -54,36 +51,23 @@ export function atlasTaskVectorFromCheckpoints(name: string, basePath: string, f
 }
 
 /**
- * A LoRA adapter as a task vector: ΔW = scaling·B·A for every adapted module (key
- * `<module>.weight`, in the base weight's layout), plus copy − base for saved full copies
- * (`modules_to_save`), all filtered by `include`.
+ * An adapter as a task vector: for every base parameter its merge changes, merged − base (for
+ * LoRA ΔW = scaling·B·A, in the base weight's layout), plus copy − base for saved full copies
+ * (`modules_to_save`), all filtered by `include`. Any method with a merge rule qualifies.
  */
 export function atlasTaskVectorFromAdapter(name: string, adapter: AdapterInstance, model: BaseModelInfo, opts: { include?: TensorFilter; ref?: AtlasTaskVectorRef } = {}): AtlasTaskVector {
-  if (adapter.tuner.peftType !== "LORA") throw new UnsupportedOptionError(`adapter '${adapter.name}'`, "peft_type", adapter.tuner.peftType, "aTLAS task vectors are built from LoRA adapters or checkpoints");
-  const c = adapter.config as LoraConfig;
-  if (c.useDora) throw new UnsupportedOptionError(`adapter '${adapter.name}'`, "use_dora", true, "a DoRA update is not additive (it rescales W + ΔW)");
+  if (!adapter.tuner.merge) {
+    throw new UnsupportedOptionError(`adapter '${adapter.name}'`, "peft_type", adapter.tuner.peftType, "aTLAS task vectors need a method whose update can be merged into the weights");
+  }
   const blocks = new Map<string, Float32Array>();
+  const minus = (after: Float32Array, before: Float32Array) => Float32Array.from(after, (v, i) => v - before[i]!);
   for (const [key, t] of adapter.tensors) {
-    const module = loraModuleOf(key);
-    if (module === null) {
-      if (!acceptsTensor(opts.include, key) || !model.has(key)) continue;
-      const base = toFloat32(model.weight(key));
-      const copy = toFloat32(t);
-      blocks.set(key, Float32Array.from(copy, (v, i) => v - base[i]!));
-      continue;
-    }
-    if (!key.endsWith(".lora_A.weight")) continue;
-    const wname = `${module}.weight`;
-    if (!acceptsTensor(opts.include, wname)) continue;
-    const { scaling } = moduleRankAndScale(c, module);
-    const delta = loraDeltaWeight(t, adapter.tensors.get(loraKeys(module).B)!, scaling);
-    const lin = model.linearModules.find((m) => m.name === module);
-    const fanInFanOut = lin?.fanInFanOut ?? c.fanInFanOut;
-    const [out, inn] = [adapter.tensors.get(loraKeys(module).B)!.shape[0]!, t.shape[1]!];
-    const tau = new Float32Array(delta.length);
-    if (!fanInFanOut) for (let i = 0; i < tau.length; i++) tau[i] = delta[i]!;
-    else for (let o = 0; o < out; o++) for (let i = 0; i < inn; i++) tau[i * out + o] = delta[o * inn + i]!;
-    blocks.set(wname, tau);
+    if (adapter.tuner.role(key) !== null || !acceptsTensor(opts.include, key) || !model.has(key)) continue;
+    blocks.set(key, minus(toFloat32(t), toFloat32(model.weight(key))));
+  }
+  for (const [key, merged] of adapter.tuner.merge(adapter, model)) {
+    if (!acceptsTensor(opts.include, key) || blocks.has(key)) continue;
+    blocks.set(key, minus(toFloat32(merged), toFloat32(model.weight(key))));
   }
   return { name, ref: opts.ref ?? { kind: "memory" }, blocks: new Map([...blocks].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) };
 }

@@ -3,12 +3,12 @@
  * ComPEFT file (format version 2) and `decompressAdapter(file, outDir)` writes back a PEFT adapter
  * folder (`adapter_config.json` + `adapter_model.safetensors`) that PEFT and peft-ts load.
  *
- * What is compressed (one global top-k over all of them, as the ComPEFT reference does):
- * - LoRA: every `lora_A` / `lora_B` factor, baseline 0;
- * - (IA)³: every `ia3_l` vector, baseline 1 (its identity value).
+ * What is compressed (one global top-k over all of them, as the ComPEFT reference does): every
+ * tensor whose tuner gives it the role `update` with a baseline (`TunerDef.role`) — LoRA's
+ * `lora_A` / `lora_B` factors against 0, (IA)³'s `ia3_l` vectors against 1 (their identity value).
  * Everything else in the adapter file is stored dense, as it is: `modules_to_save` copies such as
- * a classifier head, and DoRA magnitude vectors (which are norms, not updates from a baseline).
- * Other tuners (prompt tuning) have no update with a known baseline and are refused.
+ * a classifier head, DoRA magnitude vectors (norms, not updates from a baseline), fixed random
+ * projections. An adapter with no update tensor (prompt tuning) is refused.
  *
  * The file's metadata holds `adapter_config.json` (as parsed JSON) and the safetensors
  * `__metadata__` of the adapter weights, so decompression needs nothing else. Both functions
@@ -19,8 +19,7 @@ import { statSync } from "../../platform/fs.js";
 import { CompeftHeaderError, UnsupportedOptionError } from "../../errors.js";
 import { readAdapterDir, writeAdapterDir } from "../../io/peft-files.js";
 import { numel, type Tensor } from "../../tensor.js";
-import { ia3Key } from "../../tuners/ia3/index.js";
-import { loraKeys, loraModuleOf } from "../../tuners/lora/keys.js";
+import type { TunerDef } from "../../tuners/common/types.js";
 import { tunerFor } from "../../tuners/registry.js";
 import { compeft, compeftStats, reconstruct, type CompeftCompressed, type CompeftDenseTensor } from "./compeft.js";
 import { readCompeftFile, writeCompeftFile } from "./file.js";
@@ -39,23 +38,10 @@ export type CompeftRole = { readonly kind: "sparse"; readonly baseline: number }
 export const ADAPTER_CONFIG_KEY = "adapter_config";
 export const ADAPTER_WEIGHTS_METADATA_KEY = "adapter_weights_metadata";
 
-/** The role of tensor `key` of an adapter of tuner `tunerName` (`lora`, `ia3`). */
-export function compeftRole(tunerName: string, key: string): CompeftRole {
-  if (tunerName === "lora") {
-    const module = loraModuleOf(key);
-    if (module !== null && (key === loraKeys(module).A || key === loraKeys(module).B)) return { kind: "sparse", baseline: 0 };
-    return { kind: "dense" };
-  }
-  if (tunerName === "ia3") {
-    const dot = key.lastIndexOf(".");
-    return dot > 0 && ia3Key(key.slice(0, dot)) === key ? { kind: "sparse", baseline: 1 } : { kind: "dense" };
-  }
-  throw new UnsupportedOptionError(
-    "adapter_config.json",
-    "peft_type",
-    tunerName.toUpperCase(),
-    "ComPEFT compresses LoRA factors and (IA)³ vectors, whose updates have a known baseline (0 and 1)",
-  );
+/** How tensor `key` of an adapter of `tuner` is stored: its `update` tensors against their baseline, the rest dense. */
+export function compeftRole(tuner: TunerDef | string, key: string): CompeftRole {
+  const role = (typeof tuner === "string" ? tunerFor(tuner) : tuner).role(key);
+  return role?.kind === "update" ? { kind: "sparse", baseline: role.baseline } : { kind: "dense" };
 }
 
 /** An adapter as plain data: the parsed config, its tensors under their file names, the safetensors metadata. */
@@ -75,14 +61,14 @@ export function compeftAdapter(adapter: AdapterData, options: CompressAdapterOpt
   const dense: CompeftDenseTensor[] = [];
   for (const name of [...adapter.weights.keys()].sort()) {
     const t = adapter.weights.get(name)!;
-    const role = compeftRole(tuner.name, name);
+    const role = compeftRole(tuner, name);
     if (role.kind === "sparse") {
       sparse.set(name, t);
       baselines.set(name, role.baseline);
     } else dense.push({ name, tensor: t });
   }
   if (sparse.size === 0) {
-    throw new UnsupportedOptionError(file, "peft_type", tuner.peftType, "the adapter has no LoRA factors or (IA)³ vectors to compress");
+    throw new UnsupportedOptionError(file, "peft_type", tuner.peftType, "the adapter has no update tensor with a known baseline (such as LoRA factors or (IA)³ vectors) to compress");
   }
   const c = compeft(sparse, { ...options, baseline: (n) => baselines.get(n)! });
   return {

@@ -1,6 +1,6 @@
 /** The contract between a tuner (one PEFT method) and the generic adapter machinery in `src/peft`. */
 import type { Value } from "../../graph/types.js";
-import type { ModelHooks } from "../../models/context.js";
+import type { ComputeDtype, LinearSite, ModelHooks } from "../../models/context.js";
 import type { Tensor } from "../../tensor.js";
 
 /** A linear layer of the base model, as the model builder reports it. */
@@ -25,6 +25,12 @@ export interface BaseModelInfo {
   readonly has: (name: string) => boolean;
   /** The token embedding matrix's parameter name. */
   readonly embeddingParam: string;
+  /**
+   * The architecture's default target modules of the LoRA family (PEFT's
+   * `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`, which LoHa, LoKr, VeRA, AdaLoRA, OFT…
+   * reuse): the model definition's `loraTargets`.
+   */
+  readonly defaultTargets: readonly string[];
 }
 
 /** Fields every PEFT config has. */
@@ -48,6 +54,65 @@ export interface AdapterInstance<C extends TunerConfigBase = TunerConfigBase> {
 /** How the graph obtains an adapter tensor: an initializer (frozen) or an input (trainable). */
 export type ParamView = (key: string) => Value;
 
+/**
+ * What one of a tuner's tensors is, for code that handles adapters without knowing the method
+ * (ComPEFT, inspect, combining, training):
+ * - `update`: a trained tensor whose "no change" value is `baseline` (LoRA factors: 0, since
+ *   B·A = 0 with B = 0; (IA)³ vectors: 1). ComPEFT compresses these against the baseline.
+ *   `lowRank` marks the two factors of a low-rank product ΔW = scaling·B·A (`A`: [r, in], `B`: [out, r]).
+ * - `state`: trained, but not an update from a fixed value (DoRA magnitudes): stored as is.
+ * - `frozen`: saved with the adapter but never trained (VeRA's shared random projections).
+ * - `prompt`: virtual-token embeddings (prompt learning), not tied to a module.
+ */
+export type TensorRole =
+  | { readonly kind: "update"; readonly module: string; readonly baseline: number; readonly lowRank?: "A" | "B" }
+  | { readonly kind: "state"; readonly module: string }
+  | { readonly kind: "frozen"; readonly module: string | null }
+  | { readonly kind: "prompt" };
+
+/** Factors of one module's low-rank update ΔW = scaling·B·A. */
+export interface LowRankFactors {
+  readonly A: Tensor; // [r, in]
+  readonly B: Tensor; // [out, r]
+  readonly scaling: number;
+}
+
+/**
+ * Tuners whose update is a low-rank product per module (LoRA) can be combined
+ * (`add_weighted_adapter`, mergekit-style adapter merges) into a new adapter of the same method.
+ */
+export interface LowRankView<C extends TunerConfigBase = TunerConfigBase> {
+  /** Throws a typed error naming the option when this adapter's update is not just B·A (DoRA, trained biases). */
+  check(adapter: AdapterInstance<C>, label: string, purpose: string): void;
+  /** Module → its factors. */
+  factors(adapter: AdapterInstance<C>): Map<string, LowRankFactors>;
+  /** Rank settings PEFT's `add_weighted_adapter` reads. */
+  rankInfo(config: C): { readonly r: number; readonly rankPattern: Readonly<Record<string, number>>; readonly useRslora: boolean; readonly targetModules: string | string[] | null };
+  /**
+   * adapter_config.json fields of a new adapter of this method holding plain factors of rank `r`
+   * with scaling 1 (`lora_alpha = r`) on `targetModules`, other settings taken from `config`.
+   */
+  configFor(config: C, opts: { readonly r: number; readonly alpha: number; readonly targetModules: string | string[] | null; readonly resetLayout: boolean }): Record<string, unknown>;
+  /** Tensor keys of a module's factors. */
+  keys(module: string): { readonly A: string; readonly B: string };
+}
+
+/** Options `peft train` passes to a tuner to make a new adapter's config. */
+export interface TrainMethodOptions {
+  readonly taskType: "SEQ_CLS" | "CAUSAL_LM";
+  readonly r: number;
+  readonly alpha: number;
+  readonly dropout: number;
+  /** `--target` as PEFT's `target_modules` value, or null for the method's default for the architecture. */
+  readonly target: string | string[] | null;
+  /** `--feedforward` ((IA)³), or null. */
+  readonly feedforward: string | string[] | null;
+  /** `--num-virtual-tokens` (prompt learning). */
+  readonly numVirtualTokens: number;
+  /** Output modules trained in full (`classifier` for sequence classification). */
+  readonly modulesToSave: readonly string[];
+}
+
 export interface TunerDef<C extends TunerConfigBase = TunerConfigBase> {
   /** Lower-case id, `peft_type` lowercased (`lora`, `ia3`, `prompt_tuning`). */
   readonly name: string;
@@ -55,6 +120,37 @@ export interface TunerDef<C extends TunerConfigBase = TunerConfigBase> {
   readonly peftType: string;
   /** Prefix of the tuner's own tensor names (`lora_`, `ia3_`, ``). */
   readonly prefix: string;
+  /** The name `peft train --method` takes (`lora`, `ia3`, `prefix-tuning`). */
+  readonly method: string;
+  /**
+   * `module`: rewrites layers; tensors are saved as `base_model.model.<module>.<param>`.
+   * `prompt`: prompt learning; tensors are saved under their own names (`prompt_embeddings`).
+   */
+  readonly kind: "module" | "prompt";
+  /** The role of one of the tuner's tensors, or null when `key` is not the tuner's (a copied base parameter). */
+  role(key: string): TensorRole | null;
+  /** Virtual tokens the adapter puts in front of the sequence (causal-LM labels are padded for them). */
+  virtualTokens?(config: C): number;
+  /**
+   * Whether adapters of this method can serve rows of a mixed-adapter batch. Rows then use each
+   * adapter's linear hooks, selected per row; `stacked` is an optional one-graph form.
+   */
+  readonly mixedBatch?: {
+    /** Throws AdapterStateError when this adapter cannot (DoRA). */
+    check?(adapter: AdapterInstance<C>): void;
+    /**
+     * The summed update (without the base output) for rows gathered by `rowIndex` from
+     * `adapters` (row index `adapters.length` = base model) at one linear layer; null when none
+     * of them adapts it.
+     */
+    stacked?(site: LinearSite, adapters: readonly (AdapterInstance<C> | null)[], rowIndex: Value, dtype: ComputeDtype): Value | null;
+  };
+  /** Present when the update is a low-rank product (see {@link LowRankView}). */
+  readonly lowRank?: LowRankView<C>;
+  /** The PEFT config object `peft train --method <method>` creates, with the architecture's default targets. */
+  trainConfig(opts: TrainMethodOptions, model: BaseModelInfo): Record<string, unknown>;
+  /** Learning-rate multiplier of a trainable tensor (LoRA+: `loraplus_lr_ratio` for B); default 1. */
+  lrScale?(config: C, key: string): number;
   /** Validate an adapter_config.json; unsupported options raise `UnsupportedOptionError`. */
   parseConfig(raw: Readonly<Record<string, unknown>>, file: string): C;
   /** The config as adapter_config.json fields, PEFT's names. */
@@ -67,6 +163,9 @@ export interface TunerDef<C extends TunerConfigBase = TunerConfigBase> {
   init(config: C, model: BaseModelInfo, rng: { uniform(): number; normal(): number }): Map<string, Tensor>;
   /** Graph hooks that apply the adapter. */
   hooks(adapter: AdapterInstance<C>, param: ParamView, opts: { training: boolean; seed: number }): ModelHooks;
-  /** Fold the adapter into base weights: new values for the base parameters it changes. */
-  merge(adapter: AdapterInstance<C>, model: BaseModelInfo): Map<string, Tensor>;
+  /**
+   * Fold the adapter into base weights: new values for the base parameters it changes (PEFT's
+   * `merge`; unmerging restores the stored base). Absent when the method cannot be merged.
+   */
+  merge?(adapter: AdapterInstance<C>, model: BaseModelInfo): Map<string, Tensor>;
 }

@@ -3,6 +3,7 @@ import { ConfigError } from "../../errors.js";
 import * as G from "../../graph/api.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { expandAllLinear, isTargeted } from "../common/target.js";
+import { savedModules } from "../common/train.js";
 import type { BaseModelInfo, LinearModule, TunerDef } from "../common/types.js";
 import { type Ia3Config, ia3ConfigToRaw, isFeedforward, parseIa3Config } from "./config.js";
 
@@ -19,10 +20,43 @@ function targets(c: Ia3Config, model: BaseModelInfo): LinearModule[] {
   return hits;
 }
 
+/**
+ * Default targets when `peft train` gets no `--target`: PEFT's TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING
+ * and …_FEEDFORWARD_MODULES_MAPPING for the architectures peft-ts builds.
+ */
+export const IA3_DEFAULT_TARGETS: Readonly<Record<string, { readonly target: readonly string[]; readonly feedforward: readonly string[] }>> = {
+  bert: { target: ["key", "value", "output.dense"], feedforward: ["output.dense"] },
+  gpt2: { target: ["c_attn", "mlp.c_proj"], feedforward: ["mlp.c_proj"] },
+  llama: { target: ["k_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
+  mistral: { target: ["k_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
+  qwen2: { target: ["q_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
+};
+
 export const ia3: TunerDef<Ia3Config> = {
   name: "ia3",
   peftType: "IA3",
   prefix: IA3_PREFIX,
+  method: "ia3",
+  kind: "module",
+  role(key) {
+    if (!key.endsWith(".ia3_l")) return null;
+    return { kind: "update", module: key.slice(0, -".ia3_l".length), baseline: 1 };
+  },
+  mixedBatch: {},
+  trainConfig(o, model) {
+    const defaults = IA3_DEFAULT_TARGETS[model.modelType];
+    if (o.target === null && !defaults) throw new ConfigError("peft train", "--target", `(IA)³ has no default target modules for ${model.modelType}; pass --target (and --feedforward)`);
+    const target = o.target ?? [...defaults!.target];
+    const ff = o.feedforward !== null ? { feedforward_modules: o.feedforward } : o.target === null ? { feedforward_modules: [...defaults!.feedforward] } : {};
+    return {
+      peft_type: "IA3",
+      task_type: o.taskType,
+      target_modules: target,
+      ...ff,
+      ...savedModules(o),
+      ...(model.linearModules.some((m) => m.fanInFanOut) ? { fan_in_fan_out: true } : {}),
+    };
+  },
   parseConfig: parseIa3Config,
   toRaw: ia3ConfigToRaw,
   resolve(c, model) {

@@ -1,11 +1,14 @@
 /** LoRA (with rsLoRA and DoRA) as a peft-ts tuner. */
-import { ConfigError } from "../../errors.js";
-import type { Tensor } from "../../tensor.js";
+import { AdapterStateError, ConfigError, UnsupportedOptionError } from "../../errors.js";
+import { castTensor } from "../../models/context.js";
+import { type Tensor, toFloat32 } from "../../tensor.js";
 import { expandAllLinear, isTargeted } from "../common/target.js";
-import type { AdapterInstance, BaseModelInfo, LinearModule, TunerDef } from "../common/types.js";
+import { targetSpecToRaw } from "../common/target.js";
+import { rejectFeedforward, savedModules } from "../common/train.js";
+import type { AdapterInstance, BaseModelInfo, LinearModule, LowRankFactors, TensorRole, TunerDef } from "../common/types.js";
 import { type LoraConfig, loraConfigToRaw, moduleRankAndScale, parseLoraConfig } from "./config.js";
-import { LORA_PREFIX, loraKeys } from "./keys.js";
-import { applyLora } from "./layer.js";
+import { LORA_PREFIX, loraKeys, loraModuleOf } from "./keys.js";
+import { applyLora, mixedLoraDelta } from "./layer.js";
 import { doraMagnitude, loraDeltaWeight, mergeLoraWeight } from "./merge.js";
 
 export { type LoraConfig, LORA_DEFAULTS, parseLoraConfig, loraConfigToRaw, moduleRankAndScale } from "./config.js";
@@ -31,10 +34,94 @@ function uniform(n: number, bound: number, rng: { uniform(): number }): Float32A
   return Float32Array.from({ length: n }, () => (rng.uniform() * 2 - 1) * bound);
 }
 
+/** The role of a LoRA tensor: A and B are the factors of a low-rank update (baseline 0), DoRA's magnitude is state. */
+function loraRole(key: string): TensorRole | null {
+  const module = loraModuleOf(key);
+  if (module === null) return null;
+  const k = loraKeys(module);
+  if (key === k.A) return { kind: "update", module, baseline: 0, lowRank: "A" };
+  if (key === k.B) return { kind: "update", module, baseline: 0, lowRank: "B" };
+  return { kind: "state", module };
+}
+
 export const lora: TunerDef<LoraConfig> = {
   name: "lora",
   peftType: "LORA",
   prefix: LORA_PREFIX,
+  method: "lora",
+  kind: "module",
+  role: loraRole,
+  mixedBatch: {
+    check(a) {
+      if (a.config.useDora) throw new AdapterStateError(a.name, "mixed-adapter batches do not support DoRA (as in PEFT)");
+    },
+    stacked(site, adapters, rowIndex, dtype) {
+      const { name, inFeatures: fin, outFeatures: fout } = site;
+      const k = loraKeys(name);
+      const users = adapters.filter((a) => a?.tensors.has(k.A));
+      if (users.length === 0) return null;
+      const n = adapters.length + 1;
+      const rmax = Math.max(...users.map((a) => a!.tensors.get(k.A)!.shape[0]!));
+      const A = new Float32Array(n * rmax * fin);
+      const B = new Float32Array(n * fout * rmax);
+      const S = new Float32Array(n);
+      adapters.forEach((a, idx) => {
+        const ta = a?.tensors.get(k.A);
+        if (!a || !ta) return;
+        const r = ta.shape[0]!;
+        const bv = toFloat32(a.tensors.get(k.B)!);
+        A.set(toFloat32(ta), idx * rmax * fin); // rows beyond r stay zero
+        for (let o = 0; o < fout; o++) for (let j = 0; j < r; j++) B[idx * fout * rmax + o * rmax + j] = bv[o * r + j]!;
+        S[idx] = moduleRankAndScale(a.config, name).scaling;
+      });
+      const cast = (d: Float32Array, shape: number[]) => site.g.constant(castTensor({ dtype: "float32", shape, data: d }, dtype));
+      return mixedLoraDelta(site, { A: cast(A, [n, rmax, fin]), B: cast(B, [n, fout, rmax]), scaling: cast(S, [n]) }, rowIndex);
+    },
+  },
+  lowRank: {
+    check(a, label, purpose) {
+      if (a.config.useDora) throw new UnsupportedOptionError(label, "use_dora", true, `DoRA magnitude vectors cannot be used by ${purpose}`);
+      if (a.config.bias !== "none") throw new UnsupportedOptionError(label, "bias", a.config.bias, `adapters that train biases cannot be used by ${purpose}; use bias 'none'`);
+    },
+    factors(a) {
+      const out = new Map<string, LowRankFactors>();
+      for (const [key, t] of a.tensors) {
+        if (loraRole(key)?.kind !== "update" || !key.endsWith(".lora_A.weight")) continue;
+        const module = loraModuleOf(key)!;
+        const B = a.tensors.get(loraKeys(module).B);
+        if (!B) throw new ConfigError(`adapter '${a.name}'`, loraKeys(module).B, "missing (lora_A has no matching lora_B)");
+        out.set(module, { A: t, B, scaling: moduleRankAndScale(a.config, module).scaling });
+      }
+      return out;
+    },
+    rankInfo: (c) => ({ r: c.r, rankPattern: c.rankPattern, useRslora: c.useRslora, targetModules: targetSpecToRaw(c.targetModules) }),
+    configFor(c, o) {
+      return {
+        ...loraConfigToRaw(c),
+        r: o.r,
+        lora_alpha: o.alpha,
+        target_modules: o.targetModules,
+        rank_pattern: {},
+        alpha_pattern: {},
+        inference_mode: false,
+        ...(o.resetLayout ? { use_rslora: false, exclude_modules: null, layers_to_transform: null, layers_pattern: null } : {}),
+      };
+    },
+    keys: (m) => loraKeys(m),
+  },
+  trainConfig(o, model) {
+    rejectFeedforward(o, "lora");
+    return {
+      peft_type: "LORA",
+      task_type: o.taskType,
+      r: o.r,
+      lora_alpha: o.alpha,
+      lora_dropout: o.dropout,
+      target_modules: o.target ?? [...model.defaultTargets],
+      ...savedModules(o),
+      ...(model.linearModules.some((m) => m.fanInFanOut) ? { fan_in_fan_out: true } : {}),
+    };
+  },
   parseConfig: parseLoraConfig,
   toRaw: loraConfigToRaw,
   resolve(c, model) {

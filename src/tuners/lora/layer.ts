@@ -56,7 +56,11 @@ export interface StackedLora {
  * stacked A, B and scaling by `rowIndex` [batch] and adds its own low-rank update.
  */
 export function applyMixedLora(site: LinearSite, s: StackedLora, rowIndex: Value): Value {
-  const base = site.base(site.x);
+  return G.add(site.base(site.x), mixedLoraDelta(site, s, rowIndex));
+}
+
+/** The per-row low-rank update of {@link applyMixedLora}, without the base output. */
+export function mixedLoraDelta(site: LinearSite, s: StackedLora, rowIndex: Value): Value {
   let x = site.x;
   const rank2 = x.rank === 2;
   if (rank2) x = G.unsqueeze(x, [1]);
@@ -67,5 +71,5 @@ export function applyMixedLora(site: LinearSite, s: StackedLora, rowIndex: Value
   // scale the rank-r activations, not the [b, seq, out] product
   let y = G.matmul(G.mul(G.matmul(x, G.transpose(a, [0, 2, 1])), sc), G.transpose(b, [0, 2, 1]));
   if (rank2) y = G.squeeze(y, [1]);
-  return G.add(base, y);
+  return y;
 }

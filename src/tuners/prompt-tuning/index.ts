@@ -4,6 +4,7 @@ import { UnsupportedOptionError } from "../../errors.js";
 import * as G from "../../graph/api.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { COMMON_KEYS, baseFields, baseSchema, baseToRaw, parseWith, rejectUnknownKeys } from "../common/config.js";
+import { rejectFeedforward, savedModules } from "../common/train.js";
 import type { TunerConfigBase, TunerDef } from "../common/types.js";
 
 export interface PromptTuningConfig extends TunerConfigBase {
@@ -74,6 +75,19 @@ export const promptTuning: TunerDef<PromptTuningConfig> = {
   name: "prompt_tuning",
   peftType: "PROMPT_TUNING",
   prefix: "prompt_",
+  method: "prompt-tuning",
+  kind: "prompt",
+  role: (key) => (key === PROMPT_KEY ? { kind: "prompt" } : null),
+  virtualTokens: (c) => c.numVirtualTokens * c.numTransformerSubmodules,
+  trainConfig(o) {
+    rejectFeedforward(o, "prompt-tuning");
+    return {
+      peft_type: "PROMPT_TUNING",
+      task_type: o.taskType,
+      num_virtual_tokens: o.numVirtualTokens,
+      ...savedModules(o),
+    };
+  },
   parseConfig: parsePromptTuningConfig,
   toRaw: promptTuningConfigToRaw,
   resolve(c, model) {
@@ -118,8 +132,5 @@ export const promptTuning: TunerDef<PromptTuningConfig> = {
         return { embeds: G.concat([p, embeds], 1), mask: G.concat([ones, mask], 1) };
       },
     };
-  },
-  merge() {
-    throw new UnsupportedOptionError("adapter_config.json", "peft_type", "PROMPT_TUNING", "prompt tuning adds tokens and cannot be merged into weights");
   },
 };
