@@ -7,6 +7,7 @@
 import { ConfigError, UnknownTunerError } from "../errors.js";
 import type { TunerConfigBase, TunerDef } from "./common/types.js";
 import { ia3 } from "./ia3/index.js";
+import { loha } from "./loha/index.js";
 import { lora } from "./lora/index.js";
 import { promptTuning } from "./prompt-tuning/index.js";
 
@@ -22,6 +23,7 @@ export const TUNERS = {
   lora: erase(lora),
   ia3: erase(ia3),
   prompt_tuning: erase(promptTuning),
+  loha: erase(loha),
 } as const;
 export type TunerName = keyof typeof TUNERS;
 
