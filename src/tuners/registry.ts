@@ -8,8 +8,10 @@ import { ConfigError, UnknownTunerError } from "../errors.js";
 import type { TunerConfigBase, TunerDef } from "./common/types.js";
 import { ia3 } from "./ia3/index.js";
 import { loha } from "./loha/index.js";
+import { lokr } from "./lokr/index.js";
 import { lora } from "./lora/index.js";
 import { promptTuning } from "./prompt-tuning/index.js";
+import { vera } from "./vera/index.js";
 
 /**
  * A tuner seen through the base config type. Safe because the machinery only hands a tuner the
@@ -24,6 +26,8 @@ export const TUNERS = {
   ia3: erase(ia3),
   prompt_tuning: erase(promptTuning),
   loha: erase(loha),
+  lokr: erase(lokr),
+  vera: erase(vera),
 } as const;
 export type TunerName = keyof typeof TUNERS;
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import type { Tensor } from "../../tensor.js";
-import { gradCheckLinear, maxDiff, methodSuite, runLinear } from "../method-suite.test-util.js";
+import { gradCheckLinear, maxDiff, methodSuite, runLinear } from "../../train/method-suite.test-util.js";
 
 const t = (shape: number[], data: number[]): Tensor => ({ dtype: "float32", shape, data: Float32Array.from(data) });
 
@@ -64,7 +64,7 @@ describe("LoHa", () => {
 
   test("GPT-2's Conv1D layers are refused, as PEFT does", async () => {
     const { PeftModel } = await import("../../peft/peft-model.js");
-    const { fixtureModel } = await import("../method-suite.test-util.js");
+    const { fixtureModel } = await import("../../train/method-suite.test-util.js");
     assert.throws(() => PeftModel.create(fixtureModel("gpt2"), { peft_type: "LOHA", target_modules: ["c_attn"] }), /target_modules.*Conv1D/u);
   });
 

@@ -25,11 +25,11 @@ import { type LoadedModel, loadModel } from "../models/load.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { CompiledGraph } from "../runtime/session.js";
 import { type Tensor, toFloat32 } from "../tensor.js";
-import { patternCorpus } from "../train/tiny-llama.test-util.js";
-import { Trainer } from "../train/trainer.js";
+import { patternCorpus } from "./tiny-llama.test-util.js";
+import { Trainer } from "./trainer.js";
 import { fixturePath } from "../util/paths.js";
-import type { AdapterInstance, TunerDef } from "./common/types.js";
-import { tunerFor } from "./registry.js";
+import type { AdapterInstance, TunerDef } from "../tuners/common/types.js";
+import { tunerFor } from "../tuners/registry.js";
 
 export const fixtureModel = (arch: "bert" | "gpt2" | "llama"): LoadedModel => loadModel(fixturePath("peft-parity", arch, "base"));
 
