@@ -167,7 +167,7 @@ describe("loading a bad adapter", () => {
     const pm = withGoodAdapter();
     const e = rejects(UnknownTunerError, () => pm.loadAdapter(dir, "other"), ["FANCY_NEW_METHOD", join(dir, "adapter_config.json"), "LORA", "IA3", "PROMPT_TUNING"], dir);
     assert.equal(e.peftType, "FANCY_NEW_METHOD");
-    rejects(UnknownTunerError, () => PeftModel.create(llama, { peft_type: "VERA", target_modules: ["q_proj"] }), ["VERA"]);
+    rejects(UnknownTunerError, () => PeftModel.create(llama, { peft_type: "VBLORA", target_modules: ["q_proj"] }), ["VBLORA"]);
     assertUnchanged(pm);
   });
 

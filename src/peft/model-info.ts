@@ -23,5 +23,6 @@ export function modelInfo(model: LoadedModel, weights: WeightSource = model.weig
     has: (name: string) => weights.has(name),
     embeddingParam: model.def.embeddingParam,
     defaultTargets: model.def.loraTargets,
+    paramNames: weights.keys(),
   };
 }

@@ -349,12 +349,14 @@ export class PeftModel {
       hooks = this.hooksFor(live, param, dropout, seed);
       for (const a of live) {
         for (const [k, t] of a.tensors) {
-          if (this.base.weights.has(k)) {
-            overrides.set(k, t);
-            if (training && !a.config.inferenceMode) {
-              trainableBase.add(k);
-              owners.set(k, { adapter: a.name, key: k });
-            }
+          // a copied base parameter (modules_to_save, bias) or a tuner's replacement of one (LN tuning)
+          const role = a.tuner.role(k);
+          const param = role?.kind === "replacement" ? role.param : role === null && this.base.weights.has(k) ? k : null;
+          if (param === null) continue;
+          overrides.set(param, t);
+          if (training && !a.config.inferenceMode) {
+            trainableBase.add(param);
+            owners.set(param, { adapter: a.name, key: k });
           }
         }
       }

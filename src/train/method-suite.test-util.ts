@@ -132,6 +132,18 @@ export interface MethodSuite {
   readonly merges?: boolean;
   /** Learning rate of the loss test. */
   readonly lr?: number;
+  /** The method has no random init (its fresh adapter equals the base): perturb its tensors for the merge and save tests. */
+  readonly perturb?: boolean;
+}
+
+/** A fresh adapter of `raw`, its tensors moved off their initial values when `perturb`. */
+function created(model: LoadedModel, raw: Readonly<Record<string, unknown>>, seed: number, perturb: boolean): PeftModel {
+  const pm = PeftModel.create(model, raw, "default", { seed });
+  if (perturb) {
+    const a = pm.adapter("default");
+    pm.updateAdapterTensors("default", new Map([...a.tensors].map(([k, t]) => [k, { dtype: "float32", shape: t.shape, data: Float32Array.from(toFloat32(t), (v, i) => v * (1 + 0.3 * Math.sin(i + seed)) + 0.05 * Math.cos(i)) } as Tensor])));
+  }
+  return pm;
 }
 
 const IDS: Tensor<"int64"> = { dtype: "int64", shape: [2, 6], data: BigInt64Array.from([5, 9, 11, 4, 7, 30, 8, 8, 20, 3, 6, 2], BigInt) };
@@ -142,7 +154,7 @@ export function methodSuite(s: MethodSuite): void {
 
   if (s.merges !== false) {
     test("merge == unmerged forward; unmerge restores the base; the merged model is plain", async () => {
-      const pm = PeftModel.create(model, s.randomConfig, "default", { seed: 3 });
+      const pm = created(model, s.randomConfig, 3, s.perturb ?? false);
       const adapted = await pm.forward({ inputIds: IDS });
       const base = await pm.disableAdapter(() => pm.forward({ inputIds: IDS }));
       assert.ok(maxDiff(adapted.data as Float32Array, base.data as Float32Array) > 1e-3, "the random adapter changes the logits");
@@ -162,7 +174,7 @@ export function methodSuite(s: MethodSuite): void {
   test("save → load → save is byte-stable and loads to the same logits", async () => {
     const dir = mkdtempSync(join(tmpdir(), `peft-${s.method}-`));
     try {
-      const pm = PeftModel.create(model, s.randomConfig, "default", { seed: 4 });
+      const pm = created(model, s.randomConfig, 4, s.perturb ?? false);
       pm.savePretrained(join(dir, "a"));
       const cfg = JSON.parse(readFileSync(join(dir, "a", "adapter_config.json"), "utf8")) as Record<string, unknown>;
       assert.equal(String(cfg.peft_type).toLowerCase(), s.method);

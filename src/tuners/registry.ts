@@ -7,9 +7,11 @@
 import { ConfigError, UnknownTunerError } from "../errors.js";
 import type { TunerConfigBase, TunerDef } from "./common/types.js";
 import { ia3 } from "./ia3/index.js";
+import { lnTuning } from "./ln-tuning/index.js";
 import { loha } from "./loha/index.js";
 import { lokr } from "./lokr/index.js";
 import { lora } from "./lora/index.js";
+import { oft } from "./oft/index.js";
 import { promptTuning } from "./prompt-tuning/index.js";
 import { vera } from "./vera/index.js";
 
@@ -28,6 +30,8 @@ export const TUNERS = {
   loha: erase(loha),
   lokr: erase(lokr),
   vera: erase(vera),
+  oft: erase(oft),
+  ln_tuning: erase(lnTuning),
 } as const;
 export type TunerName = keyof typeof TUNERS;
 

@@ -25,6 +25,8 @@ export interface BaseModelInfo {
   readonly has: (name: string) => boolean;
   /** The token embedding matrix's parameter name. */
   readonly embeddingParam: string;
+  /** Every parameter name of the base model (norm layers, embeddings, linear layers…). */
+  readonly paramNames: readonly string[];
   /**
    * The architecture's default target modules of the LoRA family (PEFT's
    * `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`, which LoHa, LoKr, VeRA, AdaLoRA, OFT…
@@ -63,10 +65,13 @@ export type ParamView = (key: string) => Value;
  * - `state`: trained, but not an update from a fixed value (DoRA magnitudes): stored as is.
  * - `frozen`: saved with the adapter but never trained (VeRA's shared random projections).
  * - `prompt`: virtual-token embeddings (prompt learning), not tied to a module.
+ * - `replacement`: a trained copy that stands in for the base parameter `param` (LN tuning's
+ *   `ln_tuning_layers` copies): the graph reads it instead of the base value.
  */
 export type TensorRole =
   | { readonly kind: "update"; readonly module: string; readonly baseline: number; readonly lowRank?: "A" | "B" }
   | { readonly kind: "state"; readonly module: string }
+  | { readonly kind: "replacement"; readonly module: string; readonly param: string }
   | { readonly kind: "frozen"; readonly module: string | null }
   | { readonly kind: "prompt" };
 
