@@ -45,6 +45,8 @@ export interface TrainRunOptions {
   readonly numVirtualTokens?: number;
   /** adapter_config.json fields set on top of the method's config (PEFT's names). */
   readonly adapterConfig?: Readonly<Record<string, unknown>>;
+  /** LoRA+: learning rate of low-rank B factors (and 1-D tensors) = lr × ratio; default 1 (off). */
+  readonly loraplusLrRatio?: number;
   readonly epochs: number;
   readonly lr: number;
   readonly batchSize: number;
@@ -101,6 +103,7 @@ const RESUME_FIXED = [
   "feedforward",
   "numVirtualTokens",
   "adapterConfig",
+  "loraplusLrRatio",
   "lr",
   "batchSize",
   "seed",
@@ -348,6 +351,7 @@ function trainerConfig(opts: TrainRunOptions, source: ModelSource, checkpointDir
     ...(opts.maxSteps !== null ? { maxSteps: opts.maxSteps } : {}),
     ...(opts.dtype === "float16" ? { dtype: opts.dtype } : {}),
     ...(opts.groupByLength ? { groupByLength: true } : {}),
+    ...(opts.loraplusLrRatio !== undefined && opts.loraplusLrRatio !== 1 ? { loraplusLrRatio: opts.loraplusLrRatio } : {}),
     seed: opts.seed,
     dropout: true,
     padId: source.padId,

@@ -79,6 +79,12 @@ export interface TrainerConfig {
    * host optimizer runs (`Trainer.usesResidentOptimizer` says which).
    */
   readonly residentOptimizer?: boolean;
+  /**
+   * LoRA+ (PEFT's `create_loraplus_optimizer`, `loraplus_lr_ratio`): the learning rate of every
+   * low-rank B factor (tensor role `lowRank: "B"`) and of every 1-D trainable tensor is lr × ratio;
+   * the rest keep lr. Default 1 (off). With a ratio the host optimizer runs (not the resident one).
+   */
+  readonly loraplusLrRatio?: number;
 }
 
 export interface EvalResult {
@@ -178,11 +184,13 @@ export class Trainer {
   get usesResidentOptimizer(): boolean {
     const cfg = this.config;
     const wanted = cfg.residentOptimizer ?? cfg.session?.ep === "webgpu";
-    return wanted && (cfg.optimizer ?? "adamw") === "adamw" && (cfg.gradientAccumulation ?? 1) === 1;
+    return wanted && (cfg.optimizer ?? "adamw") === "adamw" && (cfg.gradientAccumulation ?? 1) === 1 && (cfg.loraplusLrRatio ?? 1) === 1;
   }
 
   private async init(): Promise<void> {
     const cfg = this.config;
+    const ratio = cfg.loraplusLrRatio;
+    if (ratio !== undefined && !(Number.isFinite(ratio) && ratio > 0)) throw new ConfigError("TrainerConfig", "loraplusLrRatio", `must be a positive number, got ${ratio}`);
     const wd = cfg.weightDecay ?? (cfg.optimizer === "sgd" ? 0 : 0.01);
     const stepOpts = { task: cfg.task, seed: cfg.seed, dropout: cfg.dropout ?? true, session: cfg.session ?? {}, dtype: cfg.dtype ?? "float32" };
     this.scaler = cfg.dtype === "float16" ? new GradScaler(cfg.lossScaling) : null;
@@ -224,13 +232,24 @@ export class Trainer {
 
   private hostOptimizer(wd: number): Optimizer {
     const cfg = this.config;
-    const named: NamedParam[] = this.spec.names.map((n) => ({ name: n, data: this.params.get(n)! }));
+    const named: NamedParam[] = this.spec.names.map((n) => ({ name: n, data: this.params.get(n)!, lrScale: this.lrScaleOf(n) }));
     const withDecay = excludeFromWeightDecay(named);
     return cfg.optimizer === "sgd"
       ? new Sgd(withDecay, { lr: cfg.lr, momentum: cfg.momentum ?? 0, weightDecay: wd })
       : cfg.optimizer === "adamw8bit"
         ? new AdamW8bit(withDecay, { lr: cfg.lr, weightDecay: wd })
         : new AdamW(withDecay, { lr: cfg.lr, weightDecay: wd });
+  }
+
+  /** LoRA+'s learning-rate multiplier of a trainable graph input (1 without `loraplusLrRatio`). */
+  private lrScaleOf(name: string): number {
+    const ratio = this.config.loraplusLrRatio ?? 1;
+    if (ratio === 1) return 1;
+    const o = this.spec.owners.get(name)!;
+    const a = this.model.adapter(o.adapter);
+    const role = a.tuner.role(o.key);
+    const isB = role?.kind === "update" && role.lowRank === "B";
+    return isB || this.spec.initial.get(name)!.shape.length === 1 ? ratio : 1;
   }
 
   /** Brings `params` up to date with the step's (the resident strategy downloads only when a step ran since). */

@@ -32,6 +32,7 @@ interface RawTrainOptions {
   feedforward?: TargetSpec;
   numVirtualTokens: number;
   adapterConfig?: Record<string, unknown>;
+  loraplusLrRatio?: number;
   epochs: number;
   lr: number;
   batchSize: number;
@@ -76,6 +77,7 @@ export function register(program: Command, ctx: CliContext): void {
     )
     .option("--target <modules>", "modules to adapt: 'all-linear' or comma-separated names (default: the model's usual targets, e.g. query,value)", parseTargetSpec)
     .option("--feedforward <modules>", "(IA)³ only: feed-forward modules among the targets (comma-separated names)", parseTargetSpec)
+    .option("--loraplus-lr-ratio <x>", "LoRA+: learning rate of the low-rank B factors (and 1-D tensors) = lr × x (PEFT's create_loraplus_optimizer; 16 in the paper)", parsePositiveNumber)
     .option("--epochs <n>", "training epochs (may be fractional)", parsePositiveNumber, d.epochs)
     .option("--lr <x>", "peak learning rate (AdamW)", parsePositiveNumber, d.lr)
     .option("--batch-size <n>", "examples per micro-batch", parsePositiveInt, d.batchSize)
@@ -119,6 +121,7 @@ export function register(program: Command, ctx: CliContext): void {
         feedforward: o.feedforward ?? null,
         numVirtualTokens: o.numVirtualTokens,
         ...(o.adapterConfig ? { adapterConfig: o.adapterConfig } : {}),
+        ...(o.loraplusLrRatio !== undefined ? { loraplusLrRatio: o.loraplusLrRatio } : {}),
         epochs: o.epochs,
         lr: o.lr,
         batchSize: o.batchSize,

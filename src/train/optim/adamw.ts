@@ -92,8 +92,9 @@ export class AdamW implements Optimizer {
       const t = ++st.step;
       const bc1 = 1 - beta1 ** t;
       const bc2Sqrt = Math.sqrt(1 - beta2 ** t);
-      const stepSize = rate / bc1;
-      const decay = 1 - rate * this.paramWeightDecay[i]!;
+      const lrI = rate * (this.params[i]!.lrScale ?? 1);
+      const stepSize = lrI / bc1;
+      const decay = 1 - lrI * this.paramWeightDecay[i]!;
       for (let j = 0; j < n; j++) {
         const gj = g[j]!;
         m[j] = beta1 * m[j]! + (1 - beta1) * gj;

@@ -270,7 +270,8 @@ export class AdamW8bit implements Optimizer {
       const st = this.state[i]!;
       const n = p.length;
       const t = st.step + 1;
-      const k = { stepSize: rate / (1 - beta1 ** t), bc2Sqrt: Math.sqrt(1 - beta2 ** t), decay: 1 - rate * this.paramWeightDecay[i]! };
+      const lrI = rate * (this.params[i]!.lrScale ?? 1);
+      const k = { stepSize: lrI / (1 - beta1 ** t), bc2Sqrt: Math.sqrt(1 - beta2 ** t), decay: 1 - lrI * this.paramWeightDecay[i]! };
       if (this.is8bit(i)) {
         st.moments = this.step8bit(name, p, g, st.moments, k);
         st.step = t;

@@ -80,6 +80,7 @@ export class Sgd implements Optimizer {
       if (!g) return;
       const p = this.params[i]!.data;
       const wd = this.paramWeightDecay[i]!;
+      const lrI = rate * (this.params[i]!.lrScale ?? 1);
       const n = p.length;
       let buf = this.buffers[i]!;
       const first = buf === null;
@@ -90,7 +91,7 @@ export class Sgd implements Optimizer {
           buf[j] = first ? d : mu * buf[j]! + (1 - dampening) * d;
           d = nesterov ? d + mu * buf[j]! : buf[j]!;
         }
-        p[j] = p[j]! - rate * d;
+        p[j] = p[j]! - lrI * d;
       }
       this.paramSteps[i]!++;
     });

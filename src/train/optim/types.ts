@@ -3,11 +3,16 @@
  * given each step, and expose their state as plain typed arrays and numbers for checkpoints.
  */
 
-/** A trainable parameter. `weightDecay` overrides the optimizer's default for this parameter. */
+/**
+ * A trainable parameter. `weightDecay` overrides the optimizer's default for this parameter;
+ * `lrScale` multiplies the step's learning rate for it (a PyTorch parameter group with its own lr,
+ * e.g. LoRA+'s B factors).
+ */
 export interface NamedParam {
   readonly name: string;
   readonly data: Float32Array;
   readonly weightDecay?: number;
+  readonly lrScale?: number;
 }
 
 /**
