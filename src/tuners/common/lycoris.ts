@@ -6,7 +6,8 @@ import { z } from "zod";
 import { ConfigError } from "../../errors.js";
 import { baseFields, baseSchema, baseToRaw, parseWith } from "./config.js";
 import { type TargetSpec, parseTargetSpec, patternKey, targetSpecToRaw } from "./target.js";
-import type { TunerConfigBase } from "./types.js";
+import { rejectFeedforward, savedModules } from "./train.js";
+import type { BaseModelInfo, TrainMethodOptions, TunerConfigBase } from "./types.js";
 
 export interface LycorisConfig extends TunerConfigBase {
   readonly r: number;
@@ -106,4 +107,18 @@ export function lycorisRankAndScale(c: LycorisConfig, module: string): { r: numb
   const r = c.rankPattern[patternKey(Object.keys(c.rankPattern), module)] ?? c.r;
   const alpha = c.alphaPattern[patternKey(Object.keys(c.alphaPattern), module)] ?? c.alpha;
   return { r, alpha, scaling: alpha / r };
+}
+
+/** `peft train`'s config for a LyCORIS method (LoHa, LoKr): rank, alpha, rank dropout, default targets. */
+export function lycorisTrainConfig(peftType: string, method: string, o: TrainMethodOptions, model: BaseModelInfo): Record<string, unknown> {
+  rejectFeedforward(o, method);
+  return {
+    peft_type: peftType,
+    task_type: o.taskType,
+    r: o.r,
+    alpha: o.alpha,
+    rank_dropout: o.dropout,
+    target_modules: o.target ?? [...model.defaultTargets],
+    ...savedModules(o),
+  };
 }

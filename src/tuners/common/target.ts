@@ -97,3 +97,9 @@ export function patternKey(patternKeys: readonly string[], key: string): string 
   }
   return key;
 }
+
+/** A tuner's `resolve` for configs whose `target_modules` may be `all-linear`: expanded against the model's linear layers. */
+export function resolveAllLinear<C extends { readonly targetModules: TargetSpec | null }>(c: C, model: { readonly linearModules: readonly { readonly name: string }[]; readonly outputModules: readonly string[] }): C {
+  if (c.targetModules?.kind !== "allLinear") return c;
+  return { ...c, targetModules: expandAllLinear(model.linearModules.map((m) => m.name), model.outputModules) };
+}

@@ -2,7 +2,7 @@
 import { ConfigError } from "../../errors.js";
 import * as G from "../../graph/api.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
-import { expandAllLinear, isTargeted } from "../common/target.js";
+import { resolveAllLinear, isTargeted } from "../common/target.js";
 import { savedModules } from "../common/train.js";
 import type { BaseModelInfo, LinearModule, TunerDef } from "../common/types.js";
 import { type Ia3Config, ia3ConfigToRaw, isFeedforward, parseIa3Config } from "./config.js";
@@ -59,10 +59,7 @@ export const ia3: TunerDef<Ia3Config> = {
   },
   parseConfig: parseIa3Config,
   toRaw: ia3ConfigToRaw,
-  resolve(c, model) {
-    if (c.targetModules?.kind !== "allLinear") return c;
-    return { ...c, targetModules: expandAllLinear(model.linearModules.map((m) => m.name), model.outputModules) };
-  },
+  resolve: resolveAllLinear,
   expectedTensors(c, model) {
     return new Map(targets(c, model).map((m) => [ia3Key(m.name), isFeedforward(c, m.name) ? [1, m.inFeatures] : [m.outFeatures, 1]]));
   },

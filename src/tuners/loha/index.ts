@@ -11,9 +11,8 @@ import * as G from "../../graph/api.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { COMMON_KEYS, rejectUnknownKeys } from "../common/config.js";
 import { addDelta, applyDeltaWeight, kaimingUniform, linearTargets, matmul64, zeros } from "../common/delta.js";
-import { LYCORIS_KEYS, type LycorisConfig, lycorisRankAndScale, lycorisSchema, lycorisToRaw, parseLycoris } from "../common/lycoris.js";
-import { expandAllLinear } from "../common/target.js";
-import { rejectFeedforward, savedModules } from "../common/train.js";
+import { LYCORIS_KEYS, type LycorisConfig, lycorisRankAndScale, lycorisSchema, lycorisToRaw, lycorisTrainConfig, parseLycoris } from "../common/lycoris.js";
+import { resolveAllLinear } from "../common/target.js";
 import type { BaseModelInfo, LinearModule, TunerDef } from "../common/types.js";
 
 export interface LohaConfig extends LycorisConfig {
@@ -63,10 +62,7 @@ export const loha: TunerDef<LohaConfig> = {
   kind: "module",
   parseConfig: parseLohaConfig,
   toRaw: (c) => ({ ...lycorisToRaw(c), init_weights: c.initWeights }),
-  resolve(c, model) {
-    if (c.targetModules?.kind !== "allLinear") return c;
-    return { ...c, targetModules: expandAllLinear(model.linearModules.map((m) => m.name), model.outputModules) };
-  },
+  resolve: resolveAllLinear,
   role(key) {
     const dot = key.lastIndexOf(".");
     if (dot < 0 || !(PARAMS as readonly string[]).includes(key.slice(dot + 1))) return null;
@@ -122,16 +118,5 @@ export const loha: TunerDef<LohaConfig> = {
     return out;
   },
   mixedBatch: {},
-  trainConfig(o, model) {
-    rejectFeedforward(o, "loha");
-    return {
-      peft_type: "LOHA",
-      task_type: o.taskType,
-      r: o.r,
-      alpha: o.alpha,
-      rank_dropout: o.dropout,
-      target_modules: o.target ?? [...model.defaultTargets],
-      ...savedModules(o),
-    };
-  },
+  trainConfig: (o, model) => lycorisTrainConfig("LOHA", "loha", o, model),
 };

@@ -13,9 +13,8 @@ import type { Value } from "../../graph/types.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { COMMON_KEYS, rejectUnknownKeys } from "../common/config.js";
 import { addDelta, applyDeltaWeight, kaimingUniform, linearTargets, matmul64, zeros } from "../common/delta.js";
-import { LYCORIS_KEYS, type LycorisConfig, lycorisRankAndScale, lycorisSchema, lycorisToRaw, parseLycoris } from "../common/lycoris.js";
-import { expandAllLinear } from "../common/target.js";
-import { rejectFeedforward, savedModules } from "../common/train.js";
+import { LYCORIS_KEYS, type LycorisConfig, lycorisRankAndScale, lycorisSchema, lycorisToRaw, lycorisTrainConfig, parseLycoris } from "../common/lycoris.js";
+import { resolveAllLinear } from "../common/target.js";
 import type { BaseModelInfo, LinearModule, TunerDef } from "../common/types.js";
 
 export interface LokrConfig extends LycorisConfig {
@@ -132,10 +131,7 @@ export const lokr: TunerDef<LokrConfig> = {
     rank_dropout_scale: c.rankDropoutScale,
     init_weights: c.initWeights,
   }),
-  resolve(c, model) {
-    if (c.targetModules?.kind !== "allLinear") return c;
-    return { ...c, targetModules: expandAllLinear(model.linearModules.map((m) => m.name), model.outputModules) };
-  },
+  resolve: resolveAllLinear,
   role(key) {
     const dot = key.lastIndexOf(".");
     if (dot < 0 || !(PARAMS as readonly string[]).includes(key.slice(dot + 1))) return null;
@@ -205,16 +201,5 @@ export const lokr: TunerDef<LokrConfig> = {
     return out;
   },
   mixedBatch: {},
-  trainConfig(o, model) {
-    rejectFeedforward(o, "lokr");
-    return {
-      peft_type: "LOKR",
-      task_type: o.taskType,
-      r: o.r,
-      alpha: o.alpha,
-      rank_dropout: o.dropout,
-      target_modules: o.target ?? [...model.defaultTargets],
-      ...savedModules(o),
-    };
-  },
+  trainConfig: (o, model) => lycorisTrainConfig("LOKR", "lokr", o, model),
 };

@@ -2,8 +2,9 @@
 import { AdapterStateError, ConfigError, UnsupportedOptionError } from "../../errors.js";
 import { castTensor } from "../../models/context.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
-import { expandAllLinear, isTargeted } from "../common/target.js";
+import { resolveAllLinear } from "../common/target.js";
 import { targetSpecToRaw } from "../common/target.js";
+import { linearTargets } from "../common/delta.js";
 import { rejectFeedforward, savedModules } from "../common/train.js";
 import type { AdapterInstance, BaseModelInfo, LinearModule, LowRankFactors, TensorRole, TunerDef } from "../common/types.js";
 import { type LoraConfig, loraConfigToRaw, moduleRankAndScale, parseLoraConfig } from "./config.js";
@@ -18,16 +19,7 @@ export { loraDeltaWeight, mergeLoraWeight, doraMagnitude } from "./merge.js";
 
 /** The linear modules a (resolved) config adapts; an empty match is an error naming what exists. */
 export function loraTargets(c: LoraConfig, model: BaseModelInfo): LinearModule[] {
-  const hits = model.linearModules.filter((m) => isTargeted(c, m.name));
-  if (hits.length === 0) {
-    const suffixes = [...new Set(model.linearModules.map((m) => m.name.split(".").pop()!))].join(", ");
-    throw new ConfigError(
-      "adapter_config.json",
-      "target_modules",
-      `no module of this ${model.modelType} model matches ${JSON.stringify(c.targetModules)}; its linear layers end in: ${suffixes}`,
-    );
-  }
-  return hits;
+  return linearTargets(c, model, "LoRA");
 }
 
 function uniform(n: number, bound: number, rng: { uniform(): number }): Float32Array {
@@ -124,10 +116,7 @@ export const lora: TunerDef<LoraConfig> = {
   },
   parseConfig: parseLoraConfig,
   toRaw: loraConfigToRaw,
-  resolve(c, model) {
-    if (c.targetModules?.kind !== "allLinear") return c;
-    return { ...c, targetModules: expandAllLinear(model.linearModules.map((m) => m.name), model.outputModules) };
-  },
+  resolve: resolveAllLinear,
   expectedTensors(c, model) {
     const out = new Map<string, readonly number[]>();
     for (const m of loraTargets(c, model)) {

@@ -19,7 +19,7 @@ import { castTensor } from "../../models/context.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { COMMON_KEYS, baseFields, baseSchema, baseToRaw, parseWith, rejectUnknownKeys } from "../common/config.js";
 import { linearTargets, matmul64, toStoredLayout, weightOutIn } from "../common/delta.js";
-import { type TargetSpec, expandAllLinear, parseTargetSpec, targetSpecToRaw } from "../common/target.js";
+import { type TargetSpec, resolveAllLinear, parseTargetSpec, targetSpecToRaw } from "../common/target.js";
 import { rejectFeedforward, savedModules } from "../common/train.js";
 import type { BaseModelInfo, LinearModule, TunerConfigBase, TunerDef } from "../common/types.js";
 
@@ -222,10 +222,7 @@ export const oft: TunerDef<OftConfig> = {
   kind: "module",
   parseConfig: parseOftConfig,
   toRaw: oftConfigToRaw,
-  resolve(c, model) {
-    if (c.targetModules?.kind !== "allLinear") return c;
-    return { ...c, targetModules: expandAllLinear(model.linearModules.map((m) => m.name), model.outputModules) };
-  },
+  resolve: resolveAllLinear,
   role(key) {
     return key.endsWith(".oft_R.weight") ? { kind: "update", module: key.slice(0, -".oft_R.weight".length), baseline: 0 } : null;
   },

@@ -15,7 +15,7 @@ import { dense, dropout } from "../../graph/composite.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { COMMON_KEYS, baseFields, baseSchema, baseToRaw, parseWith, rejectUnknownKeys } from "../common/config.js";
 import { addDelta, linearTargets } from "../common/delta.js";
-import { type TargetSpec, expandAllLinear, parseTargetSpec, targetSpecToRaw } from "../common/target.js";
+import { type TargetSpec, resolveAllLinear, parseTargetSpec, targetSpecToRaw } from "../common/target.js";
 import { rejectFeedforward, savedModules } from "../common/train.js";
 import type { BaseModelInfo, LinearModule, TunerConfigBase, TunerDef } from "../common/types.js";
 
@@ -144,10 +144,7 @@ export const vera: TunerDef<VeraConfig> = {
   kind: "module",
   parseConfig: parseVeraConfig,
   toRaw: veraConfigToRaw,
-  resolve(c, model) {
-    if (c.targetModules?.kind !== "allLinear") return c;
-    return { ...c, targetModules: expandAllLinear(model.linearModules.map((m) => m.name), model.outputModules) };
-  },
+  resolve: resolveAllLinear,
   role(key) {
     if (key === VERA_A || key === VERA_B) return { kind: "frozen", module: null };
     if (key.endsWith(".vera_lambda_b")) return { kind: "update", module: key.slice(0, -".vera_lambda_b".length), baseline: 0 };
