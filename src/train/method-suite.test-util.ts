@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 import { PeftError } from "../errors.js";
 import { dense } from "../graph/composite.js";
-import { gradCheck } from "../graph/gradcheck.js";
+import { gradCheck } from "../runtime/gradcheck.js";
 import { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
 import { loadSafetensors, saveSafetensors } from "../io/safetensors.js";
