@@ -7,23 +7,9 @@
  * OS zip tools write them. No zip64, encryption or multi-disk archives (an adapter is far below 4 GB).
  */
 import { ZipFormatError } from "../errors.js";
+import { crc32 } from "../util/crc32.js";
 
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-/** CRC-32 (ISO-HDLC, the zip and gzip checksum). */
-export function crc32(bytes: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
+export { crc32 };
 
 const LOCAL = 0x04034b50;
 const CENTRAL = 0x02014b50;
