@@ -9,7 +9,8 @@ import type { Tensor } from "../tensor.js";
 import type { LossTask } from "./loss.js";
 import { accuracy, argmaxRows, macroF1, perplexity } from "./metrics.js";
 import { lengthSortedOrder } from "./sampler.js";
-import { TrainStep } from "./step.js";
+import { type Batch, TrainStep } from "./step.js";
+import { type TrainingGate, runGated } from "./gate.js";
 import { type TokenizedExample, collate } from "./batch.js";
 import type { EvalResult } from "./trainer.js";
 
@@ -20,6 +21,8 @@ export interface EvaluateOptions {
   readonly padId?: number;
   /** Truncate sequences to this length. */
   readonly maxLength?: number;
+  /** Run each batch in the slices this gate grants (`TrainerConfig.gate`); the results are the same. */
+  readonly gate?: TrainingGate;
 }
 
 /** Loss and metrics of `examples` through `step` with trainable values `params` (absent ones: the step's initial values). */
@@ -33,14 +36,19 @@ export async function evaluateWith(step: TrainStep, params: ReadonlyMap<string, 
   const sorted = lengthSortedOrder(examples.map((e) => Math.min(e.ids.length, max))).map((k) => examples[k]!);
   for (let i = 0; i < sorted.length; i += opts.batchSize) {
     const chunk = sorted.slice(i, i + opts.batchSize);
-    const r = await step.run(collate(chunk, opts.task, opts.padId ?? 0, opts.maxLength), params);
+    const batch = collate(chunk, opts.task, opts.padId ?? 0, opts.maxLength);
     const w = opts.task === "seq-cls" ? chunk.length : Math.max(1, chunk.reduce((s, e) => s + Math.max(0, Math.min(e.ids.length, max) - 1), 0));
-    lossSum += r.loss * w;
+    const before = preds.length;
+    const loss = opts.gate ? await runGated(opts.gate, batch, opts.task, runOne) : await runOne(batch, 1);
+    lossSum += loss * w;
     weight += w;
-    if (r.logits) {
-      preds.push(...argmaxRows(r.logits.data as Float32Array, r.logits.shape[1]!));
-      labels.push(...chunk.map((e) => e.label!));
-    }
+    if (preds.length > before) labels.push(...chunk.map((e) => e.label!));
+  }
+  /** One run; its logits' predictions are appended; returns loss × share. */
+  async function runOne(b: Batch, share: number): Promise<number> {
+    const r = await step.run(b, params);
+    if (r.logits) preds.push(...argmaxRows(r.logits.data as Float32Array, r.logits.shape[1]!));
+    return share === 0 ? 0 : r.loss * share;
   }
   const loss = lossSum / Math.max(1, weight);
   if (opts.task === "seq-cls") return { loss, accuracy: accuracy(preds, labels), f1: macroF1(preds, labels) };

@@ -28,6 +28,7 @@ export type { ClassScores, ClassificationReport, MetricOptions } from "./metrics
 export { Trainer, collate } from "./trainer.js";
 export { lengthGroupedOrder, lengthSortedOrder } from "./sampler.js";
 export type { TokenizedExample, TrainerConfig, EvalResult, StepInfo, TrainHistory, TrainCallbacks, TrainResult } from "./trainer.js";
+export { lossWeights, runGated, sliceBatch, type TrainingGate } from "./gate.js";
 export { TrainStep, GRAD_PREFIX, buildLossGraph } from "./step.js";
 export type { Batch, LossGraph, LossGraphOptions, StepResult, TrainStepOptions } from "./step.js";
 export { FUSED_NAMES, FusedAdamWStep } from "./fused-step.js";

@@ -45,8 +45,12 @@ export interface StepStrategy {
   readonly spec: StepSpec;
   /** Starts an optimizer step at learning rate `lr`. */
   begin(lr: number): void;
-  /** Runs one micro-batch of the step; returns its loss. */
-  microBatch(batch: Batch): Promise<number>;
+  /**
+   * Runs one micro-batch of the step; returns its loss × `weight`. `weight` (default 1): the
+   * micro-batch's share of its batch's loss when a `TrainingGate` split the batch into slices
+   * (the host strategy scales its gradients by it; the resident one runs whole batches only).
+   */
+  microBatch(batch: Batch, weight?: number): Promise<number>;
   /** Applies the step's update; null when no micro-batch ran. */
   finish(): StepOutcome | null;
   /** Brings the host parameters up to date (the resident strategy downloads when a step ran since). */
@@ -79,15 +83,25 @@ export class HostStepStrategy implements StepStrategy {
     this.gsum = new Map();
   }
 
-  async microBatch(batch: Batch): Promise<number> {
+  async microBatch(batch: Batch, weight = 1): Promise<number> {
     const accum = this.opts.accumulation;
     const r = await this.step.run(batch, this.currentParams());
     for (const [n, g] of r.grads) {
-      const acc = this.gsum.get(n);
-      if (!acc) this.gsum.set(n, Float32Array.from(g as Float32Array, (v) => v / accum));
-      else for (let i = 0; i < acc.length; i++) acc[i]! += g[i]! / accum;
+      let acc = this.gsum.get(n);
+      if (weight === 0) {
+        // a slice without labels (its loss is 0/0): nothing to add, but the step did run
+        if (!acc) this.gsum.set(n, new Float32Array(g.length));
+        continue;
+      }
+      if (weight === 1) {
+        if (!acc) this.gsum.set(n, Float32Array.from(g as Float32Array, (v) => v / accum));
+        else for (let i = 0; i < acc.length; i++) acc[i]! += g[i]! / accum;
+        continue;
+      }
+      if (!acc) this.gsum.set(n, (acc = new Float32Array(g.length)));
+      for (let i = 0; i < acc.length; i++) acc[i]! += (g[i]! * weight) / accum;
     }
-    return r.loss;
+    return weight === 0 ? 0 : r.loss * weight;
   }
 
   finish(): StepOutcome | null {
@@ -136,7 +150,8 @@ export class ResidentStepStrategy implements StepStrategy {
     this.outcome = null;
   }
 
-  async microBatch(batch: Batch): Promise<number> {
+  async microBatch(batch: Batch, weight = 1): Promise<number> {
+    if (weight !== 1) throw new RangeError("the resident step runs whole batches (weight 1); a gated trainer uses the host strategy");
     // accumulation is 1 here: this micro-batch is the whole step, update included
     const r = await this.fused.run(batch, this.lr);
     this.deviceAhead = true;

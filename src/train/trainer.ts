@@ -24,6 +24,7 @@ import { createSchedule, type LrSchedule, warmupStepsFromRatio } from "./schedul
 import { FusedAdamWStep } from "./fused-step.js";
 import { lengthGroupedOrder } from "./sampler.js";
 import { TrainStep } from "./step.js";
+import { type TrainingGate, runGated } from "./gate.js";
 import { HostStepStrategy, ResidentStepStrategy, type StepSpec, type StepStrategy, commitParams } from "./step-strategy.js";
 
 export { collate, type TokenizedExample } from "./batch.js";
@@ -85,6 +86,15 @@ export interface TrainerConfig {
    * the rest keep lr. Default 1 (off). With a ratio the host optimizer runs (not the resident one).
    */
   readonly loraplusLrRatio?: number;
+  /**
+   * Share the machine with something that has priority (e.g. `GenerationEngine.trainingGate`):
+   * each run of the training graph (and of evaluation) waits for the gate, and runs as many rows
+   * of its micro-batch as granted. The slices' gradients are accumulated weighted by their share
+   * of the batch's loss, so the result equals the ungated run to float rounding (dropout masks
+   * included: onnxruntime draws them in row order from one stream per layer). With a gate the host
+   * optimizer runs (not the resident one).
+   */
+  readonly gate?: TrainingGate;
 }
 
 export interface EvalResult {
@@ -184,7 +194,7 @@ export class Trainer {
   get usesResidentOptimizer(): boolean {
     const cfg = this.config;
     const wanted = cfg.residentOptimizer ?? cfg.session?.ep === "webgpu";
-    return wanted && (cfg.optimizer ?? "adamw") === "adamw" && (cfg.gradientAccumulation ?? 1) === 1 && (cfg.loraplusLrRatio ?? 1) === 1;
+    return wanted && (cfg.optimizer ?? "adamw") === "adamw" && (cfg.gradientAccumulation ?? 1) === 1 && (cfg.loraplusLrRatio ?? 1) === 1 && !cfg.gate;
   }
 
   private async init(): Promise<void> {
@@ -283,6 +293,7 @@ export class Trainer {
       batchSize,
       padId: cfg.padId ?? 0,
       ...(cfg.maxLength !== undefined ? { maxLength: cfg.maxLength } : {}),
+      ...(cfg.gate ? { gate: cfg.gate } : {}),
     });
   }
 
@@ -367,7 +378,7 @@ export class Trainer {
         const batch = collate(idx.map((i) => this.train[i]!), cfg.task, cfg.padId ?? 0, cfg.maxLength);
         tokens += batch.inputIds.data.length;
         examplesSeen += idx.length;
-        lossSum += await strategy.microBatch(batch);
+        lossSum += cfg.gate ? await runGated(cfg.gate, batch, cfg.task, (slice, w) => strategy.microBatch(slice, w)) : await strategy.microBatch(batch);
       }
       if (stoppedEarly) break;
       const outcome = strategy.finish();
