@@ -9,7 +9,8 @@ import { AdapterPool, planLayout } from "../peft/adapter-pool.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { toFloat32 } from "../tensor.js";
 import { fixturePath } from "../util/paths.js";
-import { Decoder, moduleShapes } from "./decoder.js";
+import { toOnnx } from "../graph/onnx.js";
+import { Decoder, buildGenerationGraph, moduleShapes } from "./decoder.js";
 
 const TOL = 1e-5;
 
@@ -120,4 +121,39 @@ describe("incremental decoding: Qwen2 (q/k/v biases) and Mistral (sliding window
       }
     });
   }
+});
+
+describe("rotary tables of a long-context config are fed, sized to the cache", () => {
+  const tmp = mkdtempSync(join(tmpdir(), "peft-decoder-rope-"));
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+  test("a 131,072-position Llama: the graph does not grow with max_position_embeddings, and decodes as the 32-position one", async () => {
+    const spec: TinyDecoderSpec = { ...MISTRAL, modelType: "llama", ropeTheta: 500000 };
+    const weights = randomDecoderWeights(spec, 9);
+    const small = new PeftModel(loadModel(writeHfModel(join(tmp, "short"), decoderConfigJson(spec), weights)));
+    const long = new PeftModel(loadModel(writeHfModel(join(tmp, "long"), decoderConfigJson({ ...spec, maxPositions: 131072 }), weights)));
+    const layout = planLayout([], moduleShapes(long), spec.hidden);
+    // no [max_position_embeddings, head_dim] constants (2 × 131072 × 8 floats = 8 MiB): the two graphs are the same size
+    const bytes = (pm: PeftModel) => toOnnx(buildGenerationGraph(pm, layout)).length;
+    assert.equal(bytes(long), bytes(small));
+    assert.ok(bytes(long) < 2 ** 20, `${bytes(long)} bytes`);
+    const pool = new AdapterPool(layout, (n) => long.weights.get(n), (n) => long.weights.has(n));
+    const dec = await Decoder.create(long, pool);
+    try {
+      const V = spec.vocab;
+      // 20 tokens: the cache grows from 16 to 32 positions, and the tables with it
+      const seq = [3, 17, 5, 29, 11, 0, 38, 2, 9, 14, 21, 7, 33, 1];
+      let worst = maxDiff((await dec.step([{ slot: 0, ids: seq, adapterSlot: 0 }]))[0]!, await fullForwardLast(small, seq, V));
+      for (let step = 0; step < 6; step++) {
+        seq.push((step * 11 + 4) % V);
+        const out = await dec.step([{ slot: 0, ids: [seq.at(-1)!], adapterSlot: 0 }]);
+        worst = Math.max(worst, maxDiff(out[0]!, await fullForwardLast(small, seq, V)));
+      }
+      assert.equal(dec.cache.capacity, 32);
+      assert.ok(worst <= TOL, `${worst} > ${TOL}`);
+    } finally {
+      await dec.release();
+      await small.dispose();
+      await long.dispose();
+    }
+  });
 });

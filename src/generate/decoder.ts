@@ -8,9 +8,11 @@
 import { UnsupportedOptionError } from "../errors.js";
 import * as G from "../graph/api.js";
 import { Graph } from "../graph/graph.js";
+import type { LlamaFamilyConfig } from "../io/hf-config.js";
 import { KvCache } from "../models/attention.js";
 import { ModelContext } from "../models/context.js";
 import { logitsInFloat32 } from "../models/forward.js";
+import { ropeTables } from "../models/llama.js";
 import { type AdapterPool, type ModuleShape, type PoolLayout, poolHooks } from "../peft/adapter-pool.js";
 import type { PeftModel } from "../peft/peft-model.js";
 import { CompiledGraph, type SessionOptions } from "../runtime/session.js";
@@ -19,6 +21,8 @@ import { KvArena, type KvShape } from "./kv-arena.js";
 
 /** Architectures the decoder builds (causal LMs whose builder takes a `KvCache`). */
 const CAUSAL_LMS: ReadonlySet<string> = new Set(["gpt2", "llama", "qwen2", "mistral"]);
+/** Those with rotary position tables: fed per run, as many rows as the cache has positions. */
+const ROTARY: ReadonlySet<string> = new Set(["llama", "qwen2", "mistral"]);
 
 /** The cache geometry and limits of a model. */
 export interface ModelGeometry extends KvShape {
@@ -52,7 +56,12 @@ export function moduleShapes(model: PeftModel): (name: string) => ModuleShape {
   };
 }
 
-/** The generation graph: inputs `input_ids`, `position_ids`, `past_length`, `new_length`, caches, pool; outputs `logits` [batch, vocab], `key.<i>`, `value.<i>`. */
+/**
+ * The generation graph: inputs `input_ids`, `position_ids`, `past_length`, `new_length`, caches,
+ * pool, and for rotary models `rope_cos` / `rope_sin` [positions, headDim] (the tables are fed, so
+ * a 131k-position config does not put 131k-row constants into the graph); outputs `logits`
+ * [batch, vocab], `key.<i>`, `value.<i>`.
+ */
 export function buildGenerationGraph(model: PeftModel, layout: PoolLayout): Graph {
   const geo = modelGeometry(model);
   const g = new Graph(`${model.info.modelType}_generate`);
@@ -62,7 +71,11 @@ export function buildGenerationGraph(model: PeftModel, layout: PoolLayout): Grap
   const attentionMask = G.cast(kvCache.realTokens, "int64");
   const hooks = poolHooks(g, layout);
   const ctx = new ModelContext(g, model.weights, { hooks });
-  const out = logitsInFloat32(model.base.def.build(ctx, model.base.config as never, { inputIds, attentionMask, positionIds, kvCache, logitsIndex: G.sub(kvCache.newLength, 1) }));
+  const rotaryTables = ROTARY.has(model.info.modelType)
+    ? { cos: g.input("rope_cos", "float32", ["positions", geo.headDim]), sin: g.input("rope_sin", "float32", ["positions", geo.headDim]) }
+    : undefined;
+  const inputs = { inputIds, attentionMask, positionIds, kvCache, logitsIndex: G.sub(kvCache.newLength, 1), ...(rotaryTables ? { rotaryTables } : {}) };
+  const out = logitsInFloat32(model.base.def.build(ctx, model.base.config as never, inputs));
   g.output(G.reshape(out.logits, [0, -1]), "logits");
   return g;
 }
@@ -83,6 +96,7 @@ export class Decoder {
   readonly cache: KvArena;
   readonly geometry: ModelGeometry;
   private runs = 0;
+  private rope: { positions: number; cos: Float32Array; sin: Float32Array } | null = null;
 
   private constructor(
     readonly model: PeftModel,
@@ -149,6 +163,11 @@ export class Decoder {
     const names = this.session.inputNames;
     if (names.includes("adapter_index")) feeds.adapter_index = { dtype: "int64", shape: [B], data: adapterIndex };
     if (names.includes("virtual_index")) feeds.virtual_index = { dtype: "int64", shape: [B, S], data: virt };
+    if (names.includes("rope_cos")) {
+      const t = this.ropeTables(cap);
+      feeds.rope_cos = { dtype: "float32", shape: [t.positions, headDim], data: t.cos };
+      feeds.rope_sin = { dtype: "float32", shape: [t.positions, headDim], data: t.sin };
+    }
     for (let l = 0; l < layers; l++) {
       feeds[`past_key.${l}`] = { dtype: "float32", shape: [B, kvHeads, cap, headDim], data: this.cache.view(l, "key", s0, s0 + B) };
       feeds[`past_value.${l}`] = { dtype: "float32", shape: [B, kvHeads, cap, headDim], data: this.cache.view(l, "value", s0, s0 + B) };
@@ -167,6 +186,15 @@ export class Decoder {
     const logits = out.logits!.data as Float32Array;
     const V = this.geometry.vocabSize;
     return rows.map((_, b) => logits.slice(b * V, (b + 1) * V));
+  }
+
+  /** Rotary tables covering positions 0…`positions`−1 (the cache capacity), recomputed only when the cache grows. */
+  private ropeTables(positions: number): { positions: number; cos: Float32Array; sin: Float32Array } {
+    if (!this.rope || this.rope.positions < positions) {
+      const t = ropeTables(this.model.base.config as LlamaFamilyConfig, "float32", positions);
+      this.rope = { positions, cos: Float32Array.from(t.cos), sin: Float32Array.from(t.sin) };
+    }
+    return this.rope;
   }
 
   async release(): Promise<void> {

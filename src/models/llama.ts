@@ -12,10 +12,13 @@ import { atPositions, attention, attentionAllowed, mergeHeads, positions, splitH
 import { type ModelContext, castTensor } from "./context.js";
 import type { ModelDef, ModelInputs, ModelOutputs } from "./model-def.js";
 
-/** cos and sin tables [maxPos, headDim] computed in float32 as transformers does (`inv_freq`, `cat(freqs, freqs)`). */
-function ropeTables(cfg: LlamaFamilyConfig, dtype: "float32" | "float64"): { cos: Float64Array; sin: Float64Array } {
+/**
+ * cos and sin tables [positions, headDim] (default: all max_position_embeddings) computed in
+ * float32 as transformers does (`inv_freq`, `cat(freqs, freqs)`).
+ */
+export function ropeTables(cfg: LlamaFamilyConfig, dtype: "float32" | "float64", positions = cfg.maxPositionEmbeddings): { cos: Float64Array; sin: Float64Array } {
   const d = cfg.headDim;
-  const n = cfg.maxPositionEmbeddings;
+  const n = positions;
   const f = Math.fround;
   const inv = Array.from({ length: d / 2 }, (_, i) => f(1 / f(cfg.ropeTheta ** f((2 * i) / d))));
   const cos = new Float64Array(n * d);
@@ -61,19 +64,20 @@ export function buildLlamaFamily(ctx: ModelContext, cfg: LlamaFamilyConfig, inpu
   const dtype = ctx.dtype === "float64" ? "float64" : "float32";
   const tok = G.gather(ctx.param("model.embed_tokens.weight"), inputs.inputIds);
   const hooked = ctx.embeds(tok, inputs.attentionMask);
-  const tables = ropeTables(cfg, dtype);
+  // fed tables (incremental decoding: sized to the cache, not to max_position_embeddings) or constants
+  const fed = inputs.rotaryTables;
+  const tables = fed ? null : ropeTables(cfg, dtype);
   const tshape = [cfg.maxPositionEmbeddings, cfg.headDim];
-  const mk = (a: Float64Array) =>
-    g.constant(
-      dtype === "float64"
-        ? { dtype, shape: tshape, data: a }
-        : castTensor({ dtype, shape: tshape, data: Float32Array.from(a) }, ctx.dtype),
-    );
+  const mk = (which: "cos" | "sin") => {
+    if (fed) return G.cast(fed[which], ctx.dtype);
+    const a = tables![which];
+    return g.constant(dtype === "float64" ? { dtype, shape: tshape, data: a } : castTensor({ dtype, shape: tshape, data: Float32Array.from(a) }, ctx.dtype));
+  };
   // [S, D] broadcasts over [B, H, S, D]; per-row positions [B, S] give [B, 1, S, D]
   const perRow = (t: Value) => (inputs.positionIds ? G.unsqueeze(t, [1]) : t);
   const pos = inputs.positionIds ?? positions(hooked.mask);
-  const cos = perRow(G.gather(mk(tables.cos), pos));
-  const sin = perRow(G.gather(mk(tables.sin), pos));
+  const cos = perRow(G.gather(mk("cos"), pos));
+  const sin = perRow(G.gather(mk("sin"), pos));
   const cache = inputs.kvCache;
   // one mask per distinct window, shared by the layers that use it
   const masks = new Map<number | null, Value>();

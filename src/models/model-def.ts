@@ -23,6 +23,12 @@ export interface ModelInputs {
   readonly kvCache?: KvCache;
   /** int64 [batch]: compute the logits of this position only, per row ([batch, 1, vocab]). */
   readonly logitsIndex?: Value;
+  /**
+   * Rotary models: the cos and sin tables as values of the graph (float32 [positions, headDim],
+   * row p for position p, as `ropeTables` computes them) instead of constants covering all
+   * max_position_embeddings; they must cover every position id.
+   */
+  readonly rotaryTables?: { readonly cos: Value; readonly sin: Value };
 }
 
 export interface ModelOutputs {

@@ -11,8 +11,10 @@
  *   y = base(x ⊙ l_in[s]) ⊙ l_out[s] + scaling[s]·(x·A[s]ᵀ)·B[s]ᵀ                    (LoRA, rsLoRA, (IA)³)
  *   y = f[s] ⊙ (base(x) − bias + scaling[s]·(x·A[s]ᵀ)·B[s]ᵀ) + bias                  (modules with DoRA)
  * where f = m/‖W + scaling·B·A‖ (PEFT's DoRA, norm detached) is computed on the host when the
- * adapter enters the pool. Prompt tuning: the pool keeps every virtual token of its adapters in
- * one table; a prompt-tuned row starts with its virtual tokens (`virtual_index` ≥ 0 there).
+ * adapter enters the pool. The LoRA factors are stored as Aᵀ [slots, in, rank] and scaling·Bᵀ
+ * [slots, rank, out]: a row's update is two batched products of its gathered slices. Prompt
+ * tuning: the pool keeps every virtual token of its adapters in one table; a prompt-tuned row
+ * starts with its virtual tokens (`virtual_index` ≥ 0 there).
  */
 import { AdapterStateError } from "../errors.js";
 import * as G from "../graph/api.js";
@@ -161,10 +163,10 @@ export function poolHooks(g: Graph, layout: PoolLayout, dtype: "float32" | "floa
         let y = site.base(m.ia3In ? G.mul(x, vec("ia3_in", m.inFeatures)) : x);
         if (m.ia3Out) y = G.mul(y, vec("ia3_out", m.outFeatures));
         if (m.rank === 0) return y;
-        const a = perRow(inputName(name, "lora_A"), [S, m.rank, m.inFeatures]); // [B, r, in]
-        const b = perRow(inputName(name, "lora_B"), [S, m.outFeatures, m.rank]); // [B, out, r]
-        const sc = G.unsqueeze(perRow(inputName(name, "scaling"), [S]), [1, 2]); // [B, 1, 1]
-        const d = G.matmul(G.mul(G.matmul(x, G.transpose(a, [0, 2, 1])), sc), G.transpose(b, [0, 2, 1]));
+        // stored transposed, the scaling folded into B: two batched products, no transposes
+        const at = perRow(inputName(name, "lora_A"), [S, m.inFeatures, m.rank]); // [B, in, r] = Aᵀ
+        const bt = perRow(inputName(name, "lora_B"), [S, m.rank, m.outFeatures]); // [B, r, out] = scaling·Bᵀ
+        const d = G.matmul(G.matmul(x, at), bt);
         if (!m.dora) return G.add(y, d);
         const f = vec("dora_scale", m.outFeatures);
         if (!site.bias) return G.mul(f, G.add(y, d));
@@ -205,9 +207,8 @@ export class AdapterPool {
     this.versions = Array.from({ length: S }, () => null);
     for (const [name, m] of layout.modules) {
       if (m.rank > 0) {
-        this.arrays.set(inputName(name, "lora_A"), { data: new Float32Array(S * m.rank * m.inFeatures), shape: [S, m.rank, m.inFeatures] });
-        this.arrays.set(inputName(name, "lora_B"), { data: new Float32Array(S * m.outFeatures * m.rank), shape: [S, m.outFeatures, m.rank] });
-        this.arrays.set(inputName(name, "scaling"), { data: new Float32Array(S), shape: [S] });
+        this.arrays.set(inputName(name, "lora_A"), { data: new Float32Array(S * m.inFeatures * m.rank), shape: [S, m.inFeatures, m.rank] });
+        this.arrays.set(inputName(name, "lora_B"), { data: new Float32Array(S * m.rank * m.outFeatures), shape: [S, m.rank, m.outFeatures] });
       }
       if (m.dora) this.arrays.set(inputName(name, "dora_scale"), { data: new Float32Array(S * m.outFeatures).fill(1), shape: [S, m.outFeatures] });
       if (m.ia3In) this.arrays.set(inputName(name, "ia3_in"), { data: new Float32Array(S * m.inFeatures).fill(1), shape: [S, m.inFeatures] });
@@ -256,7 +257,6 @@ export class AdapterPool {
       if (m.rank > 0) {
         this.slice(inputName(name, "lora_A"), slot).fill(0);
         this.slice(inputName(name, "lora_B"), slot).fill(0);
-        this.slice(inputName(name, "scaling"), slot).fill(0);
       }
       if (m.dora) this.slice(inputName(name, "dora_scale"), slot).fill(1);
       if (m.ia3In) this.slice(inputName(name, "ia3_in"), slot).fill(1);
@@ -298,10 +298,11 @@ export class AdapterPool {
       const A = toFloat32(ta);
       const B = toFloat32(a.tensors.get(keys.B)!);
       const { scaling } = moduleRankAndScale(a.config, name);
-      this.slice(inputName(name, "lora_A"), slot).set(A); // rows beyond r stay zero
-      const bs = this.slice(inputName(name, "lora_B"), slot);
-      for (let o = 0; o < m.outFeatures; o++) for (let j = 0; j < r; j++) bs[o * m.rank + j] = B[o * r + j]!;
-      this.slice(inputName(name, "scaling"), slot)[0] = scaling;
+      // Aᵀ [in, rank] and scaling·Bᵀ [rank, out]; ranks beyond r stay zero
+      const at = this.slice(inputName(name, "lora_A"), slot);
+      for (let j = 0; j < r; j++) for (let i = 0; i < m.inFeatures; i++) at[i * m.rank + j] = A[j * m.inFeatures + i]!;
+      const bt = this.slice(inputName(name, "lora_B"), slot);
+      for (let o = 0; o < m.outFeatures; o++) for (let j = 0; j < r; j++) bt[j * m.outFeatures + o] = scaling * B[o * r + j]!;
       if (a.config.useDora) this.slice(inputName(name, "dora_scale"), slot).set(doraScale(this.baseWeight(`${name}.weight`), m.fanInFanOut, A, B, r, scaling, toFloat32(a.tensors.get(keys.magnitude)!)));
     }
   }
