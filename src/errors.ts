@@ -514,3 +514,35 @@ export class CompeftChecksumError extends PeftError {
     );
   }
 }
+
+/** A `--queue` address is not a Redis URL (`redis://[user:password@]host[:port][/db]`). */
+export class QueueUrlError extends PeftError {
+  readonly code = "PEFT_ERR_QUEUE_URL";
+  constructor(readonly url: string, readonly issue: string) {
+    super(`--queue ${JSON.stringify(url)}: ${issue}; give a Redis URL such as redis://127.0.0.1:6379 (redis://user:password@host:port/db)`);
+  }
+}
+
+/** A queued job names a kind that no worker (or this client) knows. */
+export class UnknownJobKindError extends PeftError {
+  readonly code = "PEFT_ERR_UNKNOWN_JOB_KIND";
+  constructor(readonly kind: string, readonly known: readonly string[]) {
+    super(`unknown job kind '${kind}'; known kinds: ${known.join(", ") || "none"}`);
+  }
+}
+
+/** A queued job failed on the worker that ran it (`remoteCode`: the worker's PEFT_ERR_* code when it had one). */
+export class JobFailedError extends PeftError {
+  readonly code = "PEFT_ERR_JOB_FAILED";
+  constructor(readonly jobId: string, readonly reason: string, readonly remoteCode: string | null = null) {
+    super(`job ${jobId} failed: ${reason}`);
+  }
+}
+
+/** Waiting for a queued job (or for the queue's Redis) took longer than the caller allowed. */
+export class QueueTimeoutError extends PeftError {
+  readonly code = "PEFT_ERR_QUEUE_TIMEOUT";
+  constructor(readonly what: string, readonly ms: number) {
+    super(`${what}: no answer within ${ms} ms; check that Redis is reachable and that a 'peft worker' is running on the queue`);
+  }
+}
