@@ -23,7 +23,7 @@ import type { LinearHook, ModelHooks } from "../models/context.js";
 import { type Tensor, toFloat32 } from "../tensor.js";
 import type { AdapterInstance } from "../tuners/common/types.js";
 import { type Ia3Config, isFeedforward } from "../tuners/ia3/index.js";
-import { type LoraConfig, loraKeys, moduleRankAndScale } from "../tuners/lora/index.js";
+import { type LoraConfig, loraKeys, moduleRankAndScale, rewritesBase } from "../tuners/lora/index.js";
 import { PROMPT_KEY } from "../tuners/prompt-tuning/index.js";
 
 /** What one module of the pool can hold. */
@@ -62,6 +62,9 @@ export function checkPoolable(a: AdapterInstance, baseHas: (key: string) => bool
   const t = a.tuner.peftType;
   if (t !== "LORA" && t !== "IA3" && t !== "PROMPT_TUNING") {
     throw new AdapterStateError(a.name, `generation serves LoRA, (IA)³ and prompt-tuning adapters per row, not ${t}; merge it into the base model instead`);
+  }
+  if (t === "LORA" && rewritesBase(a.config as LoraConfig)) {
+    throw new AdapterStateError(a.name, "its init_lora_weights (PiSSA / OLoRA) rewrites the base weights, which cannot change per row; save it converted to a plain LoRA (path_initial_model_for_weight_conversion)");
   }
   for (const k of a.tensors.keys()) {
     if (baseHas(k)) {

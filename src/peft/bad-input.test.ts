@@ -185,8 +185,8 @@ describe("loading a bad adapter", () => {
   const UNSUPPORTED: readonly [string, unknown][] = [
     ["use_qalora", true],
     ["lora_bias", true],
-    ["init_lora_weights", "pissa"],
-    ["init_lora_weights", "olora"],
+    ["init_lora_weights", "eva"],
+    ["init_lora_weights", "corda"],
     ["layer_replication", [[0, 1]]],
     ["trainable_token_indices", [1, 2]],
   ];

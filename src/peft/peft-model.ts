@@ -2,8 +2,9 @@
  * `PeftModel`: a base model plus named adapters, with Python PEFT's API (camelCased):
  * `getPeftModel`, `fromPretrained`, `loadAdapter`, `addAdapter`, `setAdapter`, `deleteAdapter`,
  * `disableAdapter`, `mergeAdapter`/`unmergeAdapter`/`mergeAndUnload`, `savePretrained`,
- * trainable-parameter counts, and mixed-adapter batches. The base weights are never modified:
- * merges are kept as overrides, so unmerging restores the base exactly.
+ * trainable-parameter counts, and mixed-adapter batches. The loaded base weights are never
+ * modified: merges are kept as overrides, so unmerging restores the base exactly, and the base
+ * rewrites of PiSSA / OLoRA adapters are overrides held while the adapter is loaded.
  */
 import { AdapterStateError, ConfigError, UnsupportedOptionError } from "../errors.js";
 import { Graph } from "../graph/graph.js";
@@ -92,6 +93,8 @@ export class PeftModel {
   private disabled = false;
   private merged: string[] = [];
   private mergedWeights = new Map<string, Tensor>();
+  /** Base parameters rewritten by adapters (PiSSA / OLoRA), per adapter, in load order. */
+  private rewrites = new Map<string, Map<string, Tensor>>();
   private readonly sessions = new Map<string, Promise<CompiledGraph>>();
   private versions = new Map<string, number>();
   readonly info: BaseModelInfo;
@@ -100,6 +103,30 @@ export class PeftModel {
 
   constructor(readonly base: LoadedModel) {
     this.info = modelInfo(base);
+  }
+
+  /** The base weights as the loaded adapters leave them (PiSSA / OLoRA residuals over the loaded base). */
+  get baseWeights(): WeightSource {
+    if (this.rewrites.size === 0) return this.base.weights;
+    const over = new Map<string, Tensor>();
+    for (const m of this.rewrites.values()) for (const [k, v] of m) over.set(k, v);
+    return overlaySource(this.base.weights, over);
+  }
+
+  /** Model info whose `weight` reads the rewritten base. */
+  private currentInfo(): BaseModelInfo {
+    if (this.rewrites.size === 0) return this.info;
+    const w = this.baseWeights;
+    return { ...this.info, weight: (k) => w.get(k), has: (k) => w.has(k) };
+  }
+
+  /** Record the base rewrite of an adapter whose method changes the base (`TunerDef.baseRewrite`). */
+  private rewriteBase(a: AdapterInstance, initial: (() => ReadonlyMap<string, Tensor>) | ReadonlyMap<string, Tensor>): void {
+    const t = a.tuner;
+    if (!t.baseRewrite) return;
+    const info = this.currentInfo();
+    const rw = t.baseRewrite(a.config, info, typeof initial === "function" ? initial() : initial);
+    if (rw && rw.size > 0) this.rewrites.set(a.name, rw);
   }
 
   // ------------------------------------------------------------------ construction
@@ -170,6 +197,14 @@ export class PeftModel {
   private registerLoaded(a: AdapterInstance, opts: { isTrainable?: boolean; activate?: boolean }): AdapterInstance {
     const inst: AdapterInstance = { ...a, config: { ...a.config, inferenceMode: !(opts.isTrainable ?? false) } };
     this.register(inst, opts.activate ?? false);
+    // as PEFT, a PiSSA / OLoRA adapter runs its initialisation on the base again when loaded
+    try {
+      this.rewriteBase(inst, () => inst.tuner.init(inst.config, this.currentInfo(), new Rng(0)));
+    } catch (e) {
+      this.adapters.delete(inst.name);
+      this.active = this.active.filter((n) => n !== inst.name);
+      throw e;
+    }
     return inst;
   }
 
@@ -184,7 +219,7 @@ export class PeftModel {
       const parsed: TunerConfigBase = tuner.resolve(tuner.parseConfig({ ...config }, file), this.info);
       const modulesToSave = withTaskHead(parsed, this.info);
       const cfg = { ...parsed, modulesToSave, inferenceMode: false };
-      const tensors = tuner.init(cfg, this.info, new Rng(opts.seed ?? 0));
+      const tensors = tuner.init(cfg, this.currentInfo(), new Rng(opts.seed ?? 0));
       for (const k of trainedBiases(cfg, tuner.prefix, tensors, this.base.weights)) tensors.set(k, this.base.weights.get(k));
       for (const m of modulesToSave) {
         for (const k of this.base.weights.keys()) if (k.startsWith(`${m}.`)) tensors.set(k, this.base.weights.get(k));
@@ -194,6 +229,7 @@ export class PeftModel {
       return made;
     });
     this.register(adapter, false);
+    this.rewriteBase(adapter, new Map(adapter.tensors));
     return adapter;
   }
 
@@ -209,6 +245,7 @@ export class PeftModel {
     this.adapter(name);
     if (this.merged.includes(name)) throw new AdapterStateError(name, "is merged; unmerge it before deleting");
     this.adapters.delete(name);
+    this.rewrites.delete(name);
     this.active = this.active.filter((n) => n !== name);
     if (this.active.length === 0 && this.adapters.size > 0) this.active = [this.adapterNames[0]!];
     this.sessions.clear();
@@ -247,7 +284,8 @@ export class PeftModel {
       if (this.merged.includes(n)) continue;
       const a = this.adapter(n);
       if (!a.tuner.merge) throw new UnsupportedOptionError(`adapter '${n}'`, "peft_type", a.tuner.peftType, "this method adds to the input instead of changing weights and cannot be merged");
-      const info: BaseModelInfo = { ...this.info, weight: (k) => this.mergedWeights.get(k) ?? this.base.weights.get(k), has: (k) => this.mergedWeights.has(k) || this.base.weights.has(k) };
+      const bw = this.baseWeights;
+      const info: BaseModelInfo = { ...this.info, weight: (k) => this.mergedWeights.get(k) ?? bw.get(k), has: (k) => this.mergedWeights.has(k) || bw.has(k) };
       for (const [k, v] of a.tuner.merge(a, info)) this.mergedWeights.set(k, v);
       for (const [k, v] of a.tensors) if (this.base.weights.has(k)) this.mergedWeights.set(k, v);
       this.merged.push(n);
@@ -268,7 +306,7 @@ export class PeftModel {
 
   /** The weights `forward` runs on: the base model's, with merged adapters folded in (read lazily). */
   get weights(): WeightSource {
-    return overlaySource(this.base.weights, this.mergedWeights);
+    return overlaySource(this.baseWeights, this.mergedWeights);
   }
 
   /** A number that changes whenever adapter `name` is (re)loaded or its tensors are updated. */
@@ -281,14 +319,14 @@ export class PeftModel {
   mergeAndUnload(names: readonly string[] = this.active): LoadedModel {
     const before = [...this.merged];
     this.mergeAdapter(names);
-    const weights = overlaySource(this.base.weights, new Map(this.mergedWeights));
+    const weights = overlaySource(this.baseWeights, new Map(this.mergedWeights));
     if (before.length === 0) this.unmergeAdapter();
     return { ...this.base, weights };
   }
 
   /** The full state dict as `forward` sees it now (base + merged adapters). */
   stateDict(): Map<string, Tensor> {
-    const w = overlaySource(this.base.weights, this.mergedWeights);
+    const w = overlaySource(this.baseWeights, this.mergedWeights);
     return new Map(w.keys().map((k) => [k, w.get(k)]));
   }
 
@@ -369,7 +407,7 @@ export class PeftModel {
       dtype,
       ...(training ? { inputParams: (n: string) => trainableBase.has(n) } : {}),
     };
-    const ctx = new ModelContext(g, this.base.weights, ctxOpts);
+    const ctx = new ModelContext(g, this.baseWeights, ctxOpts);
     const outputs = logitsInFloat32(this.base.def.build(ctx, this.base.config, { inputIds, attentionMask }));
     for (const [k, t] of ctx.inputParams) trainable.set(k, t);
     const virtualTokens = live.reduce((n, a) => n + (a.tuner.virtualTokens?.(a.config) ?? 0), 0);
@@ -430,15 +468,33 @@ export class PeftModel {
 
   // ------------------------------------------------------------------ saving and counting
 
-  /** PEFT `save_pretrained`: `default` at the top of `dir`, other adapters in `dir/<name>/`. */
-  savePretrained(dir: string, opts: { selectedAdapters?: readonly string[] } = {}): string[] {
+  /**
+   * PEFT `save_pretrained`: `default` at the top of `dir`, other adapters in `dir/<name>/`.
+   * `pathInitialModelForWeightConversion`: the folder of the adapter saved right after a PiSSA /
+   * OLoRA adapter was created; the adapters are then written converted to plain adapters that
+   * apply to the original base (LoRA: rank 2r, [A; A₀] and [B | −B₀]). Unlike PEFT, that folder is
+   * only read (PEFT also rewrites its config with `init_lora_weights: true`).
+   */
+  savePretrained(dir: string, opts: { selectedAdapters?: readonly string[]; pathInitialModelForWeightConversion?: string } = {}): string[] {
     const names = opts.selectedAdapters ? [...opts.selectedAdapters] : this.adapterNames;
     for (const n of names) validateAdapterName(n);
-    const targets = names.map((n) => ({ adapter: this.adapter(n), dir: adapterDirFor(dir, n) }));
+    const init = opts.pathInitialModelForWeightConversion;
+    const targets = names.map((n) => ({ adapter: init === undefined ? this.adapter(n) : this.converted(this.adapter(n), init), dir: adapterDirFor(dir, n) }));
     // check every adapter before writing any, so a failed save leaves the disk as it was
     for (const t of targets) checkAdapterSavable(t.adapter);
     for (const t of targets) saveAdapterDir(t.dir, t.adapter);
     return targets.map((t) => t.dir);
+  }
+
+  /** `adapter` converted against the initial adapter in folder `initial` (see `savePretrained`). */
+  private converted(a: AdapterInstance, initial: string): AdapterInstance {
+    if (!a.tuner.convertMutatedInit) {
+      throw new UnsupportedOptionError(`adapter '${a.name}'`, "path_initial_model_for_weight_conversion", initial, `${a.tuner.peftType} adapters cannot be converted against an initial adapter`);
+    }
+    const init = loadAdapterDir(initial, "initial", this.info, { allowNonFinite: false });
+    if (init.tuner !== a.tuner) throw new ConfigError(initial, "peft_type", `the initial adapter is ${init.tuner.peftType}, the adapter ${a.tuner.peftType}`);
+    const c = a.tuner.convertMutatedInit(a, init);
+    return { ...a, config: c.config, tensors: c.tensors };
   }
 
   /** What `savePretrained` writes for one adapter, in memory: adapter_config.json and adapter_model.safetensors by name. */

@@ -33,6 +33,7 @@ interface RawTrainOptions {
   numVirtualTokens: number;
   adapterConfig?: Record<string, unknown>;
   loraplusLrRatio?: number;
+  init?: string;
   epochs: number;
   lr: number;
   batchSize: number;
@@ -58,6 +59,12 @@ interface RawTrainOptions {
   groupByLength?: boolean;
 }
 
+/** `--init`: PEFT's `init_lora_weights` names of the initialisations that read the base weight. */
+function parseLoraInit(v: string): string {
+  if (v === "pissa" || v === "olora" || /^pissa_niter_[1-9]\d*$/u.test(v)) return v;
+  throw new ConfigError("peft train", "--init", `'${v}': expected pissa, pissa_niter_K (K ≥ 1) or olora`);
+}
+
 export function register(program: Command, ctx: CliContext): void {
   const d = TRAIN_DEFAULTS;
   const cmd = program
@@ -78,6 +85,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--target <modules>", "modules to adapt: 'all-linear' or comma-separated names (default: the model's usual targets, e.g. query,value)", parseTargetSpec)
     .option("--feedforward <modules>", "(IA)³ only: feed-forward modules among the targets (comma-separated names)", parseTargetSpec)
     .option("--loraplus-lr-ratio <x>", "LoRA+: learning rate of the low-rank B factors (and 1-D tensors) = lr × x (PEFT's create_loraplus_optimizer; 16 in the paper)", parsePositiveNumber)
+    .option("--init <kind>", "LoRA: initialise from the base weight, rewriting it as PEFT does — pissa (top-r SVD), pissa_niter_K (randomised SVD, K iterations) or olora (QR); sets init_lora_weights", parseLoraInit)
     .option("--epochs <n>", "training epochs (may be fractional)", parsePositiveNumber, d.epochs)
     .option("--lr <x>", "peak learning rate (AdamW)", parsePositiveNumber, d.lr)
     .option("--batch-size <n>", "examples per micro-batch", parsePositiveInt, d.batchSize)
@@ -109,6 +117,8 @@ export function register(program: Command, ctx: CliContext): void {
       if (o.resume && o.overwrite) throw new ConfigError("peft train", "--resume", "cannot be combined with --overwrite; pick one");
       // an existing run in --out is refused (or resumed / replaced) by the run layer, with a run-specific message
       checkOutput({ out: o.out, kind: "folder", inputs: [o.model, o.data], overwrite: true });
+      if (o.init !== undefined && o.method !== "lora") throw new ConfigError("peft train", "--init", `applies to --method lora, not ${o.method}`);
+      const adapterConfig = o.init !== undefined ? { ...(o.adapterConfig ?? {}), init_lora_weights: o.init } : o.adapterConfig;
       const opts: TrainRunOptions = {
         model: o.model,
         data: o.data,
@@ -120,7 +130,7 @@ export function register(program: Command, ctx: CliContext): void {
         target: o.target ?? null,
         feedforward: o.feedforward ?? null,
         numVirtualTokens: o.numVirtualTokens,
-        ...(o.adapterConfig ? { adapterConfig: o.adapterConfig } : {}),
+        ...(adapterConfig ? { adapterConfig } : {}),
         ...(o.loraplusLrRatio !== undefined ? { loraplusLrRatio: o.loraplusLrRatio } : {}),
         epochs: o.epochs,
         lr: o.lr,

@@ -211,6 +211,18 @@ describe("peft train", () => {
     assert.equal(readJson<TrainMetrics>(join(out, RUN_FILES.metrics)).steps, 2);
   });
 
+  test("--init pissa: the run writes a PiSSA adapter (init_lora_weights 'pissa') that reloads onto the original base", async () => {
+    const out = join(root, "pissa-run");
+    const r = await runCli(TRAIN_ARGS(out, ["--init", "pissa_niter_2", "--max-steps", "2", "--no-plot"]));
+    assert.equal(r.code, 0, r.stderr);
+    const adapterCfg = readJson<Record<string, unknown>>(join(out, RUN_FILES.adapterConfig));
+    assert.equal(adapterCfg.init_lora_weights, "pissa_niter_2");
+    const pm = PeftModel.fromPretrained(loadModel(bert), out);
+    const k = pm.info.linearModules.find((m) => m.name.endsWith("query"))!.name;
+    assert.notDeepEqual(pm.baseWeights.get(`${k}.weight`), pm.base.weights.get(`${k}.weight`), "loading runs the initialisation on the base again");
+    await pm.dispose();
+  });
+
   test("bad arguments give clear errors", async () => {
     const out = join(root, "never-written");
     const cases: [string[], RegExp][] = [
@@ -224,6 +236,8 @@ describe("peft train", () => {
       [["--max-length", "1000"], /\[PEFT_ERR_CONFIG\]: peft train: '--max-length': 1000 is longer than the model's 64 positions/],
       [["--resume", "--overwrite"], /'--resume': cannot be combined with --overwrite/],
       [["--feedforward", "intermediate.dense"], /'--feedforward': does not apply to --method lora/],
+      [["--init", "eva"], /'--init': 'eva': expected pissa, pissa_niter_K \(K ≥ 1\) or olora/],
+      [["--method", "ia3", "--init", "pissa"], /'--init': applies to --method lora, not ia3/],
     ];
     for (const [extra, re] of cases) {
       const r = await runCli(TRAIN_ARGS(out, extra));

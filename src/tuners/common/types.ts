@@ -169,6 +169,18 @@ export interface TunerDef<C extends TunerConfigBase = TunerConfigBase> {
   /** Graph hooks that apply the adapter. */
   hooks(adapter: AdapterInstance<C>, param: ParamView, opts: { training: boolean; seed: number }): ModelHooks;
   /**
+   * Methods whose initialisation rewrites base weights (LoRA's PiSSA / OLoRA): the new values of
+   * the base parameters given the adapter's initial tensors (`init`'s output), or null when this
+   * config leaves the base alone. As in PEFT, loading such an adapter runs the initialisation on
+   * the base again (the loaded tensors then replace the initial ones).
+   */
+  baseRewrite?(config: C, model: BaseModelInfo, initial: ReadonlyMap<string, Tensor>): Map<string, Tensor> | null;
+  /**
+   * PEFT's `save_pretrained(path_initial_model_for_weight_conversion=…)`: the adapter rewritten as
+   * one that applies to the original base, given the `initial` adapter saved right after creation.
+   */
+  convertMutatedInit?(adapter: AdapterInstance<C>, initial: AdapterInstance<C>): { config: C; tensors: Map<string, Tensor> };
+  /**
    * Fold the adapter into base weights: new values for the base parameters it changes (PEFT's
    * `merge`; unmerging restores the stored base). Absent when the method cannot be merged.
    */

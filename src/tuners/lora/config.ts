@@ -16,7 +16,17 @@ import {
 import { type TargetSpec, parseTargetSpec, patternKey, targetSpecToRaw } from "../common/target.js";
 import type { TunerConfigBase } from "../common/types.js";
 
-export type LoraInit = { readonly kind: "kaiming" } | { readonly kind: "gaussian" } | { readonly kind: "random" };
+/**
+ * `init_lora_weights`: `true` (Kaiming-uniform A, zero B), `"gaussian"`, `false` (random B), or an
+ * initialisation that rewrites the base weight: `"pissa"` (top-r SVD), `"pissa_niter_K"` (randomised
+ * SVD with K subspace iterations) and `"olora"` (QR).
+ */
+export type LoraInit =
+  | { readonly kind: "kaiming" }
+  | { readonly kind: "gaussian" }
+  | { readonly kind: "random" }
+  | { readonly kind: "pissa"; readonly niter: number | null }
+  | { readonly kind: "olora" };
 export type LoraBias = "none" | "all" | "lora_only";
 
 export interface LoraConfig extends TunerConfigBase {
@@ -120,12 +130,38 @@ function parseInit(v: boolean | string | undefined, file: string): LoraInit {
   if (v === undefined || v === true) return { kind: "kaiming" };
   if (v === false) return { kind: "random" };
   if (v === "gaussian") return { kind: "gaussian" };
+  if (v === "pissa") return { kind: "pissa", niter: null };
+  if (v.toLowerCase() === "olora") return { kind: "olora" };
+  const m = /^pissa_niter_(\d+)$/u.exec(v);
+  if (m) return { kind: "pissa", niter: Number(m[1]) };
+  if (v.startsWith("pissa")) throw new ConfigError(file, "init_lora_weights", `'${v}': should be 'pissa' or 'pissa_niter_[number of iters]' (as in PEFT)`);
   throw new UnsupportedOptionError(
     file,
     "init_lora_weights",
     v,
-    "only true (Kaiming-uniform A, zero B), 'gaussian' and false are implemented; PiSSA/OLoRA/EVA/LoftQ/CorDA initialisations change the base weights",
+    "implemented: true (Kaiming-uniform A, zero B), 'gaussian', false, 'pissa', 'pissa_niter_K' and 'olora'; EVA/LoftQ/CorDA/orthogonal/MiCA are not",
   );
+}
+
+/** `init_lora_weights` as PEFT writes it. */
+export function initToRaw(init: LoraInit): boolean | string {
+  switch (init.kind) {
+    case "kaiming":
+      return true;
+    case "random":
+      return false;
+    case "gaussian":
+      return "gaussian";
+    case "olora":
+      return "olora";
+    case "pissa":
+      return init.niter === null ? "pissa" : `pissa_niter_${init.niter}`;
+  }
+}
+
+/** PiSSA and OLoRA rewrite the base weight (W − scaling·B₀·A₀) when the adapter is created or loaded. */
+export function rewritesBase(c: LoraConfig): boolean {
+  return c.init.kind === "pissa" || c.init.kind === "olora";
 }
 
 export function parseLoraConfig(raw: Readonly<Record<string, unknown>>, file: string): LoraConfig {
@@ -168,7 +204,7 @@ export function loraConfigToRaw(c: LoraConfig): Record<string, unknown> {
     use_dora: c.useDora,
     fan_in_fan_out: c.fanInFanOut,
     bias: c.bias,
-    init_lora_weights: c.init.kind === "kaiming" ? true : c.init.kind === "gaussian" ? "gaussian" : false,
+    init_lora_weights: initToRaw(c.init),
     target_modules: targetSpecToRaw(c.targetModules),
     exclude_modules: targetSpecToRaw(c.excludeModules),
     layers_to_transform: c.layersToTransform ? [...c.layersToTransform] : null,

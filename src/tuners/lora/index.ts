@@ -4,15 +4,16 @@ import { castTensor } from "../../models/context.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { resolveAllLinear } from "../common/target.js";
 import { targetSpecToRaw } from "../common/target.js";
-import { linearTargets } from "../common/delta.js";
+import { linearTargets, matmul64, toStoredLayout, weightOutIn } from "../common/delta.js";
 import { rejectFeedforward, savedModules } from "../common/train.js";
 import type { AdapterInstance, BaseModelInfo, LinearModule, LowRankFactors, TensorRole, TunerDef } from "../common/types.js";
-import { type LoraConfig, loraConfigToRaw, moduleRankAndScale, parseLoraConfig } from "./config.js";
+import { type LoraConfig, loraConfigToRaw, moduleRankAndScale, parseLoraConfig, rewritesBase } from "./config.js";
+import { oloraFactors, pissaFactors } from "./init.js";
 import { LORA_PREFIX, loraKeys, loraModuleOf } from "./keys.js";
 import { applyLora, mixedLoraDelta } from "./layer.js";
 import { doraMagnitude, loraDeltaWeight, mergeLoraWeight } from "./merge.js";
 
-export { type LoraConfig, LORA_DEFAULTS, parseLoraConfig, loraConfigToRaw, moduleRankAndScale } from "./config.js";
+export { type LoraConfig, LORA_DEFAULTS, parseLoraConfig, loraConfigToRaw, moduleRankAndScale, rewritesBase } from "./config.js";
 export { loraKeys, loraModuleOf, LORA_PREFIX } from "./keys.js";
 export { applyLora, applyMixedLora, loraDelta, type LoraFactors, type StackedLora } from "./layer.js";
 export { loraDeltaWeight, mergeLoraWeight, doraMagnitude } from "./merge.js";
@@ -46,6 +47,7 @@ export const lora: TunerDef<LoraConfig> = {
   mixedBatch: {
     check(a) {
       if (a.config.useDora) throw new AdapterStateError(a.name, "mixed-adapter batches do not support DoRA (as in PEFT)");
+      if (rewritesBase(a.config)) throw new AdapterStateError(a.name, `init_lora_weights '${String(loraConfigToRaw(a.config).init_lora_weights)}' rewrites the base weights, which cannot change per row; save it converted to a plain LoRA (path_initial_model_for_weight_conversion)`);
     },
     stacked(site, adapters, rowIndex, dtype) {
       const { name, inFeatures: fin, outFeatures: fout } = site;
@@ -74,6 +76,9 @@ export const lora: TunerDef<LoraConfig> = {
     check(a, label, purpose) {
       if (a.config.useDora) throw new UnsupportedOptionError(label, "use_dora", true, `DoRA magnitude vectors cannot be used by ${purpose}`);
       if (a.config.bias !== "none") throw new UnsupportedOptionError(label, "bias", a.config.bias, `adapters that train biases cannot be used by ${purpose}; use bias 'none'`);
+      if (rewritesBase(a.config)) {
+        throw new UnsupportedOptionError(label, "init_lora_weights", loraConfigToRaw(a.config).init_lora_weights, `the adapter works on a rewritten base weight and cannot be used by ${purpose}; save it converted to a plain LoRA first (path_initial_model_for_weight_conversion)`);
+      }
     },
     factors(a) {
       const out = new Map<string, LowRankFactors>();
@@ -133,6 +138,21 @@ export const lora: TunerDef<LoraConfig> = {
     for (const m of loraTargets(c, model)) {
       const { r, scaling } = moduleRankAndScale(c, m.name);
       const k = loraKeys(m.name);
+      if (c.init.kind === "pissa" || c.init.kind === "olora") {
+        const stored = model.weight(`${m.name}.weight`);
+        if (c.init.kind === "olora" && m.fanInFanOut) {
+          throw new UnsupportedOptionError("adapter_config.json", "init_lora_weights", "olora", `${m.name} is a Conv1D layer (weight stored [in, out]); PEFT's OLoRA factorises the stored weight, which does not fit lora_A/lora_B there`);
+        }
+        if (r > Math.min(m.outFeatures, m.inFeatures)) {
+          throw new ConfigError("adapter_config.json", "r", `${r} exceeds min(out, in) = ${Math.min(m.outFeatures, m.inFeatures)} of ${m.name}: ${c.init.kind === "pissa" ? "PiSSA" : "OLoRA"} takes r singular / QR directions of the weight`);
+        }
+        const w = weightOutIn(stored, m.fanInFanOut);
+        const f = c.init.kind === "pissa" ? pissaFactors(w, m.outFeatures, m.inFeatures, r, scaling, c.init.niter, rng) : oloraFactors(w, m.outFeatures, m.inFeatures, r);
+        out.set(k.A, { dtype: "float32", shape: [r, m.inFeatures], data: Float32Array.from(f.A) });
+        out.set(k.B, { dtype: "float32", shape: [m.outFeatures, r], data: Float32Array.from(f.B) });
+        if (c.useDora) out.set(k.magnitude, doraMagnitude(stored, new Float64Array(m.outFeatures * m.inFeatures), m.fanInFanOut));
+        continue;
+      }
       // nn.Linear's default (Kaiming-uniform, a=√5) has bound 1/√fan_in
       const a =
         c.init.kind === "gaussian"
@@ -169,6 +189,72 @@ export const lora: TunerDef<LoraConfig> = {
           );
       },
     };
+  },
+  baseRewrite(c, model, initial) {
+    if (!rewritesBase(c)) return null;
+    const out = new Map<string, Tensor>();
+    for (const m of loraTargets(c, model)) {
+      const k = loraKeys(m.name);
+      const A = initial.get(k.A);
+      const B = initial.get(k.B);
+      if (!A || !B) continue;
+      const { scaling } = moduleRankAndScale(c, m.name);
+      const stored = model.weight(`${m.name}.weight`);
+      const w = weightOutIn(stored, m.fanInFanOut);
+      const ba = matmul64(toFloat32(B), toFloat32(A), m.outFeatures, A.shape[0]!, m.inFeatures);
+      for (let i = 0; i < w.length; i++) w[i]! -= scaling * ba[i]!;
+      out.set(`${m.name}.weight`, toStoredLayout(w, stored, m.fanInFanOut));
+    }
+    return out;
+  },
+  convertMutatedInit(adapter, initial) {
+    const c = adapter.config;
+    if (c.useRslora && (Object.keys(c.rankPattern).length > 0 || Object.keys(c.alphaPattern).length > 0)) {
+      throw new UnsupportedOptionError(`adapter '${adapter.name}'`, "use_rslora", true, "converting to a plain LoRA is not supported with rank_pattern or alpha_pattern at the same time as use_rslora (as in PEFT)");
+    }
+    if (c.useDora) throw new UnsupportedOptionError(`adapter '${adapter.name}'`, "use_dora", true, "a DoRA adapter's magnitudes are tied to its base weight and cannot be converted to a plain LoRA");
+    const tensors = new Map<string, Tensor>();
+    for (const [key, t] of adapter.tensors) {
+      const module = loraModuleOf(key);
+      if (module === null || loraRole(key)?.kind !== "update") {
+        tensors.set(key, t);
+        continue;
+      }
+      const k = loraKeys(module);
+      const t0 = initial.tensors.get(key);
+      if (!t0) throw new ConfigError(`initial adapter '${initial.name}'`, key, "missing: it must be the adapter saved right after creation, with the same target modules");
+      const [d0, d1] = t.shape as [number, number];
+      const [e0, e1] = t0.shape as [number, number];
+      const a = toFloat32(t);
+      const b = toFloat32(t0);
+      if (key === k.A) {
+        // [A; A₀] stacked along the rank
+        if (e1 !== d1) throw new ConfigError(`initial adapter '${initial.name}'`, key, `shape [${e0}, ${e1}] does not fit [${d0}, ${d1}]`);
+        const data = new Float32Array((d0 + e0) * d1);
+        data.set(a);
+        data.set(b, d0 * d1);
+        tensors.set(key, { dtype: "float32", shape: [d0 + e0, d1], data });
+      } else {
+        // [B | −B₀]
+        if (e0 !== d0) throw new ConfigError(`initial adapter '${initial.name}'`, key, `shape [${e0}, ${e1}] does not fit [${d0}, ${d1}]`);
+        const data = new Float32Array(d0 * (d1 + e1));
+        for (let o = 0; o < d0; o++) {
+          for (let j = 0; j < d1; j++) data[o * (d1 + e1) + j] = a[o * d1 + j]!;
+          for (let j = 0; j < e1; j++) data[o * (d1 + e1) + d1 + j] = -b[o * e1 + j]!;
+        }
+        tensors.set(key, { dtype: "float32", shape: [d0, d1 + e1], data });
+      }
+    }
+    const double = (p: Readonly<Record<string, number>>) => Object.fromEntries(Object.entries(p).map(([k, v]) => [k, 2 * v]));
+    const config: LoraConfig = {
+      ...c,
+      init: { kind: "kaiming" },
+      r: 2 * c.r,
+      loraAlpha: c.useRslora ? c.loraAlpha * Math.SQRT2 : 2 * c.loraAlpha,
+      rankPattern: double(c.rankPattern),
+      alphaPattern: double(c.alphaPattern),
+    };
+    return { config, tensors };
   },
   merge(adapter, model) {
     const c = adapter.config;
