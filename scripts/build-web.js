@@ -2,11 +2,13 @@
 // Builds the browser app (web/) into a folder of static files (default dist-web/, ignored):
 // app.js + worker.js (esbuild bundles of web/*.ts over peft-ts/web, no polyfills), index.html,
 // onnxruntime-web's .wasm under ort/, USE-lite's TF.js files under use-lite/ and the UCI sentiment
-// sources under data/ (all from node_modules, so the page needs no network once served).
+// sources under data/ (all from node_modules, so the page needs no network once served), and the
+// service worker sw.js (web/sw.ts) that caches all of them, so the page works offline once loaded.
 // Needs `npm run build` first (peft-ts/web is the compiled dist/src/web.js).
 // Usage: node scripts/build-web.js [outDir]
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { createHash } from "node:crypto";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { dirname, join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 
@@ -51,8 +53,32 @@ export async function buildWeb(outDir = join(root, "dist-web"), { minify = true 
   const modelJson = JSON.parse(readFileSync(join(useLite, "model.json"), "utf8"));
   copy(useLite, ["model.json", ...modelJson.weightsManifest.flatMap((g) => g.paths), "vocab.json"], "use-lite");
   copy(join(pkgDir("sentiment"), "test", "fixtures"), ["amazon.json", "imdb.json", "yelp.json"], "data");
+  // the service worker precaches every file of the build (source maps aside) under a hash of their contents
+  const files = [];
+  (function walk(dir) {
+    for (const name of readdirSync(dir).sort()) {
+      const p = join(dir, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (!name.endsWith(".map")) files.push(relative(outDir, p).split(sep).join("/"));
+    }
+  })(outDir);
+  const hash = createHash("sha256");
+  for (const f of files) hash.update(f).update("\0").update(readFileSync(join(outDir, f)));
+  const build = hash.digest("hex").slice(0, 16);
+  await esbuild.build({
+    entryPoints: [join(root, "web", "sw.ts")],
+    bundle: true,
+    platform: "browser",
+    format: "iife",
+    target: "es2022",
+    minify,
+    outfile: join(outDir, "sw.js"),
+    define: { PEFT_PRECACHE: JSON.stringify(["./", ...files]), PEFT_BUILD: JSON.stringify(build) },
+    logLevel: "warning",
+    absWorkingDir: root,
+  });
   const sizes = Object.fromEntries(Object.entries(r.metafile.outputs).filter(([k]) => k.endsWith(".js")).map(([k, v]) => [k.split("/").pop(), v.bytes]));
-  return { outDir, sizes };
+  return { outDir, sizes, build, files };
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

@@ -32,28 +32,98 @@ function fmtTime(s: number): string {
   return m > 0 ? `${m} min ${Math.round(s % 60)} s` : `${s.toFixed(1)} s`;
 }
 
+/** Tick values for an axis over [lo, hi]: about `n` round steps. */
+function ticks(lo: number, hi: number, n: number): number[] {
+  const raw = (hi - lo) / Math.max(1, n);
+  const mag = 10 ** Math.floor(Math.log10(raw || 1));
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? raw;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toPrecision(12)));
+  return out;
+}
+
+/**
+ * The live chart: training loss (left axis, scaled to the run's range) and validation accuracy
+ * (right axis, 0–100 %) against the step. The canvas is sized to its CSS box × devicePixelRatio
+ * at each draw, so it stays sharp at any window width.
+ */
 function draw(): void {
   const c = $<HTMLCanvasElement>("chart");
+  const dpr = window.devicePixelRatio || 1;
+  const W = Math.max(200, c.clientWidth);
+  const H = Math.max(120, c.clientHeight);
+  if (c.width !== Math.round(W * dpr) || c.height !== Math.round(H * dpr)) {
+    c.width = Math.round(W * dpr);
+    c.height = Math.round(H * dpr);
+  }
   const g = c.getContext("2d")!;
-  const W = c.width;
-  const H = c.height;
-  const pad = 36;
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, W, H);
+  const L = 56;
+  const R = 48;
+  const T = 26;
+  const B = 36;
+  const pw = W - L - R;
+  const ph = H - T - B;
+  g.font = "12px system-ui, sans-serif";
+  g.lineWidth = 1;
   g.strokeStyle = "#c8ced8";
-  g.strokeRect(pad, 10, W - 2 * pad, H - pad - 10);
-  const maxLoss = Math.max(1e-6, ...losses.map((p) => p.loss));
-  const x = (s: number) => pad + ((W - 2 * pad) * s) / Math.max(1, totalSteps);
-  const yl = (l: number) => H - pad - ((H - pad - 10) * l) / maxLoss;
-  const ya = (a: number) => H - pad - (H - pad - 10) * a;
+  g.strokeRect(L, T, pw, ph);
+  if (losses.length === 0 && accs.length === 0) {
+    g.fillStyle = "#7a8396";
+    g.textAlign = "center";
+    g.fillText("The loss curve and validation accuracy appear here while training.", L + pw / 2, T + ph / 2);
+    return;
+  }
+  const lossVals = losses.map((p) => p.loss);
+  let lo = Math.min(...lossVals);
+  let hi = Math.max(...lossVals);
+  const span = Math.max(hi - lo, Math.abs(hi) * 0.02, 1e-6);
+  lo -= span * 0.1;
+  hi += span * 0.1;
+  const xMax = Math.max(1, totalSteps);
+  const x = (s: number) => L + (pw * s) / xMax;
+  const yl = (l: number) => T + ph - (ph * (l - lo)) / (hi - lo);
+  const ya = (a: number) => T + ph - ph * a;
+  // grid and axes
   g.fillStyle = "#465066";
-  g.font = "12px system-ui";
-  g.fillText(`loss (max ${maxLoss.toFixed(3)})`, pad + 4, 24);
-  g.fillText("validation accuracy", W - pad - 120, 24);
-  g.fillText("step", W / 2, H - 8);
+  g.strokeStyle = "#eceff4";
+  g.textAlign = "right";
+  g.textBaseline = "middle";
+  for (const v of ticks(lo, hi, 4)) {
+    g.beginPath();
+    g.moveTo(L, yl(v));
+    g.lineTo(L + pw, yl(v));
+    g.stroke();
+    g.fillText(v.toFixed(Math.max(0, -Math.floor(Math.log10(Math.max(span, 1e-9))) + 1)), L - 6, yl(v));
+  }
+  g.textAlign = "left";
+  for (const a of [0, 0.5, 1]) g.fillText(`${a * 100} %`, L + pw + 6, ya(a));
+  g.textAlign = "center";
+  g.textBaseline = "top";
+  for (const s of ticks(0, xMax, 6).filter(Number.isInteger)) g.fillText(String(s), x(s), T + ph + 6);
+  g.textBaseline = "alphabetic";
+  g.textAlign = "left";
+  g.fillStyle = "#2f6fdb";
+  g.fillText("— training loss", L, T - 9);
+  g.fillStyle = "#d9822b";
+  g.textAlign = "right";
+  g.fillText("● validation accuracy", L + pw, T - 9);
+  g.fillStyle = "#465066";
+  g.textAlign = "center";
+  g.fillText("step", L + pw / 2, H - 2);
+  // the curves
   g.strokeStyle = "#2f6fdb";
+  g.lineWidth = 2;
   g.beginPath();
   losses.forEach((p, i) => (i === 0 ? g.moveTo(x(p.step), yl(p.loss)) : g.lineTo(x(p.step), yl(p.loss))));
   g.stroke();
+  if (losses.length === 1) {
+    g.fillStyle = "#2f6fdb";
+    g.beginPath();
+    g.arc(x(losses[0]!.step), yl(losses[0]!.loss), 3, 0, 2 * Math.PI);
+    g.fill();
+  }
   g.fillStyle = "#d9822b";
   for (const p of accs) {
     g.beginPath();
@@ -61,6 +131,8 @@ function draw(): void {
     g.fill();
   }
 }
+
+addEventListener("resize", draw);
 
 worker.onmessage = (e: MessageEvent<Reply>) => {
   const r = e.data;
@@ -169,7 +241,8 @@ $("hf-folder").addEventListener("change", () => {
     const map = await readAll(files);
     const label = [...map.keys()][0]?.split("/")[0] ?? "model";
     await send({ kind: "model", files: map, label }, ["ready"]);
-    status(`Model: ${label}`);
+    status(`Model: ${label} (${map.size} files)`);
+    document.body.dataset.model = label;
   });
 });
 
@@ -274,4 +347,24 @@ $("probe").addEventListener("click", () => {
   return r.result;
 };
 
+/** Registers the service worker (web/sw.ts) that caches the whole build, so a reload works offline. */
+async function offline(): Promise<void> {
+  const el = $("offline");
+  if (!("serviceWorker" in navigator)) {
+    el.textContent = "Offline use needs a secure origin (https or localhost).";
+    return;
+  }
+  try {
+    await navigator.serviceWorker.register(new URL("sw.js", import.meta.url));
+    await navigator.serviceWorker.ready;
+    if (!navigator.serviceWorker.controller) await new Promise((r) => navigator.serviceWorker.addEventListener("controllerchange", r, { once: true }));
+    el.textContent = "Works offline: the app, onnxruntime and the model are cached.";
+    document.body.dataset.offline = "1";
+  } catch (err) {
+    el.textContent = `No offline cache: ${(err as Error).message}`;
+  }
+}
+
+draw();
 void init();
+void offline();

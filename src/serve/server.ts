@@ -22,6 +22,7 @@ import { encoderRoutes } from "./routes/encoder.js";
 import { modelsRoutes } from "./routes/models.js";
 import { playgroundRoutes } from "./routes/playground.js";
 import { systemRoutes } from "./routes/system.js";
+import { trainAppRoutes } from "./routes/train-app.js";
 
 export interface ServeAdapterSpec {
   readonly name: string;
@@ -61,6 +62,8 @@ export interface ServeOptions {
   readonly maxInputs?: number;
   /** onnxruntime intra-op threads of the model's sessions (default: onnxruntime's choice). */
   readonly threads?: number;
+  /** The built browser app served at `/train/` (default: the package's `dist-web/`, written by `npm run build:web`). */
+  readonly webApp?: string;
   /** fastify's pino logger options; default: off. */
   readonly logger?: FastifyServerOptions["logger"];
 }
@@ -162,6 +165,7 @@ export async function createServer(options: ServeOptions = {}): Promise<PeftServ
   completionRoutes(app, ctx, engine);
   chatRoutes(app, ctx, engine);
   await playgroundRoutes(app);
+  await trainAppRoutes(app, options.webApp);
 
   let url = "";
   let closing: Promise<void> | null = null;

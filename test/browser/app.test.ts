@@ -20,6 +20,7 @@ import { useLitePackageDir } from "../../src/models/use-lite/weights.js";
 import { packageRoot } from "../../src/util/paths.js";
 import { buildApp, launchChromium, serve } from "../../bench/browser-harness.js";
 import { type ProbeResult, fetchUseLiteFiles, probe } from "../../src/web/lab.js";
+import { JSONL } from "./fixtures.js";
 
 // The page's globals as the callbacks below use them (they run in Chromium; this file compiles without the DOM library).
 interface PageElement {
@@ -30,11 +31,6 @@ declare const document: { body: PageElement; querySelector(selector: string): Pa
 declare const crossOriginIsolated: boolean;
 declare const navigator: unknown;
 declare const window: unknown;
-
-/** Clear sentiment, so a few steps visibly lower the loss; 20 rows → 16 train / 2 validation / 2 test. */
-const GOOD = ["Great product, works perfectly.", "I love it, excellent quality.", "Fantastic, highly recommended.", "Very happy with this purchase.", "Superb and reliable.", "Wonderful, exactly what I wanted.", "Best purchase this year.", "Amazing value, very pleased.", "Excellent, five stars.", "Works great, love it."];
-const BAD = ["Terrible, broke after a day.", "I hate it, awful quality.", "Horrible, do not buy.", "Very disappointed with this.", "Useless and unreliable.", "Awful, nothing like described.", "Worst purchase this year.", "Waste of money, very poor.", "Bad, one star.", "Stopped working, hate it."];
-const JSONL = [...GOOD.map((text) => ({ text, label: "positive" })), ...BAD.map((text) => ({ text, label: "negative" }))].map((r) => JSON.stringify(r)).join("\n");
 
 /** Largest |a − b| over the largest |b|: the relative error of a whole tensor. */
 function relErr(a: readonly number[], b: readonly number[]): number {
