@@ -25,3 +25,8 @@ export function ortProviders(): string[] {
 export function cpuCount(): number {
   return nav?.hardwareConcurrency ?? 1;
 }
+
+/** A page has no CPU-time clock: the wall clock (`performance.now()`) stands in, so CPU figures equal wall ones. */
+export function cpuTimeMs(): number {
+  return performance.now();
+}

@@ -23,3 +23,9 @@ export function ortProviders(): string[] {
 export function cpuCount(): number {
   return cpus().length;
 }
+
+/** CPU time (user + system) this process has used, in ms: what a timed onnxruntime run cost the machine. */
+export function cpuTimeMs(): number {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1e3;
+}

@@ -7,7 +7,7 @@
  * all through the same `CompiledGraph` session options. `measureMatmulCeiling` is reusable:
  * a training benchmark calls it in the same run and reports MFU = achieved / ceilingGflops.
  */
-import { cpuCount } from "../platform/ort.js";
+import { cpuCount, cpuTimeMs } from "../platform/ort.js";
 import onnxProto from "onnx-proto";
 import { ConfigError } from "../errors.js";
 import { linear } from "../graph/composite.js";
@@ -210,12 +210,11 @@ async function timeInterleaved(
   for (let r = 0; r < opts.repeat; r++) {
     for (let j = 0; j < sessions.length; j++) {
       const idx = (r + j) % sessions.length;
-      const c0 = process.cpuUsage();
+      const c0 = cpuTimeMs();
       const t0 = performance.now();
       await sessions[idx]!.run({ x }, opts.fetch);
       times[idx]!.push(performance.now() - t0);
-      const c = process.cpuUsage(c0);
-      cpu[idx]!.push((c.user + c.system) / 1e3);
+      cpu[idx]!.push(cpuTimeMs() - c0);
     }
   }
   return { times, cpu, outputs };
@@ -367,15 +366,15 @@ export class PlainCeiling {
     for (const [i, cg] of this.sessions.entries()) {
       const s = this.shapes[i]!;
       for (let k = 0; k < (counts?.[i] ?? 1); k++) {
-        const c0 = process.cpuUsage();
+        const c0 = cpuTimeMs();
         const t0 = performance.now();
         await cg.run({ x: this.xs[i]! }, ["probe"]);
         const t = performance.now() - t0;
-        const c = process.cpuUsage(c0);
+        const c = cpuTimeMs() - c0;
         this.times[i]!.push(t);
-        this.cpu[i]!.push((c.user + c.system) / 1e3);
+        this.cpu[i]!.push(c);
         ms += t;
-        cpuMs += (c.user + c.system) / 1e3;
+        cpuMs += c;
         flops += 2 * s.m * s.k * s.n;
       }
     }

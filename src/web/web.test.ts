@@ -40,4 +40,8 @@ test("peft-ts/web bundles for the browser with no Node built-in and onnxruntime-
   assert.ok(inputs.some((p) => p.includes("onnxruntime-web/")), "onnxruntime-web is bundled");
   assert.ok(inputs.some((p) => p.endsWith("platform/fs.browser.js")), "the browser field swapped the file-system seam");
   assert.ok(!inputs.some((p) => /platform\/(fs|ort|crypto)\.js$/.test(p)), "no Node side of a seam is bundled");
+  // runtime/index re-exports the matmul ceiling (peft demo's MFU): it reaches onnxruntime only through the seam
+  assert.ok(inputs.some((p) => p.endsWith("runtime/matmul-ceiling.js")), "the matmul ceiling is part of peft-ts/web");
+  const js = r.outputFiles[0]!.text;
+  assert.ok(!js.includes("process.cpuUsage"), "no Node process clock in the bundle (platform cpuTimeMs)");
 });
