@@ -544,5 +544,43 @@ export class QueueTimeoutError extends PeftError {
   readonly code = "PEFT_ERR_QUEUE_TIMEOUT";
   constructor(readonly what: string, readonly ms: number) {
     super(`${what}: no answer within ${ms} ms; check that Redis is reachable and that a 'peft worker' is running on the queue`);
+
+/** A fine-tuning file (`POST /v1/files`, purpose `fine-tune`) is not valid JSONL of a training format; `line` is 1-based (0: the file as a whole). */
+export class TrainingFileError extends PeftError {
+  readonly code = "PEFT_ERR_TRAINING_FILE";
+  constructor(readonly file: string, readonly line: number, readonly issue: string) {
+    super(`${file}${line > 0 ? `, line ${line}` : ""}: ${issue}`);
+  }
+}
+
+/** A fine-tuning job names a base model the server cannot fine-tune (not the served model, or a data format the model's task cannot train on). */
+export class FineTuneModelError extends PeftError {
+  readonly code = "PEFT_ERR_FINETUNE_MODEL";
+  constructor(readonly model: string, readonly issue: string) {
+    super(`model ${JSON.stringify(model)} cannot be fine-tuned here: ${issue}`);
+  }
+}
+
+/** A file id (`file-…`) that the server's file store does not hold. HTTP 404. */
+export class UnknownFileError extends PeftError {
+  readonly code = "PEFT_ERR_UNKNOWN_FILE";
+  constructor(readonly fileId: string) {
+    super(`no file with id ${JSON.stringify(fileId)}; GET /v1/files lists the uploaded files`);
+  }
+}
+
+/** A fine-tuning job id (`ftjob-…`) that the server does not know. HTTP 404. */
+export class UnknownJobError extends PeftError {
+  readonly code = "PEFT_ERR_UNKNOWN_JOB";
+  constructor(readonly jobId: string) {
+    super(`no fine-tuning job with id ${JSON.stringify(jobId)}; GET /v1/fine_tuning/jobs lists the jobs`);
+  }
+}
+
+/** A fine-tuning job cannot do what was asked in its state (cancel a finished job). */
+export class JobStateError extends PeftError {
+  readonly code = "PEFT_ERR_JOB_STATE";
+  constructor(readonly jobId: string, readonly status: string, readonly issue: string) {
+    super(`fine-tuning job ${jobId} is ${status}: ${issue}`);
   }
 }

@@ -28,3 +28,4 @@ export { renderCurves, renderCurvesSvg, svgToPng, curvesSpec, type CurveData, ty
 export { curveData, mergeHistory, readHistory, movingAverage, type RunHistory, type HistoryStep, type HistoryEval } from "./history.js";
 export { RUN_FILES, checkRunDir, claimRunDir, holdsRun, writeJsonAtomic, runEnvironment, type RunDirMode } from "./run-dir.js";
 export * from "./atlas/index.js";
+export * from "./finetune/index.js";

@@ -26,6 +26,8 @@ const BY_CODE: Readonly<Record<string, readonly [number, OpenAiErrorType]>> = {
   PEFT_ERR_ADAPTER_PATH: [403, "permission_error"],
   PEFT_ERR_PATH_TRAVERSAL: [403, "permission_error"],
   PEFT_ERR_UNKNOWN_MODEL: [404, "not_found_error"],
+  PEFT_ERR_UNKNOWN_FILE: [404, "not_found_error"],
+  PEFT_ERR_UNKNOWN_JOB: [404, "not_found_error"],
   PEFT_ERR_QUEUE_FULL: [429, "rate_limit_error"],
   PEFT_ERR_SERVER_DRAINING: [503, "service_unavailable_error"],
   PEFT_ERR_ENGINE_CLOSED: [503, "service_unavailable_error"],
@@ -43,6 +45,10 @@ const FASTIFY_CODES: Readonly<Record<string, string>> = {
   FST_ERR_CTP_EMPTY_JSON_BODY: "empty_body",
   FST_ERR_CTP_INVALID_JSON_BODY: "invalid_json",
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: "invalid_content_length",
+  FST_REQ_FILE_TOO_LARGE: "file_too_large",
+  FST_INVALID_MULTIPART_CONTENT_TYPE: "invalid_multipart",
+  FST_FILES_LIMIT: "too_many_files",
+  FST_PARTS_LIMIT: "too_many_parts",
 };
 
 export interface MappedError {
@@ -59,7 +65,7 @@ function body(message: string, type: OpenAiErrorType, param: string | null, code
 export function mapError(e: unknown): MappedError {
   if (e instanceof PeftError) {
     const [status, type] = BY_CODE[e.code] ?? [400, "invalid_request_error"];
-    const param = e instanceof InvalidRequestError ? e.param : e.code === "PEFT_ERR_UNKNOWN_MODEL" ? "model" : null;
+    const param = e instanceof InvalidRequestError ? e.param : e.code === "PEFT_ERR_UNKNOWN_MODEL" || e.code === "PEFT_ERR_FINETUNE_MODEL" ? "model" : e.code === "PEFT_ERR_TRAINING_FILE" ? "file" : null;
     const headers: Record<string, string> = e instanceof QueueFullError ? { "retry-after": String(e.retryAfterSeconds) } : {};
     return { status, body: body(e.message, type, param, e.code), headers };
   }

@@ -2,6 +2,9 @@
  * `createServer(options)`: one base model and its adapters behind an OpenAI-compatible HTTP API
  * (fastify). The command line (`peft serve`) and the tests both start servers through it.
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
 import { ServerDrainingError } from "../errors.js";
 import { GenerationEngine, type SamplingParams } from "../generate/index.js";
@@ -15,6 +18,10 @@ import { errorHandler } from "./http-errors.js";
 import { ServeMetrics } from "./metrics.js";
 import { type ServedModel, openServedModel, peftAdapterHost } from "./model-host.js";
 import { EncoderService } from "./encoder.js";
+import { FineTuneService, type JobExecutor, type JobSink } from "../runs/finetune/index.js";
+import { USE_LITE_MODEL_ID } from "../runs/model-source.js";
+import { fileRoutes } from "./routes/files.js";
+import { fineTuningRoutes } from "./routes/fine-tuning.js";
 import { adapterRoutes } from "./routes/adapters.js";
 import { chatRoutes } from "./routes/chat.js";
 import { completionRoutes } from "./routes/completions.js";
@@ -64,6 +71,16 @@ export interface ServeOptions {
   readonly threads?: number;
   /** The built browser app served at `/train/` (default: the package's `dist-web/`, written by `npm run build:web`). */
   readonly webApp?: string;
+  /**
+   * Folder of the fine-tuning state: uploaded files, jobs (events, checkpoints) and the adapters
+   * they made. A restarted server resumes the jobs it finds there. Default: a temporary folder
+   * removed on close.
+   */
+  readonly stateDir?: string;
+  /** Largest `POST /v1/files` upload in bytes (default 512 MiB). */
+  readonly maxFileBytes?: number;
+  /** Where fine-tuning jobs run (default: in this process, one at a time). */
+  readonly fineTuneExecutor?: (sink: JobSink) => JobExecutor;
   /** fastify's pino logger options; default: off. */
   readonly logger?: FastifyServerOptions["logger"];
 }
@@ -71,6 +88,8 @@ export interface ServeOptions {
 export interface PeftServer {
   readonly app: FastifyInstance;
   readonly context: ServeContext;
+  /** The fine-tuning files and jobs (`/v1/files`, `/v1/fine_tuning/jobs`). */
+  readonly fineTuning: FineTuneService;
   /** Binds the port; resolves with the base URL (`http://host:port`). */
   listen(): Promise<string>;
   /** The URL once listening. */
@@ -139,6 +158,25 @@ export async function createServer(options: ServeOptions = {}): Promise<PeftServ
     ...(engine ? { engine: () => engine.stats() } : {}),
   });
 
+  const ownsState = options.stateDir === undefined;
+  const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), "peft-serve-state-"));
+  const hfTok = model.tokenizer?.kind === "hf" ? model.tokenizer.tok : null;
+  const fineTuning = new FineTuneService({
+    stateDir,
+    base: {
+      id: model.id,
+      base: options.model === undefined || options.model === USE_LITE_MODEL_ID ? USE_LITE_MODEL_ID : model.root,
+      task: model.task,
+      hasChatTemplate: hfTok !== null && hfTok.chatTemplate !== null,
+    },
+    local: { session: model.sessionOptions, ...(model.task === "causal-lm" ? { baseModel: model.loaded } : {}) },
+    ...(options.fineTuneExecutor ? { executor: options.fineTuneExecutor } : {}),
+    onSucceeded: (job, dir) => {
+      // servable at once under its fine-tuned model name
+      if (job.fine_tuned_model && !adapters.has(job.fine_tuned_model)) adapters.add(job.fine_tuned_model, dir);
+    },
+  });
+
   const app = Fastify({ logger: options.logger ?? false, bodyLimit: options.bodyLimit ?? 4 * 1024 * 1024, forceCloseConnections: "idle" });
   let draining = false;
   const checkKey = options.apiKey !== undefined ? bearerChecker(options.apiKey) : null;
@@ -164,14 +202,18 @@ export async function createServer(options: ServeOptions = {}): Promise<PeftServ
   encoderRoutes(app, ctx, encoder);
   completionRoutes(app, ctx, engine);
   chatRoutes(app, ctx, engine);
+  await fileRoutes(app, fineTuning, options.maxFileBytes ?? 512 * 1024 * 1024);
+  fineTuningRoutes(app, fineTuning);
   await playgroundRoutes(app);
   await trainAppRoutes(app, options.webApp);
+  fineTuning.start();
 
   let url = "";
   let closing: Promise<void> | null = null;
   return {
     app,
     context: ctx,
+    fineTuning,
     get url() {
       return url;
     },
@@ -184,10 +226,12 @@ export async function createServer(options: ServeOptions = {}): Promise<PeftServ
       closing ??= (async () => {
         draining = true;
         await admission.drain();
+        await fineTuning.close();
         await engine?.close();
         await app.close();
         await model.peft.dispose();
         await encoder?.dispose();
+        if (ownsState) rmSync(stateDir, { recursive: true, force: true });
       })();
       return closing;
     },

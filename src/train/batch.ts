@@ -8,6 +8,11 @@ import type { Batch } from "./step.js";
 export interface TokenizedExample {
   readonly ids: readonly number[];
   readonly label?: number;
+  /**
+   * Causal LM: the token's label per position, −100 where the loss ignores it (a chat's prompt
+   * and user turns); default: every token is its own label.
+   */
+  readonly labels?: readonly number[];
 }
 
 /** Pad a list of examples into a batch (right padding). */
@@ -19,10 +24,11 @@ export function collate(examples: readonly TokenizedExample[], task: LossTask, p
   const mask = new BigInt64Array(b * len);
   const lm = new BigInt64Array(b * len).fill(-100n);
   rows.forEach((r, i) => {
+    const own = examples[i]!.labels;
     r.forEach((t, j) => {
       ids[i * len + j] = BigInt(t);
       mask[i * len + j] = 1n;
-      lm[i * len + j] = BigInt(t);
+      lm[i * len + j] = BigInt(own ? own[j]! : t);
     });
   });
   const labels: Tensor<"int64"> =

@@ -128,6 +128,8 @@ export interface TrainCallbacks {
   /** After each optimizer step; the loop waits for a returned promise (a paused run resolves it to go on). */
   onStep?(info: StepInfo): void | Promise<void>;
   onEval?(result: EvalResult & { step: number; epoch: number }): void;
+  /** After a periodic checkpoint (`checkpointEvery`) is written: a run killed from here on resumes at this step. */
+  onCheckpoint?(info: { step: number; epoch: number; loss: number }): void | Promise<void>;
 }
 
 export interface TrainResult {
@@ -399,7 +401,10 @@ export class Trainer {
       history.steps.push(info);
       await callbacks.onStep?.(info);
       if (cfg.evalEvery && step % cfg.evalEvery === 0 && (await evaluateNow())) stoppedEarly = true;
-      if (cfg.checkpointDir && cfg.checkpointEvery && step % cfg.checkpointEvery === 0) await this.checkpoint(step, epoch, pos, order, keeper);
+      if (cfg.checkpointDir && cfg.checkpointEvery && step % cfg.checkpointEvery === 0) {
+        await this.checkpoint(step, epoch, pos, order, keeper);
+        await callbacks.onCheckpoint?.({ step, epoch: info.epoch, loss: info.loss });
+      }
     }
     // the last steps are evaluated too, so they can be the best (also when evalEvery does not divide the run)
     if (!stoppedEarly && step >= total && history.evals.at(-1)?.step !== step) await evaluateNow();

@@ -24,6 +24,8 @@ interface RawServeOptions {
   maxTokens: number;
   bodyLimit: number;
   threads?: number;
+  state?: string;
+  maxFileBytes: number;
   quiet?: boolean;
 }
 
@@ -54,6 +56,8 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--max-tokens <n>", "largest max_tokens a request may ask", parsePositiveInt, 4096)
     .option("--body-limit <bytes>", "largest request body", parsePositiveInt, 4 * 1024 * 1024)
     .option("--threads <n>", "onnxruntime intra-op threads (default: onnxruntime's choice)", parsePositiveInt)
+    .option("--state <dir>", "folder of the fine-tuning state (uploaded files, jobs, checkpoints, fine-tuned adapters); a restarted server resumes its jobs (default: a temporary folder)")
+    .option("--max-file-bytes <bytes>", "largest POST /v1/files upload", parsePositiveInt, 512 * 1024 * 1024)
     .option("--quiet", "no request log (pino JSON lines on stderr)")
     .action(async (o: RawServeOptions) => {
       const pins = new Set(o.pin);
@@ -74,6 +78,8 @@ export function register(program: Command, ctx: CliContext): void {
         maxTokens: o.maxTokens,
         bodyLimit: o.bodyLimit,
         ...(o.threads !== undefined ? { threads: o.threads } : {}),
+        ...(o.state !== undefined ? { stateDir: o.state } : {}),
+        maxFileBytes: o.maxFileBytes,
         logger: o.quiet ? false : { level: "info", stream: { write: (line: string) => ctx.io.stderr(line) } },
       });
       const url = await server.listen();
