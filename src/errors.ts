@@ -584,3 +584,11 @@ export class JobStateError extends PeftError {
     super(`fine-tuning job ${jobId} is ${status}: ${issue}`);
   }
 }
+
+/** A server the CLI talks to (`peft jobs --url …`) answered with an error, or could not be reached. */
+export class RemoteServerError extends PeftError {
+  readonly code = "PEFT_ERR_REMOTE_SERVER";
+  constructor(readonly url: string, readonly status: number | null, readonly remoteCode: string | null, readonly detail: string) {
+    super(`${url}: ${status === null ? "cannot connect" : `HTTP ${status}`}${remoteCode ? ` [${remoteCode}]` : ""}: ${detail}`);
+  }
+}

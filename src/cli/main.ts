@@ -19,6 +19,7 @@ import * as evaluate from "./commands/eval.js";
 import * as forward from "./commands/forward.js";
 import * as generate from "./commands/generate.js";
 import * as inspect from "./commands/inspect.js";
+import * as jobs from "./commands/jobs.js";
 import * as merge from "./commands/merge.js";
 import * as serve from "./commands/serve.js";
 import * as train from "./commands/train.js";
@@ -26,7 +27,7 @@ import * as worker from "./commands/worker.js";
 import { type CliContext, type CliIo, type CommandModule, createContext, processIo } from "./context.js";
 
 /** Every `peft` sub-command, in the order `peft --help` lists them. */
-export const COMMANDS: readonly CommandModule[] = [inspect, forward, generate, combine, merge, compress, decompress, train, atlas, evaluate, demo, serve, worker];
+export const COMMANDS: readonly CommandModule[] = [inspect, forward, generate, combine, merge, compress, decompress, train, atlas, evaluate, demo, serve, jobs, worker];
 
 /** The `version` field of peft-ts's package.json. */
 export function packageVersion(): string {

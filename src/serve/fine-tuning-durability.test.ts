@@ -62,8 +62,8 @@ test("SIGKILL mid-job, restart on the same --state: the job resumes and its adap
   const data = writeChatJsonl(join(dir, "train.jsonl"), 16, 5);
   let s = await serve(model, state);
   let client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: "unused", maxRetries: 0 });
-  let jobId = "";
-  let fileId = "";
+  let jobId!: string;
+  let fileId!: string;
   try {
     fileId = (await client.files.create({ file: await toFile(readFileSync(data), "train.jsonl"), purpose: "fine-tune" })).id;
     const job = await client.fineTuning.jobs.create({

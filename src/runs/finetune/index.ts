@@ -1,6 +1,7 @@
 /** Fine-tuning as a service: training files, jobs, their runs and executors (docs/fine-tuning.md). */
 export { TRAINING_FORMATS, parseTrainingLine, readTrainingFile, sortLabels, type TrainingFormat, type TrainingRow, type TrainingFileSummary, type ChatTurn } from "./formats.js";
 export { tokenizeChat, tokenizePromptCompletion, tokenizeRow, trainedTokens, type CausalEncoder } from "./examples.js";
+export { JobsClient, type JobsClientOptions } from "./client.js";
 export { FileStore, FILE_PURPOSES, type FilePurpose, type StoredFile } from "./files.js";
 export {
   runFineTuneJob,
