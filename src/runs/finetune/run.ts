@@ -17,6 +17,7 @@ import { PeftModel } from "../../peft/peft-model.js";
 import type { SessionOptions } from "../../runtime/session.js";
 import type { TokenizedExample } from "../../train/batch.js";
 import type { LossTask } from "../../train/loss.js";
+import type { TrainingGate } from "../../train/gate.js";
 import { Trainer } from "../../train/trainer.js";
 import { tunerForMethod } from "../../tuners/registry.js";
 import { USE_LITE_MODEL_ID, openModelSource } from "../model-source.js";
@@ -83,6 +84,8 @@ export interface FineTuneContext {
   /** The base model already loaded by the server (causal LMs: shared instead of loaded again). */
   readonly baseModel?: LoadedModel;
   readonly session?: SessionOptions;
+  /** Runs the training slices when the gate grants them (co-serving with a generation engine); the adapter is the same. */
+  readonly gate?: TrainingGate;
   /** Cancels the job (between optimizer steps). */
   readonly signal?: AbortSignal;
   onEvent(e: FineTuneEvent): void;
@@ -223,6 +226,7 @@ export async function runFineTuneJob(spec: FineTuneJobSpec, ctx: FineTuneContext
       session: ctx.session ?? {},
       checkpointDir,
       checkpointEvery: spec.checkpointEvery,
+      ...(ctx.gate ? { gate: ctx.gate } : {}),
     },
     p.train,
     p.validation,

@@ -17,6 +17,7 @@ import type { LoadedModel } from "../../models/load.js";
 import type { ModelTask } from "../../models/model-def.js";
 import { randomHex } from "../../platform/crypto.js";
 import type { SessionOptions } from "../../runtime/session.js";
+import type { TrainingGate } from "../../train/gate.js";
 import { trainMethods } from "../../tuners/registry.js";
 import { TRAIN_DEFAULTS } from "../train.js";
 import { writeJsonAtomic } from "../run-dir.js";
@@ -484,6 +485,8 @@ export interface LocalExecutorOptions {
   readonly session?: SessionOptions;
   /** The server's loaded base model (shared by causal-LM jobs instead of a second load). */
   readonly baseModel?: LoadedModel;
+  /** The generation engine's training gate: jobs run between its decode iterations. */
+  readonly gate?: TrainingGate;
 }
 
 /** The error object of a failed job (a `PeftError`'s code, else `server_error`). */
@@ -541,6 +544,7 @@ export class LocalExecutor implements JobExecutor {
           ...paths,
           ...(this.opts.baseModel && spec.format !== "classification" ? { baseModel: this.opts.baseModel } : {}),
           ...(this.opts.session ? { session: this.opts.session } : {}),
+          ...(this.opts.gate ? { gate: this.opts.gate } : {}),
           signal: ac.signal,
           onEvent: (e) => this.sink.event(spec.id, e),
           onCheckpoint: (c) => this.sink.checkpoint(spec.id, c),
