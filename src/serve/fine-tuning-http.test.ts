@@ -146,6 +146,27 @@ describe("fine-tuning API: chat on the tiny GPT-2 (openai client)", () => {
     await assert.rejects(client.files.retrieve(good.id), OpenAI.NotFoundError);
   });
 
+  test("a job runs while the server answers chat requests: both finish", async () => {
+    const f = await upload(client, writeChatJsonl(join(dir, "co.jsonl"), 8, 6));
+    const job = await client.fineTuning.jobs.create({ model: "gpt2", training_file: f.id, hyperparameters: { n_epochs: 2, batch_size: 2 }, seed: 5 });
+    let answered = 0;
+    let finished: OpenAI.FineTuning.FineTuningJob | null = null;
+    const chats = (async () => {
+      while (finished === null) {
+        const r = await client.chat.completions.create({ model: "gpt2", messages: [{ role: "user", content: "the food was good" }], max_tokens: 4, temperature: 0 });
+        assert.equal(r.choices[0]!.finish_reason, "length");
+        answered++;
+      }
+    })();
+    finished = await waitForJob(client, job.id);
+    const duringJob = answered;
+    await chats;
+    assert.equal(finished.status, "succeeded", JSON.stringify(finished.error));
+    assert.ok(duringJob >= 1, "no chat answer while the job ran");
+    const steps = (await client.fineTuning.jobs.listEvents(job.id, { limit: 100 })).data.filter((e) => e.type === "metrics");
+    assert.equal(steps.length, 8);
+  });
+
   test("cancel a queued job; cancelling it again is a 400", async () => {
     const f = await upload(client, writeChatJsonl(join(dir, "c.jsonl"), 8, 4));
     const body = { model: "gpt2", training_file: f.id, hyperparameters: { n_epochs: 20, batch_size: 1 }, seed: 1 };

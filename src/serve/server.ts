@@ -167,6 +167,7 @@ export async function createServer(options: ServeOptions = {}): Promise<PeftServ
       id: model.id,
       base: options.model === undefined || options.model === USE_LITE_MODEL_ID ? USE_LITE_MODEL_ID : model.root,
       task: model.task,
+      hasTokenizer: model.tokenizer !== null,
       hasChatTemplate: hfTok !== null && hfTok.chatTemplate !== null,
     },
     local: { session: model.sessionOptions, ...(model.task === "causal-lm" ? { baseModel: model.loaded } : {}) },

@@ -134,6 +134,8 @@ export interface FineTuneBase {
   /** A model folder, or `use-lite`. */
   readonly base: string;
   readonly task: ModelTask;
+  /** Its folder has a tokenizer (texts can be encoded). */
+  readonly hasTokenizer: boolean;
   readonly hasChatTemplate: boolean;
 }
 
@@ -319,6 +321,7 @@ export class FineTuneService implements JobSink {
     if (!formatsFor(base.task).includes(format)) {
       throw new FineTuneModelError(b.model, `it is a ${base.task} model, which trains on ${formatsFor(base.task).join(" or ")} examples; ${b.training_file} holds ${format} examples`);
     }
+    if (!base.hasTokenizer) throw new FineTuneModelError(b.model, "its folder has no tokenizer.json, so the training texts cannot be encoded");
     if (format === "chat" && !base.hasChatTemplate) throw new FineTuneModelError(b.model, "its tokenizer has no chat template, so chat examples cannot be rendered; use {prompt, completion} examples");
     if (valid && valid.format !== format) throw new InvalidRequestError("validation_file", `holds ${valid.format} examples, the training file ${format}; both need the same format`);
     if (valid && format === "classification" && valid.labels!.some((l) => !train.labels!.includes(l))) {
