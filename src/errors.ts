@@ -544,6 +544,8 @@ export class QueueTimeoutError extends PeftError {
   readonly code = "PEFT_ERR_QUEUE_TIMEOUT";
   constructor(readonly what: string, readonly ms: number) {
     super(`${what}: no answer within ${ms} ms; check that Redis is reachable and that a 'peft worker' is running on the queue`);
+  }
+}
 
 /** A fine-tuning file (`POST /v1/files`, purpose `fine-tune`) is not valid JSONL of a training format; `line` is 1-based (0: the file as a whole). */
 export class TrainingFileError extends PeftError {
