@@ -175,6 +175,41 @@ describe("GenerationEngine (continuous batching)", () => {
     assert.notDeepEqual(a!.tokenIds, c.tokenIds); // sampling (do_sample from the file), not greedy
   });
 
+  test("n choices of one request read the prompt once; choice i equals the request alone with seed + i", async () => {
+    const pm = gpt2WithAdapters();
+    const engine = new GenerationEngine(pm, { maxSlots: 4, prefillTokenBudget: 4 });
+    cleanup.push(() => engine.close(), () => pm.dispose());
+    const prompt = [5, 17, 42, 9, 3, 77, 12];
+    const params = { doSample: true, temperature: 1.3, topK: 40, maxNewTokens: 6, seed: 11 };
+    const alone: number[][] = [];
+    for (let i = 0; i < 3; i++) alone.push((await engine.generate({ promptIds: prompt, adapter: "lora", params: { ...params, seed: 11 + i } })).tokenIds);
+    assert.equal(engine.stats().prefillTokens, 3 * prompt.length);
+    const before = engine.stats().prefillTokens;
+    const streams = engine.streamChoices({ promptIds: prompt, adapter: "lora", params }, 3);
+    const got = await Promise.all(streams.map((s) => collect(s)));
+    assert.deepEqual(got, alone);
+    assert.equal(engine.stats().prefillTokens - before, prompt.length); // read once, in two chunks (budget 4)
+    assert.notDeepEqual(got[0], got[1]);
+    // prompt tuning (virtual tokens before the prompt), greedy: both choices are the greedy continuation
+    const pt = engine.streamChoices({ promptIds: [99, 4], adapter: "prompt_tuning", params: { maxNewTokens: 4 } }, 2);
+    const want = await greedyReference(pm, "prompt_tuning", [99, 4], 4);
+    assert.deepEqual(await Promise.all(pt.map((s) => collect(s))), [want, want]);
+    assert.throws(() => engine.streamChoices({ promptIds: prompt }, 0), RangeError);
+  });
+
+  test("choices that do not fit the batch read the prompt themselves", async () => {
+    const base = loadModel(fixturePath("peft-parity", "gpt2", "base"));
+    const pm = new PeftModel(base);
+    const engine = new GenerationEngine(pm, { maxSlots: 2 });
+    cleanup.push(() => engine.close(), () => pm.dispose());
+    const prompt = [1, 2, 3, 4, 5];
+    const want = await greedyReference(pm, null, prompt, 5);
+    const streams = engine.streamChoices({ promptIds: prompt, params: { maxNewTokens: 5 } }, 3);
+    assert.deepEqual(await Promise.all(streams.map((s) => collect(s))), [want, want, want]);
+    // choices 0 and 1 share one prompt read; choice 2 waited for a slot and read it again
+    assert.equal(engine.stats().prefillTokens, 2 * prompt.length);
+  });
+
   test("bad requests are typed errors and the engine keeps serving", async () => {
     const base = loadModel(fixturePath("peft-parity", "gpt2", "base"));
     const pm = new PeftModel(base);

@@ -8,7 +8,9 @@
  *   3. runs one decoding step for every running row (one token each),
  *   4. runs prompt chunks of newcomers under `prefillTokenBudget` (chunked prefill), and
  *   5. samples, streams and retires rows.
- * Rows are independent: a row's tokens do not depend on which others share its batch.
+ * Rows are independent: a row's tokens do not depend on which others share its batch. The `n`
+ * choices of one request (`streamChoices`) read the prompt once: the first choice's prompt cache
+ * is copied to the others' slots when it is complete, and all start from its last logits.
  *
  * Cache slots: running rows occupy slots [0, nDecode), rows still reading their prompt
  * [nDecode, n), so each run feeds one contiguous range of the cache without copying.
@@ -106,6 +108,8 @@ export interface EngineStats {
   slots: number;
   cachedTokens: number;
   steps: number;
+  /** Prompt tokens run through the model so far (a prompt shared by the choices of one request counts once). */
+  prefillTokens: number;
 }
 
 export type GenerationStream = AsyncIterable<TokenEvent> & { result: Promise<GenerationResult> };
@@ -140,6 +144,9 @@ class Sequence {
   aborted = false;
   adapterSlot = 0;
   onAbort: (() => void) | null = null;
+  /** A later choice of the same request: it waits for the leader's prompt cache instead of reading the prompt. */
+  leader: Sequence | null = null;
+  followers: Sequence[] = [];
 
   constructor(
     readonly req: GenerationRequest,
@@ -184,6 +191,7 @@ export class GenerationEngine {
   private loop: Promise<void> | null = null;
   private state: "open" | "draining" | "closed" = "open";
   private iterations = 0;
+  private prefillTokens = 0;
   private drained: Deferred<void> | null = null;
 
   constructor(
@@ -238,7 +246,7 @@ export class GenerationEngine {
   stats(): EngineStats {
     let cached = 0;
     for (let s = 0; s < this.rows.length; s++) cached += this.cache.lengths[s] ?? 0;
-    return { running: this.rows.length, waiting: this.waiting.length, slots: this.maxSlots, cachedTokens: cached, steps: this.iterations };
+    return { running: this.rows.length, waiting: this.waiting.length, slots: this.maxSlots, cachedTokens: cached, steps: this.iterations, prefillTokens: this.prefillTokens };
   }
 
   /** Bytes one cached token takes (keys and values of all layers, float32). */
@@ -247,7 +255,7 @@ export class GenerationEngine {
   }
 
   /** Checks a request and queues it (errors are thrown here, synchronously). */
-  private admit(req: GenerationRequest, streaming: boolean): Sequence {
+  private admit(req: GenerationRequest, streaming: boolean, leader: Sequence | null = null, choice = 0): Sequence {
     if (this.state !== "open") throw new EngineClosedError(this.state === "draining" ? "draining" : "closed");
     const prompt = Array.from(req.promptIds ?? []);
     if (prompt.length === 0) throw new EmptyPromptError();
@@ -261,7 +269,8 @@ export class GenerationEngine {
       adapter = this.model.adapter(req.adapter);
       checkPoolable(adapter, (k) => this.model.weights.has(k));
     }
-    const params = resolveSampling(req.params ?? {}, this.defaults);
+    const resolved = resolveSampling(req.params ?? {}, this.defaults);
+    const params = choice > 0 && resolved.seed !== undefined ? { ...resolved, seed: resolved.seed + choice } : resolved;
     const virtualTokens = adapter?.tuner.peftType === "PROMPT_TUNING" ? adapter.tensors.get("prompt_embeddings")!.shape[0]! : 0;
     const promptLen = prompt.length + virtualTokens;
     if (promptLen > this.maxContext) {
@@ -287,6 +296,10 @@ export class GenerationEngine {
       deferred<GenerationResult>(),
       virtualTokens,
     );
+    if (leader) {
+      seq.leader = leader;
+      leader.followers.push(seq);
+    }
     if (req.signal) {
       if (req.signal.aborted) {
         this.finish(seq, "abort");
@@ -306,6 +319,35 @@ export class GenerationEngine {
     const seq = this.admit(req, true);
     const events = seq.events!;
     return { [Symbol.asyncIterator]: () => events[Symbol.asyncIterator](), result: seq.done.promise };
+  }
+
+  /**
+   * `n` choices of one request (OpenAI's `n`), one stream each. Admitted together, they read the
+   * prompt once (see the class notes); choice i > 0 samples with seed + i when a seed is set, so
+   * seeded choices differ from each other and repeat. Errors are thrown here, synchronously.
+   */
+  streamChoices(req: GenerationRequest, n: number): GenerationStream[] {
+    return this.choices(req, n, true).map((seq) => {
+      const events = seq.events!;
+      return { [Symbol.asyncIterator]: () => events[Symbol.asyncIterator](), result: seq.done.promise };
+    });
+  }
+
+  /** `n` choices of one request, as `streamChoices`, without streaming. */
+  generateChoices(req: GenerationRequest, n: number): Promise<GenerationResult[]> {
+    try {
+      return Promise.all(this.choices(req, n, false).map((seq) => seq.done.promise));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private choices(req: GenerationRequest, n: number, streaming: boolean): Sequence[] {
+    if (!Number.isInteger(n) || n < 1) throw new RangeError(`the number of choices must be a positive integer, got ${n}`);
+    const first = this.admit(req, streaming);
+    const seqs = [first];
+    for (let i = 1; i < n; i++) seqs.push(this.admit(req, streaming, first, i));
+    return seqs;
   }
 
   generate(req: GenerationRequest): Promise<GenerationResult> {
@@ -503,6 +545,10 @@ export class GenerationEngine {
     for (let s = this.nDecode; s < this.rows.length; s++) {
       const r = this.rows[s]!;
       if (r.finished) break;
+      if (r.leader) {
+        if (!r.leader.finished) break; // it will get the leader's prompt cache (the leader is in an earlier slot)
+        r.leader = null; // the leader was aborted: read the prompt itself
+      }
       const left = r.feed.length - r.fed;
       const take = Math.max(1, Math.min(left, Math.floor(this.prefillTokenBudget / (chunk.length + 1))));
       if (chunk.length > 0 && (chunk.length + 1) * Math.max(longest, take) > this.prefillTokenBudget) break;
@@ -511,15 +557,37 @@ export class GenerationEngine {
     }
     if (chunk.length > 0) {
       const logits = await dec.step(chunk, this.maxContext);
+      const leaders: [Sequence, Float32Array][] = [];
       chunk.forEach((c, i) => {
         const r = this.rows[c.slot]!;
         r.fed += c.ids.length;
+        this.prefillTokens += c.ids.length;
         if (r.prefilled && !r.finished) {
           this.toDecoding(c.slot);
+          if (r.followers.length > 0) leaders.push([r, logits[i]!]);
           this.accept(r, logits[i]!);
         }
       });
+      for (const [r, l] of leaders) this.sharePrefill(r, l);
     }
+  }
+
+  /**
+   * Copies the prompt cache of `leader` (just read) to the slots of its followers that are
+   * running and starts them from the same logits; a follower still waiting for a slot is
+   * detached and will read the prompt itself.
+   */
+  private sharePrefill(leader: Sequence, logits: Float32Array): void {
+    for (const f of leader.followers) {
+      f.leader = null;
+      const slot = this.rows.indexOf(f);
+      if (f.finished || slot < this.nDecode) continue;
+      this.cache.move(this.rows.indexOf(leader), slot);
+      f.fed = f.feed.length;
+      this.toDecoding(slot);
+      this.accept(f, logits);
+    }
+    leader.followers = [];
   }
 
   /** The pool table rows of a row's virtual tokens (prompt tuning), −1 for prompt tokens. */

@@ -94,18 +94,18 @@ export interface ChoiceRun {
 }
 
 /**
- * Runs `n` choices of one prompt through the engine (choice i > 0 with seed + i, so seeded
- * sampled choices differ but repeat), recording the generation metrics.
+ * Runs `n` choices of one prompt through the engine (`streamChoices`: the prompt is read once;
+ * choice i > 0 samples with seed + i, so seeded sampled choices differ but repeat), recording the
+ * generation metrics.
  */
 export async function runChoices(ctx: ServeContext, engine: GenerationEngine, run: ChoiceRun): Promise<GenerationResult[]> {
   const m = ctx.metrics;
   m.promptTokens.inc(run.promptIds.length * run.n);
-  const choices = Array.from({ length: run.n }, async (_, index) => {
-    const params = index > 0 && run.params.seed !== undefined ? { ...run.params, seed: run.params.seed + index } : run.params;
+  const streams = engine.streamChoices({ promptIds: run.promptIds, adapter: run.adapter, params: run.params, signal: run.signal }, run.n);
+  const choices = streams.map(async (stream, index) => {
     const t0 = performance.now();
     let last = t0;
     let count = 0;
-    const stream = engine.stream({ promptIds: run.promptIds, adapter: run.adapter, params, signal: run.signal });
     for await (const ev of stream) {
       const now = performance.now();
       if (count === 0) m.ttft.observe((now - t0) / 1000);

@@ -113,7 +113,6 @@ export function register(program: Command, ctx: CliContext): void {
         const n = o.n ?? gen.generationConfig?.numReturnSequences ?? 1;
         const perAdapter: (string | null)[] = gen.adapterNames.length > 0 ? [...gen.adapterNames] : [null];
         const adapters = perAdapter.flatMap((a) => new Array<string | null>(n).fill(a));
-        const seedOf = (i: number) => (o.seed !== undefined ? { seed: o.seed + (i % n) } : {});
         const label = (a: string | null) => (perAdapter.length > 1 ? a : null);
         if (o.stream && adapters.length === 1) {
           const s = gen.engine.stream({ promptIds, adapter: adapters[0]!, params });
@@ -126,7 +125,8 @@ export function register(program: Command, ctx: CliContext): void {
           else ctx.io.stdout("\n");
           return;
         }
-        const results = await Promise.all(adapters.map((a, i) => gen.engine.generate({ promptIds, adapter: a, params: { ...params, ...seedOf(i) } })));
+        // the n outputs of an adapter read the prompt once (seeds S, S+1, …)
+        const results = (await Promise.all(perAdapter.map((a) => gen.engine.generateChoices({ promptIds, adapter: a, params }, n)))).flat();
         results.forEach((r, i) => {
           const a = label(adapters[i]!);
           if (o.json) {
