@@ -80,6 +80,8 @@ export interface BuiltPeftGraph {
   readonly owners: Map<string, { adapter: string; key: string }>;
   /** Virtual tokens the active adapters put in front of the sequence: logits are that much longer than `input_ids`. */
   readonly virtualTokens: number;
+  /** The trainable adapters' loss terms (AdaLoRA's orthogonality regulariser), summed; null when none. */
+  readonly regularizer: Value | null;
 }
 
 /** Graph input name of an adapter's tensor. */
@@ -262,6 +264,20 @@ export class PeftModel {
     }
   }
 
+  /**
+   * Replace an adapter's config and tensors together (AdaLoRA after training: `rank_pattern` and
+   * the kept triplets); checked like a loaded adapter.
+   */
+  replaceAdapterState(name: string, config: TunerConfigBase, tensors: ReadonlyMap<string, Tensor>): void {
+    const a = this.adapter(name);
+    if (this.merged.includes(name)) throw new AdapterStateError(name, "is merged; unmerge it first");
+    const next: AdapterInstance = { ...a, config, tensors: new Map(tensors) };
+    validateAdapter(next, this.info, `adapter '${name}'`);
+    this.adapters.set(name, next);
+    this.bump(name);
+    this.sessions.clear();
+  }
+
   /** Replace some of an adapter's tensors (after a training step), keeping shapes. */
   updateAdapterTensors(name: string, values: ReadonlyMap<string, Tensor>): void {
     const a = this.adapter(name);
@@ -362,6 +378,7 @@ export class PeftModel {
     const overrides = new Map(this.mergedWeights);
     const live = this.disabled ? [] : this.active.filter((n) => !this.merged.includes(n)).map((n) => this.adapter(n));
     let hooks: ModelHooks;
+    let regularizer: Value | null = null;
     const trainableBase = new Set<string>();
     if (opts.mixedAdapters) {
       const rowIndex = g.input("adapter_index", "int64", ["batch"]);
@@ -385,6 +402,12 @@ export class PeftModel {
         return v;
       };
       hooks = this.hooksFor(live, param, dropout, seed);
+      if (training) {
+        for (const a of live) {
+          const r = a.config.inferenceMode ? null : (a.tuner.training?.regularizer?.(a, (k) => param(a, k)) ?? null);
+          if (r) regularizer = regularizer ? G.add(regularizer, r) : r;
+        }
+      }
       for (const a of live) {
         for (const [k, t] of a.tensors) {
           // a copied base parameter (modules_to_save, bias) or a tuner's replacement of one (LN tuning)
@@ -411,7 +434,7 @@ export class PeftModel {
     const outputs = logitsInFloat32(this.base.def.build(ctx, this.base.config, { inputIds, attentionMask }));
     for (const [k, t] of ctx.inputParams) trainable.set(k, t);
     const virtualTokens = live.reduce((n, a) => n + (a.tuner.virtualTokens?.(a.config) ?? 0), 0);
-    return { graph: g, ctx, outputs, inputIds, attentionMask, trainable, owners, virtualTokens };
+    return { graph: g, ctx, outputs, inputIds, attentionMask, trainable, owners, virtualTokens, regularizer };
   }
 
   private stateKey(mixed: readonly string[] | undefined, dtype: ComputeDtype): string {

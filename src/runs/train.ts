@@ -171,7 +171,7 @@ function rawSpec(spec: TargetSpec): string | string[] {
  * (`TunerDef.trainConfig`, missing targets filled in as PEFT does for the model type), then the
  * `--adapter-config` fields.
  */
-export function adapterConfigFor(opts: TrainRunOptions, source: ModelSource): Record<string, unknown> {
+export function adapterConfigFor(opts: TrainRunOptions, source: ModelSource, totalSteps?: number): Record<string, unknown> {
   const tuner = tunerForMethod(opts.method);
   const info = modelInfo(source.model);
   const raw = tuner.trainConfig(
@@ -184,6 +184,7 @@ export function adapterConfigFor(opts: TrainRunOptions, source: ModelSource): Re
       feedforward: opts.feedforward ? rawSpec(opts.feedforward) : null,
       numVirtualTokens: opts.numVirtualTokens ?? 20,
       modulesToSave: source.task === "seq-cls" ? ["classifier"] : [],
+      ...(totalSteps !== undefined ? { totalSteps } : {}),
     },
     info,
   );
@@ -240,7 +241,9 @@ export async function runTraining(opts: TrainRunOptions, progress: RunReporter =
   const source = openModelSource(opts.model, { numLabels: data.dataset.numLabels, seed: opts.seed, ...(opts.maxLength !== null ? { maxLength: opts.maxLength } : {}) });
   for (const n of source.notes) progress.note(n);
   const splits = tokenizeSplits(data, (t) => source.encode(t));
-  const adapterConfig = adapterConfigFor(opts, source);
+  const perEpoch = Math.ceil(splits.train.length / (opts.batchSize * opts.gradAccum));
+  const fullSteps = Math.ceil(perEpoch * opts.epochs);
+  const adapterConfig = adapterConfigFor(opts, source, opts.maxSteps !== null ? Math.min(fullSteps, opts.maxSteps) : fullSteps);
   const pm = PeftModel.create(source.model, adapterConfig, "default", { seed: opts.seed });
   const [trainable, all] = pm.getNbTrainableParameters();
   progress.note(`trainable params: ${trainable.toLocaleString("en-US")} || all params: ${all.toLocaleString("en-US")} || trainable%: ${((100 * trainable) / all).toFixed(4)}`);

@@ -53,6 +53,8 @@ export interface StepStrategy {
   microBatch(batch: Batch, weight?: number): Promise<number>;
   /** Applies the step's update; null when no micro-batch ran. */
   finish(): StepOutcome | null;
+  /** The last step's gradients (graph input name → data, after unscaling and clipping); null when they stay on the device. */
+  gradients(): ReadonlyMap<string, Float32Array> | null;
   /** Brings the host parameters up to date (the resident strategy downloads when a step ran since). */
   sync(): Promise<void>;
   /** The optimizer's state, for a checkpoint (call `sync` first). */
@@ -113,6 +115,10 @@ export class HostStepStrategy implements StepStrategy {
     return { gradNorm, applied: finite };
   }
 
+  gradients(): ReadonlyMap<string, Float32Array> | null {
+    return this.gsum;
+  }
+
   async sync(): Promise<void> {}
 
   async optimizerState(): Promise<OptimizerState> {
@@ -161,6 +167,10 @@ export class ResidentStepStrategy implements StepStrategy {
 
   finish(): StepOutcome | null {
     return this.outcome;
+  }
+
+  gradients(): null {
+    return null;
   }
 
   async sync(): Promise<void> {

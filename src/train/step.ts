@@ -5,6 +5,7 @@
  */
 import { AdapterStateError } from "../errors.js";
 import { grad } from "../graph/autodiff.js";
+import * as G from "../graph/api.js";
 import type { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
 import type { PeftModel } from "../peft/peft-model.js";
@@ -77,7 +78,9 @@ export function buildLossGraph(pm: PeftModel, opts: LossGraphOptions): LossGraph
   const g = built.graph;
   const labels = g.input("labels", "int64", opts.task === "causal-lm" ? ["batch", "seq"] : ["batch"]);
   // prompt learning: the logits start with the adapters' virtual tokens, which have no labels
-  const loss = taskLoss(opts.task, built.outputs.logits, labels, opts.prefixTokens ?? built.virtualTokens);
+  const task = taskLoss(opts.task, built.outputs.logits, labels, opts.prefixTokens ?? built.virtualTokens);
+  // tuners' loss terms (AdaLoRA's orthogonality regulariser), as PEFT adds them to outputs.loss
+  const loss = built.regularizer ? G.add(task, G.cast(built.regularizer, task.dtype)) : task;
   g.output(loss, "loss");
   const names = [...built.trainable.keys()];
   if (names.length === 0) {

@@ -11,6 +11,7 @@ import { ConfigError } from "../errors.js";
 import type { PeftModel } from "../peft/peft-model.js";
 import type { SessionOptions } from "../runtime/session.js";
 import type { Tensor } from "../tensor.js";
+import type { TrainingAllocator } from "../tuners/common/types.js";
 import { Rng } from "../util/rng.js";
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js";
 import { GradScaler, type GradScalerState, LossScaledStep, type LossScaling } from "./grad-scaler.js";
@@ -196,7 +197,9 @@ export class Trainer {
   get usesResidentOptimizer(): boolean {
     const cfg = this.config;
     const wanted = cfg.residentOptimizer ?? cfg.session?.ep === "webgpu";
-    return wanted && (cfg.optimizer ?? "adamw") === "adamw" && (cfg.gradientAccumulation ?? 1) === 1 && (cfg.loraplusLrRatio ?? 1) === 1 && !cfg.gate;
+    // a tuner's allocator (AdaLoRA) reads each step's gradients on the host
+    const allocates = this.model.activeAdapters.some((n) => this.model.adapter(n).tuner.training?.allocator);
+    return wanted && !allocates && (cfg.optimizer ?? "adamw") === "adamw" && (cfg.gradientAccumulation ?? 1) === 1 && (cfg.loraplusLrRatio ?? 1) === 1 && !cfg.gate;
   }
 
   private async init(): Promise<void> {
@@ -346,6 +349,7 @@ export class Trainer {
       keeper.restore(es ?? { best: null, sinceBest: 0 }, saved.length > 0 ? new Map(saved.map(([k, t]) => [k.slice(BEST_PREFIX.length), t.data as Float32Array])) : null);
     }
     const total = this.totalSteps;
+    const allocators = this.allocators();
     const evaluateNow = async () => {
       if (this.validation.length === 0) return false;
       const r = await this.evaluate(this.validation);
@@ -385,6 +389,7 @@ export class Trainer {
       if (stoppedEarly) break;
       const outcome = strategy.finish();
       if (!outcome) break;
+      if (outcome.applied) this.runAllocators(allocators, step, strategy.gradients());
       step++;
       const secs = (performance.now() - tStep) / 1000;
       const info: StepInfo = {
@@ -412,8 +417,49 @@ export class Trainer {
     if (cfg.checkpointDir) await this.checkpoint(step, epoch, pos, order, keeper);
     if (cfg.earlyStopping) keeper.restoreInto(this.params);
     this.commit();
+    for (const { adapter, allocator } of allocators) {
+      const done = allocator.finish(this.model.adapter(adapter));
+      if (!done) continue;
+      this.model.replaceAdapterState(adapter, done.config, done.tensors);
+      // the adapter's tensors changed shape (AdaLoRA keeps the kept triplets): later evaluations use the new ones
+      const initial = new Map(this.spec.initial);
+      for (const [n, o] of this.spec.owners) {
+        if (o.adapter !== adapter) continue;
+        const t = done.tensors.get(o.key)!;
+        initial.set(n, t);
+        this.params.set(n, Float32Array.from(t.data as Float32Array));
+      }
+      this.spec = { names: this.spec.names, owners: this.spec.owners, initial };
+    }
     await this.release();
     return { history, steps: step, best: keeper.best, seconds: (performance.now() - t0) / 1000, stoppedEarly };
+  }
+
+  /** The allocators of the trainable adapters whose tuner has one (AdaLoRA's rank allocator). */
+  private allocators(): { adapter: string; allocator: TrainingAllocator }[] {
+    const owners = new Set([...this.spec.owners.values()].map((o) => o.adapter));
+    return [...owners].flatMap((n) => {
+      const a = this.model.adapter(n);
+      const make = a.tuner.training?.allocator;
+      return make ? [{ adapter: n, allocator: make(a) }] : [];
+    });
+  }
+
+  /** After optimizer step `step` (0-based): each allocator sees its adapter's values and gradients by tensor key. */
+  private runAllocators(allocators: readonly { adapter: string; allocator: TrainingAllocator }[], step: number, grads: ReadonlyMap<string, Float32Array> | null): void {
+    if (allocators.length === 0) return;
+    if (!grads) throw new ConfigError("trainer", "residentOptimizer", "an adapter's allocator (AdaLoRA) needs the host optimizer");
+    for (const { adapter, allocator } of allocators) {
+      const values = new Map<string, Float32Array>();
+      const g = new Map<string, Float32Array>();
+      for (const [n, o] of this.spec.owners) {
+        if (o.adapter !== adapter) continue;
+        values.set(o.key, this.params.get(n)!);
+        const gv = grads.get(n);
+        if (gv) g.set(o.key, gv);
+      }
+      allocator.afterStep(step, values, g);
+    }
   }
 
   private async checkpoint(step: number, epoch: number, pos: number, order: Int32Array, keeper: BestKeeper<EvalResult & { step: number }>): Promise<void> {

@@ -6,6 +6,9 @@
  */
 import { ConfigError, UnknownTunerError } from "../errors.js";
 import type { TunerConfigBase, TunerDef } from "./common/types.js";
+import { adalora } from "./adalora/index.js";
+import { boft } from "./boft/index.js";
+import { fourierft } from "./fourierft/index.js";
 import { ia3 } from "./ia3/index.js";
 import { lnTuning } from "./ln-tuning/index.js";
 import { loha } from "./loha/index.js";
@@ -32,6 +35,9 @@ export const TUNERS = {
   vera: erase(vera),
   oft: erase(oft),
   ln_tuning: erase(lnTuning),
+  fourierft: erase(fourierft),
+  adalora: erase(adalora),
+  boft: erase(boft),
 } as const;
 export type TunerName = keyof typeof TUNERS;
 

@@ -223,6 +223,21 @@ describe("peft train", () => {
     await pm.dispose();
   });
 
+  test("--method adalora: total_step is the run's steps, the rank allocator prunes, the adapter carries rank_pattern", async () => {
+    const out = join(root, "adalora-run");
+    const r = await runCli(TRAIN_ARGS(out, ["--method", "adalora", "--max-steps", "3", "--no-plot"]));
+    assert.equal(r.code, 0, r.stderr);
+    const cfg = readJson<Record<string, unknown>>(join(out, RUN_FILES.adapterConfig));
+    assert.equal(cfg.peft_type, "ADALORA");
+    assert.equal(cfg.total_step, 3);
+    assert.equal(cfg.init_r, 6);
+    assert.equal(cfg.target_r, 4);
+    assert.ok(cfg.rank_pattern && Object.keys(cfg.rank_pattern).length > 0, "rank_pattern written");
+    const pm = PeftModel.fromPretrained(loadModel(bert), out);
+    assert.equal(pm.adapter("default").tuner.peftType, "ADALORA");
+    await pm.dispose();
+  });
+
   test("bad arguments give clear errors", async () => {
     const out = join(root, "never-written");
     const cases: [string[], RegExp][] = [

@@ -116,6 +116,19 @@ export interface TrainMethodOptions {
   readonly numVirtualTokens: number;
   /** Output modules trained in full (`classifier` for sequence classification). */
   readonly modulesToSave: readonly string[];
+  /** Optimizer steps the run will take (AdaLoRA's `total_step`), when known. */
+  readonly totalSteps?: number;
+}
+
+/**
+ * A tuner's stateful helper during training (AdaLoRA's rank allocator): the trainer calls it
+ * after every optimizer step with the step's gradients (so it trains with the host optimizer).
+ */
+export interface TrainingAllocator<C extends TunerConfigBase = TunerConfigBase> {
+  /** After optimizer step `step` (0-based): may change `values` (tensor key → current data) in place. */
+  afterStep(step: number, values: ReadonlyMap<string, Float32Array>, grads: ReadonlyMap<string, Float32Array>): void;
+  /** The adapter to keep after training (AdaLoRA: `rank_pattern` set, only the kept triplets), or null to keep it as is. */
+  finish(adapter: AdapterInstance<C>): { config: C; tensors: Map<string, Tensor> } | null;
 }
 
 export interface TunerDef<C extends TunerConfigBase = TunerConfigBase> {
@@ -154,6 +167,13 @@ export interface TunerDef<C extends TunerConfigBase = TunerConfigBase> {
   readonly lowRank?: LowRankView<C>;
   /** The PEFT config object `peft train --method <method>` creates, with the architecture's default targets. */
   trainConfig(opts: TrainMethodOptions, model: BaseModelInfo): Record<string, unknown>;
+  /** Training beyond the task loss (AdaLoRA). */
+  readonly training?: {
+    /** A term added to the training loss, from the graph values of the adapter's tensors (`param`), or null. */
+    regularizer?(adapter: AdapterInstance<C>, param: ParamView): Value | null;
+    /** A helper the trainer runs after every optimizer step of this (trainable) adapter. */
+    allocator?(adapter: AdapterInstance<C>): TrainingAllocator<C>;
+  };
   /** Learning-rate multiplier of a trainable tensor (LoRA+: `loraplus_lr_ratio` for B); default 1. */
   lrScale?(config: C, key: string): number;
   /** Validate an adapter_config.json; unsupported options raise `UnsupportedOptionError`. */

@@ -77,7 +77,7 @@ const IMPLEMENTED = [
 ] as const;
 
 /** Fields PEFT 0.21 has that change the math or the model when set; accepted only at their defaults. */
-const NOT_IMPLEMENTED: Readonly<Record<string, (v: unknown) => boolean>> = {
+export const NOT_IMPLEMENTED: Readonly<Record<string, (v: unknown) => boolean>> = {
   megatron_config: isNullish,
   megatron_core: () => true, // a module path string; only used with megatron_config
   trainable_token_indices: isNullish,
@@ -100,7 +100,7 @@ const NOT_IMPLEMENTED: Readonly<Record<string, (v: unknown) => boolean>> = {
   velora_config: isNullish,
 };
 
-const WHY: Readonly<Record<string, string>> = {
+export const WHY: Readonly<Record<string, string>> = {
   lora_bias: "a bias on lora_B is not implemented",
   trainable_token_indices: "trainable tokens are not implemented",
   layer_replication: "layer replication changes the model structure",
