@@ -18,4 +18,5 @@ export * from "./compose/index.js";
 export * from "./compress/index.js";
 export * from "./runs/index.js";
 export * from "./generate/index.js";
+export * from "./search/index.js";
 export * from "./queue/index.js";

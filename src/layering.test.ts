@@ -5,7 +5,7 @@ import { test } from "node:test";
 import { packageRoot } from "./util/paths.js";
 
 /**
- * Imports point downward only (docs/architecture.md): cli/serve → queue → runs → generate → compose → train →
+ * Imports point downward only (docs/architecture.md): cli/serve → queue → search → runs → generate → compose → train →
  * compress → peft → tuners → models → runtime → graph/io/data → errors/tensor/util. Files may
  * import their own layer and any layer below. Gaps between the numbers leave room for new layers.
  */
@@ -26,6 +26,7 @@ const LAYERS: Record<string, number> = {
   compose: 80,
   generate: 85,
   runs: 90,
+  search: 92,
   queue: 95,
   serve: 100,
   cli: 100,

@@ -6,3 +6,4 @@ export { runQueuedJob, type JobHandle, type RunJobOptions } from "./run-job.js";
 export { publishToStore, listStore, storePath, checkStoreName } from "./store.js";
 export { trainJobKind, type TrainJobData, type TrainJobResult } from "./train-kind.js";
 export { DEFAULT_QUEUE_NAME, workerName } from "./names.js";
+export { searchTrialJobKind, searchTrialJobId, QueueTrialExecutor } from "./search-kind.js";

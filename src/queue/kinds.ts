@@ -6,6 +6,7 @@
  * its own with {@link registerJobKind}.
  */
 import { UnknownJobKindError } from "../errors.js";
+import { searchTrialJobKind } from "./search-kind.js";
 import { trainJobKind } from "./train-kind.js";
 
 /** One line of a job's event log (OpenAI's fine-tuning event shape). */
@@ -57,7 +58,7 @@ export interface JobKind<I = unknown, O = unknown> {
 }
 
 /** The kinds every worker knows. */
-export const QUEUE_JOB_KINDS: readonly JobKind[] = [trainJobKind as unknown as JobKind];
+export const QUEUE_JOB_KINDS: readonly JobKind[] = [trainJobKind as unknown as JobKind, searchTrialJobKind as unknown as JobKind];
 
 const KINDS = new Map<string, JobKind>(QUEUE_JOB_KINDS.map((k) => [k.name, k]));
 

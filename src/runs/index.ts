@@ -24,7 +24,7 @@ export {
 } from "./linear-probe.js";
 export { openModelSource, USE_LITE_MODEL_ID, type ModelSource, type OpenModelOptions } from "./model-source.js";
 export { loadRunData, tokenizeExamples, tokenizeSplits, countTokens, parseSplitFractions, DEFAULT_SPLIT, type RunData, type RunDataOptions, type SplitFractions } from "./data.js";
-export { renderCurves, renderCurvesSvg, svgToPng, curvesSpec, type CurveData, type CurvePoint } from "./plot.js";
+export { renderCurves, renderCurvesSvg, renderVegaLite, vegaLiteSvg, svgToPng, curvesSpec, type CurveData, type CurvePoint } from "./plot.js";
 export { curveData, mergeHistory, readHistory, movingAverage, type RunHistory, type HistoryStep, type HistoryEval } from "./history.js";
 export { RUN_FILES, checkRunDir, claimRunDir, holdsRun, writeJsonAtomic, runEnvironment, type RunDirMode } from "./run-dir.js";
 export * from "./atlas/index.js";

@@ -73,13 +73,25 @@ export function curvesSpec(data: CurveData): TopLevelSpec {
 
 /** The chart as an SVG document. */
 export async function renderCurvesSvg(data: CurveData): Promise<string> {
-  const vg = compile(curvesSpec(data)).spec;
+  return vegaLiteSvg(curvesSpec(data));
+}
+
+/** Any vega-lite spec as an SVG document (headless vega; the fonts of the curves unless the spec sets its own). */
+export async function vegaLiteSvg(spec: object): Promise<string> {
+  const withFont = { background: "white", ...spec, config: { font: FONT, ...((spec as { config?: object }).config ?? {}) } };
+  const vg = compile(withFont as TopLevelSpec).spec;
   const view = new View(parse(vg), { renderer: "none" });
   try {
     return await view.toSVG();
   } finally {
     view.finalize();
   }
+}
+
+/** SVG and PNG of any vega-lite spec (the search's Pareto plot, for one). */
+export async function renderVegaLite(spec: object): Promise<{ svg: string; png: Uint8Array }> {
+  const svg = await vegaLiteSvg(spec);
+  return { svg, png: svgToPng(svg) };
 }
 
 /** An SVG document rasterised to PNG (white background, `scale`× the SVG's pixel size). */
