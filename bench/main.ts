@@ -6,6 +6,7 @@
 import { Command } from "commander";
 import { createContext, processIo } from "../src/cli/context.js";
 import { reportError } from "../src/cli/main.js";
+import * as coserve from "./coserve.js";
 import * as generate from "./generate.js";
 import * as browser from "./browser.js";
 import * as infer from "./infer.js";
@@ -16,7 +17,7 @@ import * as placement from "./placement.js";
 import * as serve from "./serve.js";
 import * as trainStep from "./train-step.js";
 
-export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve, browser, methods];
+export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve, coserve, browser, methods];
 
 export async function benchMain(argv: string[]): Promise<void> {
   const io = processIo();

@@ -12,6 +12,9 @@
  * choices of one request (`streamChoices`) read the prompt once: the first choice's prompt cache
  * is copied to the others' slots when it is complete, and all start from its last logits.
  *
+ * `trainingGate({ itlSloMs })` co-serves fine-tuning: training slices run between iterations,
+ * sized to the slack under the inter-token-latency target (`coserve.ts`).
+ *
  * Cache slots: running rows occupy slots [0, nDecode), rows still reading their prompt
  * [nDecode, n), so each run feeds one contiguous range of the cache without copying.
  */
@@ -29,8 +32,10 @@ import { AdapterPool, type PoolLayout, checkPoolable, fitsLayout, planLayout } f
 import type { PeftModel } from "../peft/peft-model.js";
 import type { SessionOptions } from "../runtime/session.js";
 import type { AdapterInstance } from "../tuners/common/types.js";
+import type { TrainingGate } from "../train/gate.js";
 import type { Rng } from "../util/rng.js";
 import { Channel } from "./channel.js";
+import { type CoServeOptions, CoServeScheduler, type CoServeStats } from "./coserve.js";
 import { Decoder, type ModelGeometry, type StepRow, modelGeometry, moduleShapes } from "./decoder.js";
 import { OutputText } from "./detokenize.js";
 import { KvArena } from "./kv-arena.js";
@@ -193,6 +198,7 @@ export class GenerationEngine {
   private iterations = 0;
   private prefillTokens = 0;
   private drained: Deferred<void> | null = null;
+  private coserve: CoServeScheduler | null = null;
 
   constructor(
     readonly model: PeftModel,
@@ -247,6 +253,25 @@ export class GenerationEngine {
     let cached = 0;
     for (let s = 0; s < this.rows.length; s++) cached += this.cache.lengths[s] ?? 0;
     return { running: this.rows.length, waiting: this.waiting.length, slots: this.maxSlots, cachedTokens: cached, steps: this.iterations, prefillTokens: this.prefillTokens };
+  }
+
+  /**
+   * A gate for a fine-tuning job co-served with this engine's traffic (`TrainerConfig.gate`):
+   * its training runs go between decode iterations, in the slack under `itlSloMs`, and at full
+   * speed when no request runs. The first call fixes the options; every job gets its own gate.
+   */
+  trainingGate(opts: CoServeOptions): TrainingGate {
+    if (!this.coserve) {
+      this.coserve = new CoServeScheduler({ busy: () => this.loop !== null || this.rows.length > 0 || this.waiting.length > 0 }, opts);
+    } else if (opts.itlSloMs !== this.coserve.itlSloMs) {
+      throw new RangeError(`this engine co-serves training under itlSloMs ${this.coserve.itlSloMs}; got ${opts.itlSloMs}`);
+    }
+    return this.coserve.gate();
+  }
+
+  /** Training slices co-served so far (null before the first `trainingGate`). */
+  coServeStats(): CoServeStats | null {
+    return this.coserve?.stats() ?? null;
   }
 
   /** Bytes one cached token takes (keys and values of all layers, float32). */
@@ -406,20 +431,32 @@ export class GenerationEngine {
     this.loop = this.run().finally(() => {
       this.loop = null;
       if (this.rows.length > 0 || this.waiting.length > 0) this.kick();
-      else if (this.drained) {
-        this.drained.resolve();
-        this.drained = null;
+      else {
+        if (this.drained) {
+          this.drained.resolve();
+          this.drained = null;
+        }
+        this.coserve?.idle();
       }
     });
   }
 
   private async run(): Promise<void> {
     while (this.rows.length > 0 || this.waiting.length > 0) {
+      const t0 = performance.now();
       await new Promise<void>((r) => setImmediate(r)); // let new requests and aborts in
       this.retire();
       try {
         await this.admitWaiting();
+        // never beside a training slice: both would run on all cores
+        let waited = 0;
+        if (this.coserve?.training) {
+          const w0 = performance.now();
+          await this.coserve.beforeIteration();
+          waited = performance.now() - w0;
+        }
         await this.iterate();
+        if (this.coserve && this.state !== "closed") await this.coserve.afterIteration(performance.now() - t0 - waited);
       } catch (e) {
         // a failed run fails the rows it held; the engine keeps serving the others
         for (const s of this.rows) this.finish(s, "abort", e);

@@ -24,3 +24,4 @@ export {
 export { OutputText } from "./detokenize.js";
 export { Decoder, buildGenerationGraph, modelGeometry, type StepRow, type ModelGeometry } from "./decoder.js";
 export { KvArena } from "./kv-arena.js";
+export { CoServeScheduler, EngineGate, type CoServeOptions, type CoServeStats } from "./coserve.js";

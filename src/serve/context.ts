@@ -6,6 +6,7 @@ import type { Admission } from "./admission.js";
 import type { AdapterRegistry, Lease } from "./adapters.js";
 import type { ServeMetrics } from "./metrics.js";
 import type { ServedModel } from "./model-host.js";
+import type { TrainingGate } from "../train/gate.js";
 
 export interface ServeLimits {
   /** Largest `max_tokens` a request may ask. */
@@ -22,6 +23,14 @@ export interface ServeContext {
   readonly admission: Admission;
   readonly metrics: ServeMetrics;
   readonly limits: ServeLimits;
+  /** Inter-token latency target co-served training keeps to (`--itl-slo-ms`). */
+  readonly itlSloMs: number;
+  /**
+   * A gate for one fine-tuning job co-served with this server's generation traffic
+   * (`GenerationEngine.trainingGate` under `itlSloMs`; pass it as `TrainerConfig.gate`), or null
+   * when the model has no generation engine (an encoder: jobs then run without a gate).
+   */
+  trainingGate(): TrainingGate | null;
 }
 
 /** Every model name a request may use (the base model and the known adapters). */

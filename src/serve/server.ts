@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
-import { ServerDrainingError } from "../errors.js";
+import { ConfigError, ServerDrainingError } from "../errors.js";
 import { GenerationEngine, type SamplingParams } from "../generate/index.js";
 import { loadGenerationConfig } from "../io/generation-config.js";
 import { Admission } from "./admission.js";
@@ -81,6 +81,11 @@ export interface ServeOptions {
   readonly maxFileBytes?: number;
   /** Where fine-tuning jobs run (default: in this process, one at a time). */
   readonly fineTuneExecutor?: (sink: JobSink) => JobExecutor;
+  /**
+   * Inter-token latency target (ms) of generation requests while fine-tuning jobs are co-served:
+   * training runs only in the slack under it (default 100; docs/coserving.md).
+   */
+  readonly itlSloMs?: number;
   /** fastify's pino logger options; default: off. */
   readonly logger?: FastifyServerOptions["logger"];
 }
@@ -100,6 +105,9 @@ export interface PeftServer {
    */
   close(): Promise<void>;
 }
+
+/** Default `ServeOptions.itlSloMs` (`peft serve --itl-slo-ms`). */
+export const DEFAULT_ITL_SLO_MS = 100;
 
 /** Routes anyone may call without the API key (health checks, scrapes, the playground page). */
 const OPEN_ROUTES = ["/health", "/metrics"];
@@ -133,6 +141,8 @@ function openEngine(model: ServedModel, options: ServeOptions, maxLoras: number)
 
 /** Opens the model and builds the app (not yet listening). */
 export async function createServer(options: ServeOptions = {}): Promise<PeftServer> {
+  const itlSloMs = options.itlSloMs ?? DEFAULT_ITL_SLO_MS;
+  if (!(Number.isFinite(itlSloMs) && itlSloMs > 0)) throw new ConfigError("serve options", "itlSloMs", `must be a positive number of milliseconds, got ${itlSloMs}`);
   const model: ServedModel = openServedModel(options.model, options.servedModelName, options.threads !== undefined ? { threads: options.threads } : {});
   const metrics = new ServeMetrics();
   const maxLoras = options.maxLoras ?? 8;
@@ -150,8 +160,8 @@ export async function createServer(options: ServeOptions = {}): Promise<PeftServ
     maxPromptTokens: Math.min(options.maxPromptTokens ?? model.maxPositions, model.maxPositions),
     maxInputs: options.maxInputs ?? 2048,
   };
-  const ctx: ServeContext = { model, adapters, admission, metrics, limits };
   const engine = model.task === "causal-lm" ? openEngine(model, options, maxLoras) : null;
+  const ctx: ServeContext = { model, adapters, admission, metrics, limits, itlSloMs, trainingGate: () => engine?.trainingGate({ itlSloMs }) ?? null };
   metrics.bind({
     queue: () => ({ running: admission.runningCount, waiting: admission.waitingCount }),
     adaptersRunning: () => adapters.runningCount,
@@ -170,7 +180,8 @@ export async function createServer(options: ServeOptions = {}): Promise<PeftServ
       hasTokenizer: model.tokenizer !== null,
       hasChatTemplate: hfTok !== null && hfTok.chatTemplate !== null,
     },
-    local: { session: model.sessionOptions, ...(model.task === "causal-lm" ? { baseModel: model.loaded } : {}) },
+    // co-served: local jobs train between the engine's decode iterations, under --itl-slo-ms
+    local: { session: model.sessionOptions, ...(model.task === "causal-lm" ? { baseModel: model.loaded } : {}), ...(engine ? { gate: engine.trainingGate({ itlSloMs }) } : {}) },
     ...(options.fineTuneExecutor ? { executor: options.fineTuneExecutor } : {}),
     onSucceeded: (job, dir) => {
       // servable at once under its fine-tuned model name

@@ -4,9 +4,9 @@
  */
 import { type Command, InvalidArgumentError } from "commander";
 import { ConfigError } from "../../errors.js";
-import { type ServeAdapterSpec, createServer } from "../../serve/server.js";
+import { DEFAULT_ITL_SLO_MS, type ServeAdapterSpec, createServer } from "../../serve/server.js";
 import type { CliContext } from "../context.js";
-import { parseNonNegativeInt, parsePositiveInt } from "../train/options.js";
+import { parseNonNegativeInt, parsePositiveInt, parsePositiveNumber } from "../train/options.js";
 
 interface RawServeOptions {
   model?: string;
@@ -26,6 +26,7 @@ interface RawServeOptions {
   threads?: number;
   state?: string;
   maxFileBytes: number;
+  itlSloMs: number;
   quiet?: boolean;
 }
 
@@ -58,6 +59,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--threads <n>", "onnxruntime intra-op threads (default: onnxruntime's choice)", parsePositiveInt)
     .option("--state <dir>", "folder of the fine-tuning state (uploaded files, jobs, checkpoints, fine-tuned adapters); a restarted server resumes its jobs (default: a temporary folder)")
     .option("--max-file-bytes <bytes>", "largest POST /v1/files upload", parsePositiveInt, 512 * 1024 * 1024)
+    .option("--itl-slo-ms <ms>", "inter-token latency target of generation while fine-tuning jobs are co-served: training runs only in the slack under it", parsePositiveNumber, DEFAULT_ITL_SLO_MS)
     .option("--quiet", "no request log (pino JSON lines on stderr)")
     .action(async (o: RawServeOptions) => {
       const pins = new Set(o.pin);
@@ -80,6 +82,7 @@ export function register(program: Command, ctx: CliContext): void {
         ...(o.threads !== undefined ? { threads: o.threads } : {}),
         ...(o.state !== undefined ? { stateDir: o.state } : {}),
         maxFileBytes: o.maxFileBytes,
+        itlSloMs: o.itlSloMs,
         logger: o.quiet ? false : { level: "info", stream: { write: (line: string) => ctx.io.stderr(line) } },
       });
       const url = await server.listen();
