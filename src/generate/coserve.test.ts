@@ -6,6 +6,7 @@ import type { TrainingGate } from "../train/gate.js";
 import { type TokenizedExample, Trainer, type TrainerConfig } from "../train/trainer.js";
 import { fixturePath } from "../util/paths.js";
 import { Rng } from "../util/rng.js";
+import { CoServeScheduler } from "./coserve.js";
 import { Decoder } from "./decoder.js";
 import { GenerationEngine, type GenerationRequest } from "./engine.js";
 
@@ -212,5 +213,67 @@ describe("co-serving: fine-tuning between decode iterations (GenerationEngine.tr
     assert.ok(during.starvedIterations > 0, "iterations ran while the job waited");
     assert.equal(r.steps, 1, "the job finished once the traffic was gone");
     assert.ok(s.slices > 0);
+  });
+
+  test("scheduler: slices sized by the measured cost to the slack, none without room, a one-row re-probe after `reprobeAfter` starved iterations, free grants when idle", async () => {
+    let busy = true;
+    let clock = 0; // slices are timed on this clock: each takes what the test says
+    const sched = new CoServeScheduler({ busy: () => busy, now: () => clock }, { itlSloMs: 100, marginMs: 0, reprobeAfter: 3 });
+    const gate = sched.gate();
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    // busy engine: nothing is granted until an iteration ends
+    let got = gate.acquire(8, 10);
+    let granted = -1;
+    void got.then((n) => (granted = n));
+    await sleep(5);
+    assert.equal(granted, -1);
+    // first slice: one row, warms up and is not measured; second: one row, measured (40 ms)
+    const iteration = sched.afterIteration(50);
+    assert.equal(await got, 1);
+    assert.ok(sched.training);
+    gate.release();
+    await iteration;
+    got = gate.acquire(8, 10);
+    void sched.afterIteration(50);
+    assert.equal(await got, 1);
+    clock += 40;
+    gate.release();
+    // 5 ms of slack has no room for a 40 ms row: no slice, twice; the third time a one-row re-probe
+    got = gate.acquire(8, 10);
+    granted = -1;
+    void got.then((n) => (granted = n));
+    await sched.afterIteration(95);
+    await sched.afterIteration(95);
+    await sleep(1);
+    assert.equal(granted, -1);
+    assert.equal(sched.stats().starvedIterations, 2);
+    void sched.afterIteration(95);
+    assert.equal(await got, 1);
+    assert.equal(sched.stats().reprobes, 1);
+    // 90 ms of slack: 2 rows of 40 ms (the median per token over 40 ms and the re-probe's 40 ms)
+    clock += 40;
+    gate.release();
+    got = gate.acquire(8, 10);
+    void sched.afterIteration(10);
+    assert.equal(await got, 2);
+    clock += 80;
+    // a whole target: 2.5 rows fit, 2 granted
+    gate.release();
+    got = gate.acquire(8, 10);
+    void sched.afterIteration(0);
+    assert.equal(await got, 2);
+    // the engine waits for the slice before its next iteration
+    let waited = false;
+    const before = sched.beforeIteration().then(() => (waited = true));
+    await sleep(1);
+    assert.equal(waited, false);
+    gate.release();
+    await before;
+    // idle engine: granted at once, without an iteration
+    busy = false;
+    assert.ok((await gate.acquire(8, 10)) >= 1);
+    gate.release();
+    await assert.rejects(gate.acquire(0, 10), RangeError);
+    assert.throws(() => new CoServeScheduler({ busy: () => false }, { itlSloMs: 0 }), RangeError);
   });
 });

@@ -14,9 +14,12 @@
  * into micro-batches with gradient accumulation (`TrainerConfig.gate`), so slicing never changes
  * the trained adapter.
  *
- * Each gate (one per training job) keeps its own cost model: a least-squares fit of
- * slice milliseconds = a + b · rows · tokensPerRow over its recent slices. Slices grow at most 2×
- * beyond the largest one measured, so a wrong extrapolation overshoots the target by little.
+ * Each gate (one per training job) keeps its own cost model (`SliceCost`: milliseconds per
+ * row·token, from its recent slices); slices grow at most 2× beyond the largest one measured, so a
+ * wrong extrapolation overshoots the target by little. A job whose measured cost says that not
+ * even one row fits gets a one-row slice after `reprobeAfter` such iterations (default 200; only
+ * when the iteration left some slack), so one slow measurement cannot starve it for good; that
+ * costs at most 1 in 200 gaps.
  */
 import type { TrainingGate } from "../train/gate.js";
 
@@ -25,8 +28,10 @@ export interface CoServeOptions {
   readonly itlSloMs: number;
   /** Time kept free under the target (default 10 % of it). */
   readonly marginMs?: number;
-  /** Longest training slice while no request is running or waiting (default 5 × itlSloMs). */
+  /** Longest training slice while no request is running or waiting (default itlSloMs). */
   readonly idleSliceMs?: number;
+  /** Iterations without room for one row after which a waiting job gets a one-row slice anyway (default 200). */
+  readonly reprobeAfter?: number;
 }
 
 export interface CoServeStats {
@@ -41,12 +46,16 @@ export interface CoServeStats {
   readonly busySlices: number;
   /** Engine iterations after which a gate waited but the slack had no room for one row. */
   readonly starvedIterations: number;
+  /** One-row slices granted after `reprobeAfter` starved iterations. */
+  readonly reprobes: number;
 }
 
 /** The engine side the scheduler needs. */
 export interface CoServeHost {
   /** Requests running or waiting (the engine's loop runs or will run). */
   busy(): boolean;
+  /** Milliseconds clock slices are timed with (default `performance.now`). */
+  now?(): number;
 }
 
 interface Waiter {
@@ -61,49 +70,34 @@ function checkMs(name: string, v: number): number {
   return v;
 }
 
-/** One gate's cost model of its training slices. */
+/**
+ * One gate's cost model of its training slices: milliseconds per row·token, the median over its
+ * last 8 slices (robust to a slice the machine slowed down). Slices grow at most 2× beyond the
+ * largest one measured. The first slice of a gate warms its session up and is not measured.
+ */
 class SliceCost {
-  private readonly samples: { x: number; ms: number }[] = [];
+  private readonly samples: number[] = [];
   private largest = 0;
+  private warm = false;
 
   observe(x: number, ms: number): void {
-    this.samples.push({ x, ms });
-    if (this.samples.length > 16) this.samples.shift();
+    if (!this.warm) {
+      this.warm = true;
+      return;
+    }
+    this.samples.push(ms / x);
+    if (this.samples.length > 8) this.samples.shift();
     this.largest = Math.max(this.largest, x);
   }
 
   /** Row·tokens that fit in `ms` (0 when not even `minX` fits); `minX` the size of one row. */
   fit(ms: number, minX: number): number {
     if (this.samples.length === 0) return minX; // measure one row first
-    const { a, b } = this.line();
-    const x = b > 0 ? (ms - a) / b : Infinity;
+    const sorted = [...this.samples].sort((a, b) => a - b);
+    const perX = sorted[Math.floor(sorted.length / 2)]!;
+    const x = perX > 0 ? ms / perX : Infinity;
     if (x < minX) return 0;
     return Math.min(x, 2 * Math.max(this.largest, minX));
-  }
-
-  /** ms ≈ a + b·x by least squares (a ≥ 0, b > 0); one distinct x: a = 0. */
-  private line(): { a: number; b: number } {
-    const n = this.samples.length;
-    let sx = 0;
-    let sy = 0;
-    for (const s of this.samples) {
-      sx += s.x;
-      sy += s.ms;
-    }
-    const mx = sx / n;
-    const my = sy / n;
-    let sxx = 0;
-    let sxy = 0;
-    for (const s of this.samples) {
-      sxx += (s.x - mx) ** 2;
-      sxy += (s.x - mx) * (s.ms - my);
-    }
-    if (sxx > 0 && sxy > 0) {
-      const b = sxy / sxx;
-      const a = my - b * mx;
-      if (a >= 0) return { a, b };
-    }
-    return { a: 0, b: my / mx };
   }
 }
 
@@ -124,14 +118,14 @@ export class EngineGate implements TrainingGate {
 
   /** Called by the scheduler when it grants `rows`. */
   started(rows: number, tokensPerRow: number): void {
-    this.held = { rows, tokensPerRow, t0: performance.now() };
+    this.held = { rows, tokensPerRow, t0: this.scheduler.now() };
   }
 
   release(): void {
     const h = this.held;
     if (!h) return;
     this.held = null;
-    const ms = performance.now() - h.t0;
+    const ms = this.scheduler.now() - h.t0;
     this.cost.observe(h.rows * h.tokensPerRow, ms);
     this.scheduler.finished(h.rows, h.tokensPerRow, ms);
   }
@@ -146,11 +140,14 @@ export class CoServeScheduler {
   readonly itlSloMs: number;
   readonly marginMs: number;
   readonly idleSliceMs: number;
+  readonly reprobeAfter: number;
+  /** Consecutive iterations the head waiter found no room. */
+  private starved = 0;
   private readonly waiters: Waiter[] = [];
   /** Resolves when the slice that holds the machine is released. */
   private running: Promise<void> | null = null;
   private endRunning: (() => void) | null = null;
-  private counters = { slices: 0, rows: 0, tokens: 0, trainingMs: 0, busySlices: 0, starvedIterations: 0 };
+  private counters = { slices: 0, rows: 0, tokens: 0, trainingMs: 0, busySlices: 0, starvedIterations: 0, reprobes: 0 };
 
   constructor(
     private readonly host: CoServeHost,
@@ -159,7 +156,13 @@ export class CoServeScheduler {
     this.itlSloMs = checkMs("itlSloMs", opts.itlSloMs);
     this.marginMs = opts.marginMs === undefined ? 0.1 * this.itlSloMs : opts.marginMs;
     if (!Number.isFinite(this.marginMs) || this.marginMs < 0 || this.marginMs >= this.itlSloMs) throw new RangeError(`co-serving option marginMs must be in [0, itlSloMs), got ${opts.marginMs}`);
-    this.idleSliceMs = checkMs("idleSliceMs", opts.idleSliceMs ?? 5 * this.itlSloMs);
+    this.idleSliceMs = checkMs("idleSliceMs", opts.idleSliceMs ?? this.itlSloMs);
+    this.reprobeAfter = opts.reprobeAfter ?? 200;
+    if (!Number.isInteger(this.reprobeAfter) || this.reprobeAfter < 1) throw new RangeError(`co-serving option reprobeAfter must be a positive integer, got ${opts.reprobeAfter}`);
+  }
+
+  now(): number {
+    return this.host.now ? this.host.now() : performance.now();
   }
 
   gate(): EngineGate {
@@ -203,11 +206,14 @@ export class CoServeScheduler {
     if (!w || this.running) return;
     const slack = this.itlSloMs - this.marginMs - iterationMs;
     const x = slack > 0 ? w.gate.cost.fit(slack, w.tokensPerRow) : 0;
-    const rows = Math.floor(x / w.tokensPerRow);
+    let rows = Math.floor(x / w.tokensPerRow);
     if (rows < 1) {
       this.counters.starvedIterations++;
-      return;
+      if (++this.starved < this.reprobeAfter || slack <= 0) return;
+      this.counters.reprobes++;
+      rows = 1; // measure again: the estimate may come from a slice the machine slowed down
     }
+    this.starved = 0;
     this.waiters.shift();
     this.grant(w, rows, true);
     await this.beforeIteration();
