@@ -13,7 +13,14 @@ export interface CsvRecord {
 }
 
 export function parseCsv(file: string, text: string): CsvRecord[] {
-  const records: CsvRecord[] = [];
+  return [...csvRecords(file, text)];
+}
+
+/**
+ * The records of `text` one at a time (a caller that keeps only some columns holds one record's
+ * fields at a time, however many columns the file has).
+ */
+export function* csvRecords(file: string, text: string): Generator<CsvRecord> {
   let i = text.charCodeAt(0) === 0xfeff ? 1 : 0; // byte-order mark
   let line = 1;
   const n = text.length;
@@ -75,7 +82,6 @@ export function parseCsv(file: string, text: string): CsvRecord[] {
       }
       break;
     }
-    if (!(blank && fields.length === 1)) records.push({ line: startLine, fields });
+    if (!(blank && fields.length === 1)) yield { line: startLine, fields };
   }
-  return records;
 }

@@ -131,3 +131,23 @@ describe("CSV datasets", () => {
     }
   });
 });
+
+describe("bounded reading and label limits", () => {
+  test("a line over maxLineBytes, bytes that are not UTF-8: DatasetError naming the line; CRLF and a BOM still read", () => {
+    const long = write("long.jsonl", `{"text":"a","label":0}\n{"text":"${"x".repeat(200)}","label":1}\n`);
+    expectDatasetError(() => loadJsonlDataset(long, { maxLineBytes: 100 }), 2, /longer than 100 bytes/);
+    expectDatasetError(() => loadCsvDataset(write("long.csv", `text,label\n${"y".repeat(200)},1\n`), { maxLineBytes: 100 }), 2, /longer than 100 bytes/);
+    const bad = join(dir, "latin1.csv");
+    writeFileSync(bad, Buffer.concat([Buffer.from("text,label\na,0\ncaf"), Buffer.from([0xe9]), Buffer.from(",1\n")]));
+    expectDatasetError(() => loadCsvDataset(bad), 3, /not valid UTF-8/);
+    const ok = write("bom.jsonl", '\ufeff{"text":"a","label":0}\r\n{"text":"b","label":1}');
+    assert.deepEqual(loadJsonlDataset(ok).examples, [{ text: "a", label: 0 }, { text: "b", label: 1 }]);
+  });
+
+  test("integer labels must be dense and few; string labels at most MAX_LABELS", () => {
+    expectDatasetError(() => parseJsonlDataset("d.jsonl", '{"text":"a","label":0}\n{"text":"b","label":2}\n'), 2, /must be dense, but 1 of them \(e\.g\. 1\) have no example/);
+    expectDatasetError(() => parseCsvDataset("d.csv", "text,label\na,0\nb,1\nc,99999\n"), 4, /would make 100000 classes, more than the 10000/);
+    const many = Array.from({ length: 10_001 }, (_, i) => `t${i},c${i}`).join("\n");
+    expectDatasetError(() => parseCsvDataset("m.csv", `text,label\n${many}\n`), 10_002, /"c10000" is the 10001th distinct label/);
+  });
+});

@@ -10,10 +10,10 @@ export {
   uciSourcePath,
 } from "./builtin.js";
 export type { BuiltinDatasetDef, BuiltinDatasetName, UciSource } from "./builtin.js";
-export { loadCsvDataset, loadJsonlDataset, parseCsvDataset, parseJsonlDataset } from "./files.js";
+export { MAX_LINE_BYTES, loadCsvDataset, loadJsonlDataset, parseCsvDataset, parseJsonlDataset, readLines } from "./files.js";
 export { parseCsv } from "./csv.js";
 export type { CsvRecord } from "./csv.js";
-export { buildLabelVocabulary } from "./labels.js";
+export { MAX_LABELS, buildLabelVocabulary } from "./labels.js";
 export type { LabelVocabulary, RawLabel } from "./labels.js";
 export { DATASET_FILE_FORMATS, listDatasets, loadDataset } from "./registry.js";
 export { SPLIT_NAMES, hashSplit, splitDataset } from "./split.js";

@@ -12,6 +12,10 @@
  *   HF `datasets` `class_encode_column`). Sorting, unlike first appearance, gives the same ids
  *   however the file's rows are ordered.
  * - Mixing JSON numbers and strings in one file is an error (at the first row that differs).
+ * - Integer ids must be dense: every id from 0 to the largest must have an example (a stray
+ *   `"label": 1000000` would otherwise make a million-way head); sparse ids are refused naming the
+ *   line of the largest one. Use string labels, or `labelNames`, for other numberings.
+ * - At most `MAX_LABELS` classes, checked before anything is allocated.
  */
 import { DatasetError } from "../errors.js";
 
@@ -27,6 +31,9 @@ export interface LabelVocabulary {
   readonly ids: number[];
   readonly labelNames: string[];
 }
+
+/** Most classes a dataset may have (a classifier head of this many rows is still small). */
+export const MAX_LABELS = 10_000;
 
 const DIGITS = /^(0|[1-9][0-9]*)$/;
 
@@ -77,7 +84,25 @@ export function buildLabelVocabulary(file: string, raws: readonly RawLabel[], la
       checkInteger(file, raw, n, null);
       return n;
     });
-    const numLabels = ids.reduce((m, v) => Math.max(m, v), -1) + 1;
+    let top = 0;
+    for (let i = 1; i < ids.length; i++) if (ids[i]! > ids[top]!) top = i;
+    const numLabels = ids[top]! + 1;
+    const worst = raws[top]!;
+    if (numLabels > MAX_LABELS) {
+      throw new DatasetError(file, worst.line, `label ${ids[top]} would make ${numLabels} classes, more than the ${MAX_LABELS} peft-ts allows; integer labels are class ids 0…N-1`);
+    }
+    const seen = new Uint8Array(numLabels);
+    for (const id of ids) seen[id] = 1;
+    const missing = seen.indexOf(0);
+    if (missing >= 0) {
+      const gaps = numLabels - seen.reduce((s, v) => s + v, 0);
+      throw new DatasetError(
+        file,
+        worst.line,
+        `label ${ids[top]}: integer labels are class ids 0…${numLabels - 1} and must be dense, but ${gaps} of them (e.g. ${missing}) have no example; ` +
+          "renumber the labels, or write them as strings (mapped to ids in sorted order)",
+      );
+    }
     return { ids, labelNames: Array.from({ length: numLabels }, (_, i) => String(i)) };
   }
   // JSON numbers and strings must not be mixed.
@@ -92,6 +117,11 @@ export function buildLabelVocabulary(file: string, raws: readonly RawLabel[], la
     );
   }
   const names = [...new Set(raws.map((r) => r.value as string))].sort();
+  if (names.length > MAX_LABELS) {
+    const seen = new Set<string>();
+    const over = raws.find((r) => (seen.add(r.value as string), seen.size > MAX_LABELS))!;
+    throw new DatasetError(file, over.line, `label ${JSON.stringify(over.value)} is the ${MAX_LABELS + 1}th distinct label; peft-ts allows at most ${MAX_LABELS} classes`);
+  }
   const index = new Map(names.map((n, i) => [n, i] as const));
   return { ids: raws.map((r) => index.get(r.value as string)!), labelNames: names };
 }

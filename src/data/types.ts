@@ -27,4 +27,6 @@ export interface LoadDatasetOptions {
    * evaluation file that lacks some class get the same ids.
    */
   readonly labelNames?: readonly string[];
+  /** Longest line read from a file, in bytes (default `MAX_LINE_BYTES`, 1 MiB); a longer line is a `DatasetError` naming it. */
+  readonly maxLineBytes?: number;
 }

@@ -53,6 +53,29 @@ function checkMaxLength(max: number | undefined, positions: number, command: str
   return max;
 }
 
+/**
+ * `encode(text)` truncated to `maxLength` ids without tokenising all of a long text (a 10 MB
+ * line would otherwise be tokenised whole before truncation): a prefix of the text, cut at a
+ * space, grown ×4 until it gives `maxLength` ids and a margin, or is the whole text. The words
+ * before the cut tokenise as in the whole text, so the kept ids are the same.
+ */
+export function encodeTruncated(text: string, maxLength: number, encode: (text: string, maxLength: number | null) => number[], side: "left" | "right" = "right"): number[] {
+  const margin = 16;
+  for (let budget = Math.max(1024, maxLength * 8); budget < text.length; budget *= 4) {
+    let part: string;
+    if (side === "right") {
+      const space = text.lastIndexOf(" ", budget);
+      part = text.slice(0, space > budget / 2 ? space : budget);
+    } else {
+      const from = text.length - budget;
+      const space = text.indexOf(" ", from);
+      part = text.slice(space >= 0 && space < from + budget / 2 ? space : from);
+    }
+    if (encode(part, null).length >= maxLength + margin) return encode(part, maxLength);
+  }
+  return encode(text, maxLength);
+}
+
 /** A weight source with a freshly initialised `classifier` head ([numLabels, hidden] + bias). */
 function withFreshHead(base: WeightSource, numLabels: number, hidden: number, std: number, seed: number): WeightSource {
   const rng = new Rng(seed);
@@ -72,7 +95,7 @@ function openUseLite(id: string, dir: string | undefined, opts: OpenModelOptions
     id,
     model,
     task: "seq-cls",
-    encode: (text) => tokenizer.encode(text).slice(0, maxLength),
+    encode: (text) => encodeTruncated(text, maxLength, (t, max) => (max === null ? tokenizer.encode(t) : tokenizer.encode(t).slice(0, max))),
     padId: 0,
     maxPositions: positions,
     notes: [`classifier: new ${opts.numLabels}-label head on the sentence embedding (seed ${opts.seed})`],
@@ -93,7 +116,7 @@ export function openModelSource(spec: string, opts: OpenModelOptions): ModelSour
   const tok = loadTokenizer(spec);
   const maxLength = checkMaxLength(opts.maxLength, cfg.maxPositionEmbeddings, command);
   const padId = tok.padTokenId ?? cfg.padTokenId ?? 0;
-  const encode = (text: string) => tok.encode(text, { truncation: true, maxLength }).ids;
+  const encode = (text: string) => encodeTruncated(text, maxLength, (t, max) => (max === null ? tok.encode(t).ids : tok.encode(t, { truncation: true, maxLength: max }).ids), tok.truncationSide);
   if (loaded.def.task !== "seq-cls") {
     return { id: spec, model: loaded, task: "causal-lm", encode, padId, maxPositions: cfg.maxPositionEmbeddings, notes: [`task: causal language modelling on the texts (labels are not used by ${cfg.modelType})`] };
   }

@@ -3,8 +3,9 @@
  * `Trainer.fit` with progress → final validation/test evaluation → the run folder (PEFT adapter,
  * metrics.json, config.json, history.json, curves.svg/png) and a resumable checkpoint.
  */
+import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { ConfigError } from "../errors.js";
+import { CheckpointError, ConfigError, DatasetError } from "../errors.js";
 import type { SplitInfo } from "../data/split.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { modelInfo } from "../peft/model-info.js";
@@ -14,6 +15,7 @@ import { type EvalResult, type StepInfo, Trainer, type TrainerConfig } from "../
 import { trainingFlops } from "../graph/flops.js";
 import { examplesPerStep, modelMatmulTerms } from "../train/flops.js";
 import { writeFileAtomic } from "../io/atomic.js";
+import { hasCheckpoint } from "../train/checkpoint.js";
 import { type SplitFractions, loadRunData, tokenizeSplits } from "./data.js";
 import { type RunHistory, curveData, mergeHistory, readHistory } from "./history.js";
 import { type ModelSource, openModelSource } from "./model-source.js";
@@ -232,13 +234,29 @@ export async function runTraining(opts: TrainRunOptions, progress: RunReporter =
   const t0 = performance.now();
   checkOptions(opts);
   const saved = checkRunDir(opts.out, opts.mode);
-  if (saved) checkResume(saved, opts, opts.out);
+  if (saved) {
+    checkResume(saved, opts, opts.out);
+    // never restart from step 0 under --resume: that would silently replace the run's adapter
+    const ckDir = join(opts.out, RUN_FILES.checkpoint);
+    if (!hasCheckpoint(ckDir)) {
+      const finished = existsSync(join(opts.out, RUN_FILES.metrics)) ? `the run in ${opts.out} has finished (${RUN_FILES.metrics}) and ` : "";
+      throw new CheckpointError(ckDir, `${finished}there is no checkpoint to resume from (checkpoint.json is missing); nothing was changed. Drop --resume and pass --overwrite to train again from step 0, or choose another --out`);
+    }
+  }
   const data = loadRunData({ data: opts.data, seed: opts.seed, fractions: opts.split, ...(opts.maxExamples !== null ? { maxExamples: opts.maxExamples } : {}) });
   if (saved) {
     const prevHash = (saved.split as { hash?: unknown } | undefined)?.hash;
     if (prevHash !== data.split.info.hash) throw new ConfigError("peft train", "--resume", `the data split differs from the saved run's (hash ${String(prevHash)} vs ${data.split.info.hash}): the dataset changed`);
   }
   const source = openModelSource(opts.model, { numLabels: data.dataset.numLabels, seed: opts.seed, ...(opts.maxLength !== null ? { maxLength: opts.maxLength } : {}) });
+  if (source.task === "seq-cls" && data.dataset.numLabels < 2) {
+    // transformers would make a 1-label head a regression; a classifier of one class learns nothing and scores 1.0
+    throw new DatasetError(
+      data.dataset.name,
+      null,
+      `every example has the label '${data.dataset.labelNames[0] ?? ""}': a classifier needs at least two classes; add examples of another class`,
+    );
+  }
   for (const n of source.notes) progress.note(n);
   const splits = tokenizeSplits(data, (t) => source.encode(t));
   const perEpoch = Math.ceil(splits.train.length / (opts.batchSize * opts.gradAccum));
