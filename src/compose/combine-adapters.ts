@@ -18,6 +18,7 @@ import { type Tensor, assertFinite, toFloat32 } from "../tensor.js";
 import type { AdapterInstance, LowRankView } from "../tuners/common/types.js";
 import { Rng } from "../util/rng.js";
 import type { MajoritySignMethod } from "./peft-merge-utils.js";
+import { checkAddWeightedLoraArgs, checkCombineArgs } from "./args.js";
 import {
   type CombinationType,
   type LoraFactors,
@@ -76,6 +77,7 @@ export function addWeightedLoraAdapter(
   adapterName: string,
   options: AddWeightedLoraOptions = {},
 ): { adapter: AdapterInstance; result: WeightedAdapterResult } {
+  checkAddWeightedLoraArgs(adapterNames, weights, adapterName, options);
   if (adapterNames.length === 0) throw new ConfigError(WHERE, "adapters", "needs at least one adapter");
   const adapters = adapterNames.map((n) => pm.adapter(n));
   const first = adapters[0]!;
@@ -144,6 +146,7 @@ export interface CombineAdaptersResult {
 
 /** Loads adapter folders, combines them (`add_weighted_adapter`) and writes the new adapter folder. */
 export function combineAdapterDirs(opts: CombineAdaptersOptions): CombineAdaptersResult {
+  checkCombineArgs(opts);
   if (opts.adapters.length === 0) throw new ConfigError("combine", "adapters", "give at least one adapter folder");
   const model = typeof opts.base === "string" ? loadModel(opts.base) : opts.base;
   const pm = new PeftModel(model);

@@ -15,6 +15,7 @@
  *   4. scale by λ.
  */
 import { ConfigError, ShapeMismatchError, UnknownMergeMethodError } from "../errors.js";
+import { checkMergeTensorsArgs } from "./args.js";
 import { type Tensor, numel, tensor, toFloat64 } from "../tensor.js";
 import { pcbMerge } from "./pcb.js";
 import { type SignConsensus, type UniformRng, magnitudePrune, randomPrune, signOf } from "./sparsify.js";
@@ -397,6 +398,7 @@ export interface MergeTensorsOptions {
 
 /** Merges task-vector tensors of one parameter with a named (or given) method. */
 export function mergeTaskTensors(method: string | MergeMethodDef, tensors: readonly Tensor[], opts: MergeTensorsOptions = {}): Tensor<"float32"> {
+  checkMergeTensorsArgs(tensors, opts);
   const def = typeof method === "string" ? getMergeMethod(method) : method;
   const perModelIn = opts.perModel ?? tensors.map(() => undefined);
   if (perModelIn.length !== tensors.length) {

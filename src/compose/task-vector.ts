@@ -8,6 +8,7 @@
  * position ids) are skipped by the task-vector iterator and copied from the base by the merge.
  */
 import { ConfigError, MissingTensorError, ShapeMismatchError } from "../errors.js";
+import { checkMergeCheckpointsArgs } from "./args.js";
 import { writeAll, writeFileAtomicWith } from "../io/atomic.js";
 import { type PlannedTensorInfo, SafetensorsFile, safetensorsHeader } from "../io/safetensors.js";
 import {
@@ -228,6 +229,7 @@ function bytesOf(t: Tensor): Uint8Array {
  * memory is one tensor per model plus the result. The write is atomic.
  */
 export function mergeCheckpoints(opts: MergeCheckpointsOptions): MergeCheckpointsResult {
+  checkMergeCheckpointsArgs(opts);
   const method = typeof opts.method === "string" ? getMergeMethod(opts.method) : opts.method;
   if (method.name === "concat") throw new ConfigError(`merge method '${method.name}'`, "method", "concat changes tensor shapes; it cannot produce a checkpoint of the base architecture");
   if (opts.models.length === 0) throw new ConfigError("mergeCheckpoints", "models", "needs at least one fine-tuned model");

@@ -24,6 +24,7 @@
  * min(out, in)), the factors are zero-padded to the new rank, which leaves ΔW unchanged.
  */
 import { ConfigError, ShapeMismatchError, UnknownMergeMethodError } from "../errors.js";
+import { checkAddWeightedArgs } from "./args.js";
 import {
   type MajoritySignMethod,
   peftDareLinear,
@@ -262,6 +263,7 @@ export function addWeightedAdapter(
   weights: readonly number[],
   options: WeightedAdapterOptions = {},
 ): WeightedAdapterResult {
+  checkAddWeightedArgs(adapters, weights, options);
   if (adapters.length === 0) throw new ConfigError(WHERE, "adapters", "needs at least one adapter");
   if (weights.length !== adapters.length) throw new ConfigError(WHERE, "weights", `${weights.length} weights for ${adapters.length} adapters`);
   weights.forEach((w, i) => {

@@ -34,6 +34,7 @@ import type { SessionOptions } from "../runtime/session.js";
 import type { AdapterInstance } from "../tuners/common/types.js";
 import type { TrainingGate } from "../train/gate.js";
 import type { Rng } from "../util/rng.js";
+import { checkGenerationRequest } from "./args.js";
 import { Channel } from "./channel.js";
 import { type CoServeOptions, CoServeScheduler, type CoServeStats } from "./coserve.js";
 import { Decoder, type ModelGeometry, type StepRow, modelGeometry, moduleShapes } from "./decoder.js";
@@ -282,6 +283,7 @@ export class GenerationEngine {
   /** Checks a request and queues it (errors are thrown here, synchronously). */
   private admit(req: GenerationRequest, streaming: boolean, leader: Sequence | null = null, choice = 0): Sequence {
     if (this.state !== "open") throw new EngineClosedError(this.state === "draining" ? "draining" : "closed");
+    checkGenerationRequest(streaming ? "GenerationEngine.stream" : "GenerationEngine.generate", req);
     const prompt = Array.from(req.promptIds ?? []);
     if (prompt.length === 0) throw new EmptyPromptError();
     prompt.forEach((t, i) => {

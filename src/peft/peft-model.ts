@@ -6,7 +6,8 @@
  * modified: merges are kept as overrides, so unmerging restores the base exactly, and the base
  * rewrites of PiSSA / OLoRA adapters are overrides held while the adapter is loaded.
  */
-import { AdapterStateError, ConfigError, UnsupportedOptionError } from "../errors.js";
+import { z } from "zod";
+import { AdapterStateError, ArgumentError, ConfigError, UnsupportedOptionError } from "../errors.js";
 import { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
 import { DEFAULT_ADAPTER_NAME, adapterDirFor, validateAdapterName } from "../io/peft-files.js";
@@ -31,10 +32,27 @@ import type { AdapterInstance, BaseModelInfo, TunerConfigBase } from "../tuners/
 import { isModuleToSave } from "../tuners/common/target.js";
 import { tunerFor } from "../tuners/registry.js";
 import { Rng } from "../util/rng.js";
+import { checkArg, describeValue, toMaskTensor, toTokenIdTensor } from "../util/args.js";
 import { adapterFileMap, adapterFromParts, checkAdapterSavable, inConfig, loadAdapterDir, saveAdapterDir, validateAdapter } from "./adapter-io.js";
 import { adapterFromFiles, type FileMap } from "../io/file-map.js";
 import { BASE_ADAPTER, mixedHooks } from "./mixed.js";
 import { modelInfo } from "./model-info.js";
+
+/**
+ * Token ids in the forms users pass them: an int64 (or int32) tensor `[batch, seq]`, rows as
+ * nested arrays (`[[1, 5, 9]]`) or typed arrays, one row as a flat array or typed array, or a
+ * tokenizer's output (`tokenizer.encode(text)`, `tokenizer.encodeBatch(texts)`, a list of
+ * `encode` results). See `toTokenIdTensor`.
+ */
+export type TokenIds =
+  | Tensor<"int64">
+  | Tensor<"int32">
+  | readonly (readonly number[] | Int32Array | BigInt64Array)[]
+  | readonly number[]
+  | Int32Array
+  | BigInt64Array
+  | { readonly ids: readonly number[] }
+  | readonly { readonly ids: readonly number[] }[];
 
 export interface ForwardInputs {
   readonly inputIds: Tensor<"int64">;
@@ -42,6 +60,30 @@ export interface ForwardInputs {
   /** One adapter name per row (`"__base__"` for none): a mixed-adapter batch. */
   readonly adapterNames?: readonly string[];
 }
+
+/** What `forward` takes: `ForwardInputs` with the ids and mask in any `TokenIds` form. */
+export interface ForwardInputsLike {
+  readonly inputIds: TokenIds;
+  /** 1 for real tokens, 0 for padding, in any form `inputIds` takes; default all ones. */
+  readonly attentionMask?: TokenIds;
+  /** One adapter name per row (`"__base__"` for none): a mixed-adapter batch. */
+  readonly adapterNames?: readonly string[];
+}
+
+const loadedModelSchema = z.custom<LoadedModel>(
+  (v) => v !== null && typeof v === "object" && "def" in v && "config" in v && "weights" in v,
+  { message: "a LoadedModel (from loadModel(dir), modelFromFiles(…) or loadUseLiteModel())" },
+);
+const configSchema = z.custom<Record<string, unknown>>((v) => v !== null && typeof v === "object" && !Array.isArray(v), { message: "a PEFT config object such as { peft_type: \"LORA\", r: 8, target_modules: [\"query\", \"value\"] }" });
+const nameSchema = z.string();
+const namesSchema = z.array(z.string());
+const loadOptsSchema = z.strictObject({ isTrainable: z.boolean().optional(), activate: z.boolean().optional(), allowNonFinite: z.boolean().optional(), label: z.string().optional() });
+const fromOptsSchema = z.strictObject({ adapterName: z.string().optional(), isTrainable: z.boolean().optional(), label: z.string().optional() });
+const seedOptsSchema = z.strictObject({ seed: z.number().int().optional() });
+const forwardInputsSchema = z.looseObject({ adapterNames: namesSchema.optional() });
+const forwardOptsSchema = z.strictObject({ dtype: z.enum(["float32", "float16"]).optional() });
+const saveOptsSchema = z.strictObject({ selectedAdapters: namesSchema.optional(), pathInitialModelForWeightConversion: z.string().optional() });
+const mapSchema = z.instanceof(Map, { message: "a Map from tensor key to Tensor" });
 
 /** Options of `PeftModel.forward`. */
 export interface ForwardOptions {
@@ -84,6 +126,24 @@ export interface BuiltPeftGraph {
   readonly regularizer: Value | null;
 }
 
+/**
+ * `forward`'s argument as `ForwardInputs`: the object itself, token ids given directly
+ * (`forward([[1, 5, 9]])`), or a tokenizer's `encode` result (`{ ids, attentionMask }`).
+ */
+function asForwardInputs(inputs: unknown): ForwardInputsLike {
+  const fn = "PeftModel.forward";
+  if (inputs === null || typeof inputs !== "object") {
+    throw new ArgumentError(fn, "inputs", "{ inputIds, attentionMask?, adapterNames? } or token ids", describeValue(inputs));
+  }
+  if (Array.isArray(inputs) || ArrayBuffer.isView(inputs) || "dtype" in inputs) return { inputIds: inputs as TokenIds };
+  if ("inputIds" in inputs) return inputs as ForwardInputsLike;
+  if ("ids" in inputs) {
+    const e = inputs as { ids: readonly number[]; attentionMask?: readonly number[] };
+    return { inputIds: e.ids, ...(e.attentionMask !== undefined ? { attentionMask: e.attentionMask } : {}) };
+  }
+  throw new ArgumentError(fn, "inputs.inputIds", "token ids (inputs is { inputIds, attentionMask?, adapterNames? })", describeValue(inputs));
+}
+
 /** Graph input name of an adapter's tensor. */
 export function adapterParamName(adapter: string, key: string): string {
   return `${adapter}/${key}`;
@@ -104,6 +164,7 @@ export class PeftModel {
   sessionOptions: SessionOptions = {};
 
   constructor(readonly base: LoadedModel) {
+    checkArg("new PeftModel", "model", loadedModelSchema, base);
     this.info = modelInfo(base);
   }
 
@@ -135,6 +196,8 @@ export class PeftModel {
 
   /** PEFT `get_peft_model`: wrap `model` with a new adapter made from a PEFT-style config object. */
   static create(model: LoadedModel, config: Readonly<Record<string, unknown>>, adapterName = DEFAULT_ADAPTER_NAME, opts: { seed?: number } = {}): PeftModel {
+    checkArg("PeftModel.create", "model", loadedModelSchema, model);
+    checkArg("PeftModel.create", "config", configSchema, config);
     const pm = new PeftModel(model);
     pm.addAdapter(adapterName, config, opts);
     return pm;
@@ -142,6 +205,9 @@ export class PeftModel {
 
   /** PEFT `PeftModel.from_pretrained`. */
   static fromPretrained(model: LoadedModel, dir: string, opts: { adapterName?: string; isTrainable?: boolean } = {}): PeftModel {
+    checkArg("PeftModel.fromPretrained", "model", loadedModelSchema, model);
+    checkArg("PeftModel.fromPretrained", "dir", nameSchema, dir);
+    checkArg("PeftModel.fromPretrained", "opts", fromOptsSchema, opts);
     const pm = new PeftModel(model);
     pm.loadAdapter(dir, opts.adapterName ?? DEFAULT_ADAPTER_NAME, { isTrainable: opts.isTrainable ?? false });
     return pm;
@@ -149,6 +215,8 @@ export class PeftModel {
 
   /** `fromPretrained` for an adapter folder held in memory (file name → bytes, e.g. from a file picker or a zip). */
   static fromFiles(model: LoadedModel, files: FileMap, opts: { adapterName?: string; isTrainable?: boolean; label?: string } = {}): PeftModel {
+    checkArg("PeftModel.fromFiles", "model", loadedModelSchema, model);
+    checkArg("PeftModel.fromFiles", "opts", fromOptsSchema, opts);
     const pm = new PeftModel(model);
     pm.loadAdapterFromFiles(files, opts.adapterName ?? DEFAULT_ADAPTER_NAME, { isTrainable: opts.isTrainable ?? false, ...(opts.label !== undefined ? { label: opts.label } : {}) });
     return pm;
@@ -164,6 +232,7 @@ export class PeftModel {
     return this.active[0] ?? "";
   }
   adapter(name: string): AdapterInstance {
+    checkArg("PeftModel.adapter", "name", nameSchema, name);
     const a = this.adapters.get(name);
     if (!a) throw new AdapterStateError(name, `not loaded (loaded: ${this.adapterNames.join(", ") || "none"})`);
     return a;
@@ -183,6 +252,9 @@ export class PeftModel {
 
   /** PEFT `load_adapter`: read a PEFT adapter folder. A failed load leaves the model unchanged. */
   loadAdapter(dir: string, adapterName: string, opts: { isTrainable?: boolean; activate?: boolean; allowNonFinite?: boolean } = {}): AdapterInstance {
+    checkArg("PeftModel.loadAdapter", "dir", nameSchema, dir);
+    checkArg("PeftModel.loadAdapter", "adapterName", nameSchema, adapterName);
+    checkArg("PeftModel.loadAdapter", "opts", loadOptsSchema, opts);
     validateAdapterName(adapterName);
     if (this.adapters.has(adapterName)) throw new AdapterStateError(adapterName, "already loaded");
     return this.registerLoaded(loadAdapterDir(dir, adapterName, this.info, { allowNonFinite: opts.allowNonFinite ?? false }), opts);
@@ -190,6 +262,8 @@ export class PeftModel {
 
   /** `loadAdapter` for an adapter folder held in memory (`label` names it in errors). A failed load leaves the model unchanged. */
   loadAdapterFromFiles(files: FileMap, adapterName: string, opts: { isTrainable?: boolean; activate?: boolean; allowNonFinite?: boolean; label?: string } = {}): AdapterInstance {
+    checkArg("PeftModel.loadAdapterFromFiles", "adapterName", nameSchema, adapterName);
+    checkArg("PeftModel.loadAdapterFromFiles", "opts", loadOptsSchema, opts);
     validateAdapterName(adapterName);
     if (this.adapters.has(adapterName)) throw new AdapterStateError(adapterName, "already loaded");
     const parts = adapterFromFiles(files, opts.label ?? adapterName);
@@ -212,6 +286,9 @@ export class PeftModel {
 
   /** PEFT `add_adapter`: a new, freshly initialised adapter from a PEFT-style config object. */
   addAdapter(adapterName: string, config: Readonly<Record<string, unknown>>, opts: { seed?: number } = {}): AdapterInstance {
+    checkArg("PeftModel.addAdapter", "adapterName", nameSchema, adapterName);
+    checkArg("PeftModel.addAdapter", "config", configSchema, config);
+    checkArg("PeftModel.addAdapter", "opts", seedOptsSchema, opts);
     validateAdapterName(adapterName);
     const file = `config of adapter '${adapterName}'`;
     const peftType = config.peft_type;
@@ -237,6 +314,7 @@ export class PeftModel {
 
   /** PEFT `set_adapter`: which adapter(s) `forward` applies (several are summed). */
   setAdapter(names: string | readonly string[]): void {
+    if (typeof names !== "string") checkArg("PeftModel.setAdapter", "names", namesSchema, names);
     const list = typeof names === "string" ? [names] : [...names];
     for (const n of list) this.adapter(n);
     this.active = list;
@@ -244,6 +322,7 @@ export class PeftModel {
 
   /** PEFT `delete_adapter`. */
   deleteAdapter(name: string): void {
+    checkArg("PeftModel.deleteAdapter", "name", nameSchema, name);
     this.adapter(name);
     if (this.merged.includes(name)) throw new AdapterStateError(name, "is merged; unmerge it before deleting");
     this.adapters.delete(name);
@@ -280,6 +359,7 @@ export class PeftModel {
 
   /** Replace some of an adapter's tensors (after a training step), keeping shapes. */
   updateAdapterTensors(name: string, values: ReadonlyMap<string, Tensor>): void {
+    checkArg("PeftModel.updateAdapterTensors", "values", mapSchema, values);
     const a = this.adapter(name);
     for (const [k, v] of values) {
       const old = a.tensors.get(k);
@@ -296,6 +376,7 @@ export class PeftModel {
 
   /** PEFT `merge_adapter`: fold the active (or given) adapters into the weights used by `forward`. */
   mergeAdapter(names: readonly string[] = this.active): void {
+    checkArg("PeftModel.mergeAdapter", "names", namesSchema, names);
     for (const n of names) {
       if (this.merged.includes(n)) continue;
       const a = this.adapter(n);
@@ -333,6 +414,7 @@ export class PeftModel {
 
   /** PEFT `merge_and_unload`: a plain model whose weights include the active adapters. */
   mergeAndUnload(names: readonly string[] = this.active): LoadedModel {
+    checkArg("PeftModel.mergeAndUnload", "names", namesSchema, names);
     const before = [...this.merged];
     this.mergeAdapter(names);
     const weights = overlaySource(this.baseWeights, new Map(this.mergedWeights));
@@ -448,25 +530,33 @@ export class PeftModel {
   }
 
   /** Logits for a batch (mixed-adapter when `adapterNames` is given). Sessions are cached per adapter state. */
-  async forward(inputs: ForwardInputs, opts: ForwardOptions = {}): Promise<Tensor> {
+  async forward(inputs: ForwardInputsLike | TokenIds, opts: ForwardOptions = {}): Promise<Tensor> {
+    const fn = "PeftModel.forward";
+    const given = asForwardInputs(inputs);
+    checkArg(fn, "inputs", forwardInputsSchema, given);
+    checkArg(fn, "opts", forwardOptsSchema, opts);
     const dtype = checkComputeDtype(opts.dtype ?? "float32", "PeftModel.forward options");
-    const [batch, seq] = inputs.inputIds.shape as [number, number];
-    const mask = inputs.attentionMask ?? { dtype: "int64" as const, shape: [batch, seq], data: new BigInt64Array(batch * seq).fill(1n) };
-    const feeds: Record<string, Tensor> = { input_ids: inputs.inputIds, attention_mask: mask };
+    const inputIds = toTokenIdTensor(fn, "inputs.inputIds", given.inputIds, this.base.config.vocabSize);
+    const [batch, seq] = inputIds.shape as [number, number];
+    const mask =
+      given.attentionMask === undefined
+        ? { dtype: "int64" as const, shape: [batch, seq], data: new BigInt64Array(batch * seq).fill(1n) }
+        : toMaskTensor(fn, "inputs.attentionMask", given.attentionMask, [batch, seq]);
+    const feeds: Record<string, Tensor> = { input_ids: inputIds, attention_mask: mask };
     let mixed: string[] | undefined;
-    if (inputs.adapterNames) {
+    if (given.adapterNames) {
       if (this.merged.length > 0) {
         throw new AdapterStateError(this.merged.join(","), "is merged; mixed-adapter batches need unmerged adapters (call unmergeAdapter() first, as in PEFT)");
       }
-      if (inputs.adapterNames.length !== batch) {
-        throw new AdapterStateError(inputs.adapterNames.join(","), `adapterNames has ${inputs.adapterNames.length} entries for a batch of ${batch}`);
+      if (given.adapterNames.length !== batch) {
+        throw new AdapterStateError(given.adapterNames.join(","), `adapterNames has ${given.adapterNames.length} entries for a batch of ${batch}`);
       }
-      mixed = [...new Set(inputs.adapterNames.filter((n) => n !== BASE_ADAPTER))].sort();
+      mixed = [...new Set(given.adapterNames.filter((n) => n !== BASE_ADAPTER))].sort();
       for (const n of mixed) this.adapter(n);
       feeds.adapter_index = {
         dtype: "int64",
         shape: [batch],
-        data: BigInt64Array.from(inputs.adapterNames, (n) => BigInt(n === BASE_ADAPTER ? mixed!.length : mixed!.indexOf(n))),
+        data: BigInt64Array.from(given.adapterNames, (n) => BigInt(n === BASE_ADAPTER ? mixed!.length : mixed!.indexOf(n))),
       };
     }
     const key = this.stateKey(mixed, dtype);
@@ -499,6 +589,8 @@ export class PeftModel {
    * only read (PEFT also rewrites its config with `init_lora_weights: true`).
    */
   savePretrained(dir: string, opts: { selectedAdapters?: readonly string[]; pathInitialModelForWeightConversion?: string } = {}): string[] {
+    checkArg("PeftModel.savePretrained", "dir", nameSchema, dir);
+    checkArg("PeftModel.savePretrained", "opts", saveOptsSchema, opts);
     const names = opts.selectedAdapters ? [...opts.selectedAdapters] : this.adapterNames;
     for (const n of names) validateAdapterName(n);
     const init = opts.pathInitialModelForWeightConversion;

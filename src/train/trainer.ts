@@ -18,6 +18,7 @@ import { GradScaler, type GradScalerState, LossScaledStep, type LossScaling } fr
 import type { LossTask } from "./loss.js";
 import { type TokenizedExample, collate } from "./batch.js";
 import { createEvalStep, evaluateWith } from "./evaluate.js";
+import { checkTrainerArgs } from "./args.js";
 import { BestKeeper } from "./best-keeper.js";
 import { AdamW, AdamW8bit, Sgd, excludeFromWeightDecay, isNoDecayParamName } from "./optim/index.js";
 import type { NamedParam, Optimizer } from "./optim/types.js";
@@ -176,6 +177,7 @@ export class Trainer {
     readonly train: readonly TokenizedExample[],
     readonly validation: readonly TokenizedExample[] = [],
   ) {
+    checkTrainerArgs(model, config, train, validation);
     if (config.batchSize < 1 || config.epochs <= 0) throw new ConfigError("trainer", "batchSize/epochs", "must be positive");
     if (train.length === 0) throw new ConfigError("trainer", "train", "no training examples");
     if (config.dtype !== undefined && config.dtype !== "float32" && config.dtype !== "float16") {
