@@ -42,6 +42,11 @@ const CONFIG_FIELDS = {
   lossScaling: z.looseObject({ kind: z.enum(["dynamic", "static"]) }).optional(),
   residentOptimizer: z.boolean().optional(),
   loraplusLrRatio: finite.positive().optional(),
+  gate: z
+    .custom((v) => v !== null && typeof v === "object" && typeof (v as { acquire?: unknown }).acquire === "function" && typeof (v as { release?: unknown }).release === "function", {
+      message: "a TrainingGate { acquire(rows, tokensPerRow), release() }",
+    })
+    .optional(),
 } satisfies Record<keyof TrainerConfig, z.ZodType>;
 
 const configSchema = z.strictObject(CONFIG_FIELDS);
