@@ -62,6 +62,7 @@ const mergeCheckpointsFields = {
   metadata: z.record(z.string(), z.string()).optional(),
   onTensor: fnSchema.optional(),
   dtype: z.enum(["float32", "float16", "bfloat16"]).optional(),
+  allowNonFinite: z.boolean().optional(),
 } satisfies Record<keyof MergeCheckpointsOptions, z.ZodType>;
 
 const mergeTensorsFields = {

@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runCli } from "../cli/main.js";
-import { ConfigError, UnsupportedOptionError } from "../errors.js";
+import { ArgumentError, ConfigError, UnsupportedOptionError } from "../errors.js";
 import { loadSafetensors } from "../io/safetensors.js";
 import { loadModel } from "../models/load.js";
 import { PeftModel } from "../peft/peft-model.js";
@@ -89,7 +89,7 @@ describe("peft combine", () => {
     const out = join(tmp, "keep");
     combineAdapterDirs({ base: BASE, adapters: [A, B], weights: [0.7, 0.5], combinationType: "linear", outDir: out });
     const before = readFileSync(join(out, "adapter_model.safetensors"));
-    assert.throws(() => combineAdapterDirs({ base: BASE, adapters: [A, B], weights: [0.7, Number.NaN], combinationType: "linear", outDir: out }), ConfigError);
+    assert.throws(() => combineAdapterDirs({ base: BASE, adapters: [A, B], weights: [0.7, Number.NaN], combinationType: "linear", outDir: out }), ArgumentError);
     assert.deepEqual(readFileSync(join(out, "adapter_model.safetensors")), before);
     assert.deepEqual(readdirSync(out).sort(), ["adapter_config.json", "adapter_model.safetensors"]);
   });

@@ -88,8 +88,9 @@ export function addWeightedLoraAdapter(
   checkModulesToSave(adapters);
   const sources = adapters.map((a) => loraAdapterSource(a));
   const seed = options.seed ?? 0;
+  const { seed: _seed, ...weighted } = options;
   const result = addWeightedAdapter(sources, weights, {
-    ...options,
+    ...weighted,
     useRslora: view.rankInfo(first.config).useRslora,
     rng: new Rng(seed),
   });

@@ -16,7 +16,7 @@
  *   heads) are merged as full tensors. The output is a PEFT adapter folder with r = lora_alpha =
  *   rank.
  */
-import { existsSync, mkdirSync, readFileSync, join, resolve } from "../platform/fs.js";
+import { existsSync, mkdirSync, readFileSync, rmSync, join, resolve } from "../platform/fs.js";
 import { ConfigError, UnsupportedOptionError } from "../errors.js";
 import { writeFilesAtomic } from "../io/atomic.js";
 import { readJsonObject } from "../io/json-file.js";
@@ -31,7 +31,7 @@ import { loraAdapterSource } from "./combine-adapters.js";
 import type { MergeConfig } from "./merge-config.js";
 import { MERGE_METHODS, type MergeMethodDef, type MergeParams, numberParam, resolveMergeParams } from "./methods.js";
 import { type TruncatedSvd, lowRankSvd, matmul, truncatedSvd } from "./svd.js";
-import { fromFloat64, mergeCheckpoints } from "./task-vector.js";
+import { type MergeCheckpointsResult, fromFloat64, mergeCheckpoints } from "./task-vector.js";
 import type { LoraFactors } from "./weighted-adapter.js";
 
 /** Tokenizer files copied from the reference model when present. */
@@ -147,8 +147,11 @@ function mergeModels(cfg: MergeConfig, paths: readonly string[], base: string | 
     if ("dtype" in configJson) configJson.dtype = cfg.dtype;
     if ("torch_dtype" in configJson || !("dtype" in configJson)) configJson.torch_dtype = cfg.dtype;
   }
+  const created = !existsSync(opts.outDir);
   mkdirSync(opts.outDir, { recursive: true });
-  const r = mergeCheckpoints({
+  let r: MergeCheckpointsResult;
+  try {
+    r = mergeCheckpoints({
     base: refWeights,
     models,
     method,
@@ -158,7 +161,13 @@ function mergeModels(cfg: MergeConfig, paths: readonly string[], base: string | 
     ...(cfg.dtype ? { dtype: cfg.dtype } : {}),
     metadata: { merge_method: cfg.mergeMethod, merged_by: "peft-ts" },
     ...(opts.onTensor ? { onTensor: opts.onTensor } : {}),
-  });
+    ...(opts.allowNonFinite ? { allowNonFinite: true } : {}),
+    });
+  } catch (e) {
+    // the write was atomic (nothing of model.safetensors is left); remove the folder this call made
+    if (created) rmSync(opts.outDir, { recursive: true, force: true });
+    throw e;
+  }
   const files = [{ path: join(opts.outDir, "config.json"), data: `${JSON.stringify(configJson, null, 2)}\n` }];
   for (const f of TOKENIZER_FILES) {
     const src = join(refDir, f);

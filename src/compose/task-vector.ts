@@ -14,6 +14,7 @@ import { type PlannedTensorInfo, SafetensorsFile, safetensorsHeader } from "../i
 import {
   type DType,
   type Tensor,
+  assertFinite,
   floatToBf16,
   floatToHalf,
   numel,
@@ -203,6 +204,11 @@ export interface MergeCheckpointsOptions {
    * each tensor keeps the base's dtype. Integer and bool tensors are always copied as they are.
    */
   readonly dtype?: "float32" | "float16" | "bfloat16";
+  /**
+   * Accept NaN/±Infinity in what is written (default: a `NonFiniteValueError` naming the tensor,
+   * and nothing is written — a merge can overflow, e.g. to float16, or inherit a model's NaNs).
+   */
+  readonly allowNonFinite?: boolean;
 }
 
 export interface MergeCheckpointsResult {
@@ -260,8 +266,12 @@ export function mergeCheckpoints(opts: MergeCheckpointsOptions): MergeCheckpoint
       writeAll(fd, header);
       plan.forEach((p, index) => {
         const b = base.get(p.key);
+        const checked = (t: Tensor): Tensor => {
+          if (!opts.allowNonFinite) assertFinite([[p.key, t]], `the merged model ${opts.outPath} (pass --allow-non-finite / allowNonFinite to write it anyway)`);
+          return t;
+        };
         if (!p.merge) {
-          writeAll(fd, bytesOf(b.dtype === p.dtype ? b : fromFloat64(p.dtype, p.shape, toFloat64(b))));
+          writeAll(fd, bytesOf(checked(b.dtype === p.dtype ? b : fromFloat64(p.dtype, p.shape, toFloat64(b)))));
         } else {
           const theta = toFloat64(b);
           const taus = models.map((m) => {
@@ -274,7 +284,7 @@ export function mergeCheckpoints(opts: MergeCheckpointsOptions): MergeCheckpoint
           if (!sameShape(mixed.shape, p.shape)) throw new ShapeMismatchError(p.key, p.shape, mixed.shape, `output of merge method '${method.name}'`);
           const out = new Float64Array(theta.length);
           for (let i = 0; i < out.length; i++) out[i] = theta[i]! + mixed.data[i]!;
-          writeAll(fd, bytesOf(fromFloat64(p.dtype, p.shape, out)));
+          writeAll(fd, bytesOf(checked(fromFloat64(p.dtype, p.shape, out))));
           merged.push(p.key);
         }
         opts.onTensor?.(p.key, index, plan.length);

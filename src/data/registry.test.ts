@@ -52,7 +52,7 @@ describe("loadDataset dispatch", () => {
     const j = join(dir, "d.JSONL");
     writeFileSync(j, '{"text":"a","label":"x"}\n');
     const n = join(dir, "d.ndjson");
-    writeFileSync(n, '{"text":"a","label":1}\n');
+    writeFileSync(n, '{"text":"a","label":1}\n{"text":"b","label":0}\n');
     const c = join(dir, "d.csv");
     writeFileSync(c, "text,label\nhello,y\n");
     assert.deepEqual(loadDataset(j).labelNames, ["x"]);

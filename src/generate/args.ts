@@ -2,7 +2,7 @@
  * A `GenerationEngine` request checked at the boundary: an object with `promptIds` (token ids:
  * numbers or an integer typed array), optional `adapter`, `params` (only `SamplingParams` field
  * names: a misspelt or OpenAI-style name such as `max_tokens` is refused, not ignored) and
- * `signal`. A mistake is an `ArgumentError` (`PEFT_ERR_ARGUMENT`); the values of `params` are
+ * `signal`; other top-level fields are left to the caller. A mistake is an `ArgumentError` (`PEFT_ERR_ARGUMENT`); the values of `params` are
  * checked by `resolveSampling` (`PEFT_ERR_SAMPLING_PARAMS`), ids against the vocabulary by the engine.
  */
 import { z } from "zod";
@@ -28,7 +28,8 @@ const PARAM_FIELDS = {
   logprobs: any,
 } satisfies Record<keyof SamplingParams, z.ZodType>;
 
-const requestSchema = z.strictObject({
+// loose at the top (callers such as the server's choices carry their own fields, e.g. `n`); strict in `params`
+const requestSchema = z.looseObject({
   promptIds: tokenIdRow,
   adapter: z.string().nullable().optional(),
   params: z.strictObject(PARAM_FIELDS).optional(),

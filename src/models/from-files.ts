@@ -5,6 +5,7 @@
  * `loadModel` / `loadTokenizer`; USE-lite folders go to `useLiteFromFiles`.
  */
 import { ConfigError, MissingFileError, MissingTensorError } from "../errors.js";
+import { checkConfigAgainstWeights } from "./config-check.js";
 import { parseHfConfig } from "../io/hf-config.js";
 import { type FileMap, fileJsonObject, folderFiles, safetensorsFromFiles } from "../io/file-map.js";
 import { HfTokenizer, type TokenizerOverrides } from "../io/tokenizer.js";
@@ -39,7 +40,9 @@ export function modelFromFiles(all: FileMap, label = "model"): LoadedModel {
     if (!t) throw new MissingTensorError(`${label}/model.safetensors`, source, `needed for the tied weight ${name}`);
     tensors.set(name, t);
   }
-  return { dir: label, config, def, weights: mapSource(tensors, `${label}/model.safetensors`) };
+  const weights = mapSource(tensors, `${label}/model.safetensors`);
+  checkConfigAgainstWeights(config, def, weights, cfgFile);
+  return { dir: label, config, def, weights };
 }
 
 /** A model folder's tokenizer from its files in memory (`tokenizer.json`, optional `tokenizer_config.json`). */

@@ -1,6 +1,7 @@
 /** Loading a Hugging Face model directory: config.json + (sharded) safetensors, tied weights resolved. */
 import { existsSync, readdirSync, join } from "../platform/fs.js";
 import { ConfigError, MissingTensorError, UnsupportedOptionError } from "../errors.js";
+import { checkConfigAgainstWeights } from "./config-check.js";
 import { loadHfConfig } from "../io/hf-config.js";
 import { readJsonFile } from "../io/json-file.js";
 import { SafetensorsFile } from "../io/safetensors.js";
@@ -90,5 +91,6 @@ export function loadModel(dir: string): LoadedModel {
   const def: ModelDef = MODELS[config.modelType];
   const tied = new Map(def.tiedWeights(config).map(([a, b]) => [a, b] as [string, string]));
   const weights = new SafetensorsWeights(weightFiles(dir).map((f) => SafetensorsFile.open(f)), tied);
+  checkConfigAgainstWeights(config, def, weights, cfgFile);
   return { dir, config, def, weights };
 }

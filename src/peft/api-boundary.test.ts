@@ -116,7 +116,7 @@ describe("composition and generation entry points", () => {
   test("GenerationEngine requests: wrong field names and types", async () => {
     const engine = new GenerationEngine(new PeftModel(loadModel(fixturePath("peft-parity", "gpt2", "base"))), { maxSlots: 1 });
     try {
-      await assert.rejects(engine.generate({ prompt: [1, 2] } as never), argumentError(/GenerationEngine\.generate: argument 'request' must be an object without unknown keys .*'prompt'/));
+      await assert.rejects(engine.generate({ prompt: [1, 2] } as never), argumentError(/GenerationEngine\.generate: argument 'request\.promptIds' must be a list of non-negative integer token ids .*; got undefined/));
       await assert.rejects(engine.generate({ promptIds: [1, 2], params: { max_tokens: 4 } } as never), argumentError(/'request\.params' must be an object without unknown keys .*'max_tokens'/));
       await assert.rejects(engine.generate({ promptIds: "hello" } as never), argumentError(/'request\.promptIds' must be a list of non-negative integer token ids/));
       assert.throws(() => engine.stream({ promptIds: [1], adapter: 3 } as never), argumentError(/GenerationEngine\.stream: argument 'request\.adapter' must be a string; got number 3/));
