@@ -28,7 +28,7 @@ describe("LoRA+ learning-rate ratio", () => {
       assert.ok(Math.abs(moved - want) < want * 1e-3, `${k}: moved ${moved}, want ${want}`);
     }
     await assert.rejects(
-      new Trainer(pm, { task: "causal-lm", epochs: 1, batchSize: 8, lr, seed: 0, loraplusLrRatio: 0 }, patternCorpus(8, 1, () => 6)).fit(),
+      async () => new Trainer(pm, { task: "causal-lm", epochs: 1, batchSize: 8, lr, seed: 0, loraplusLrRatio: 0 }, patternCorpus(8, 1, () => 6)).fit(),
       /loraplusLrRatio/u,
     );
     await pm.dispose();
