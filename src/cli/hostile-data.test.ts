@@ -147,7 +147,7 @@ describe("--resume never restarts silently", () => {
     const adapter = readFileSync(join(out, "adapter_model.safetensors"));
     const r = await runCli(TRAIN(data, out, ["--resume"]));
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /error \[PEFT_ERR_CHECKPOINT\]: .*checkpoint: invalid training checkpoint: the run in .* has finished \(metrics\.json\) and there is no checkpoint to resume from/);
+    assert.match(r.stderr, /error \[PEFT_ERR_CHECKPOINT\]: .*checkpoint: invalid training checkpoint: the run in .* has finished \(metrics\.json, adapter_model\.safetensors\) and there is no checkpoint to resume from/);
     assert.deepEqual(readdirSync(out).sort(), files);
     assert.deepEqual(readFileSync(join(out, "adapter_model.safetensors")), adapter);
   });

@@ -239,8 +239,12 @@ export async function runTraining(opts: TrainRunOptions, progress: RunReporter =
     // never restart from step 0 under --resume: that would silently replace the run's adapter
     const ckDir = join(opts.out, RUN_FILES.checkpoint);
     if (!hasCheckpoint(ckDir)) {
-      const finished = existsSync(join(opts.out, RUN_FILES.metrics)) ? `the run in ${opts.out} has finished (${RUN_FILES.metrics}) and ` : "";
-      throw new CheckpointError(ckDir, `${finished}there is no checkpoint to resume from (checkpoint.json is missing); nothing was changed. Drop --resume and pass --overwrite to train again from step 0, or choose another --out`);
+      const finished = [RUN_FILES.metrics, RUN_FILES.adapterWeights].filter((f) => existsSync(join(opts.out, f)));
+      if (finished.length > 0) {
+        throw new CheckpointError(ckDir, `the run in ${opts.out} has finished (${finished.join(", ")}) and there is no checkpoint to resume from (checkpoint.json is missing); nothing was changed. Drop --resume and pass --overwrite to train again from step 0, or choose another --out`);
+      }
+      // stopped before its first checkpoint: nothing trained is lost by starting again, and the user is told
+      progress.note(`resume: ${opts.out} has no checkpoint yet (the run stopped before its first one); training starts from step 0`);
     }
   }
   const data = loadRunData({ data: opts.data, seed: opts.seed, fractions: opts.split, ...(opts.maxExamples !== null ? { maxExamples: opts.maxExamples } : {}) });
