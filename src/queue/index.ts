@@ -7,3 +7,4 @@ export { publishToStore, listStore, storePath, checkStoreName } from "./store.js
 export { trainJobKind, type TrainJobData, type TrainJobResult } from "./train-kind.js";
 export { DEFAULT_QUEUE_NAME, workerName } from "./names.js";
 export { searchTrialJobKind, searchTrialJobId, QueueTrialExecutor } from "./search-kind.js";
+export { fineTuneJobKind, QueueExecutor, type FineTuneJobData } from "./finetune-kind.js";

@@ -6,6 +6,7 @@
  * its own with {@link registerJobKind}.
  */
 import { UnknownJobKindError } from "../errors.js";
+import { fineTuneJobKind } from "./finetune-kind.js";
 import { searchTrialJobKind } from "./search-kind.js";
 import { trainJobKind } from "./train-kind.js";
 
@@ -58,7 +59,7 @@ export interface JobKind<I = unknown, O = unknown> {
 }
 
 /** The kinds every worker knows. */
-export const QUEUE_JOB_KINDS: readonly JobKind[] = [trainJobKind as unknown as JobKind, searchTrialJobKind as unknown as JobKind];
+export const QUEUE_JOB_KINDS: readonly JobKind[] = [trainJobKind as unknown as JobKind, fineTuneJobKind as unknown as JobKind, searchTrialJobKind as unknown as JobKind];
 
 const KINDS = new Map<string, JobKind>(QUEUE_JOB_KINDS.map((k) => [k.name, k]));
 

@@ -5,6 +5,9 @@
 import { type Command, InvalidArgumentError } from "commander";
 import { ConfigError } from "../../errors.js";
 import { DEFAULT_ITL_SLO_MS, type ServeAdapterSpec, createServer } from "../../serve/server.js";
+import { JobQueue } from "../../queue/client.js";
+import { QueueExecutor } from "../../queue/finetune-kind.js";
+import type { JobSink } from "../../runs/finetune/index.js";
 import type { CliContext } from "../context.js";
 import { parseNonNegativeInt, parsePositiveInt, parsePositiveNumber } from "../train/options.js";
 
@@ -25,6 +28,7 @@ interface RawServeOptions {
   bodyLimit: number;
   threads?: number;
   state?: string;
+  queue?: string;
   maxFileBytes: number;
   itlSloMs: number;
   quiet?: boolean;
@@ -60,11 +64,18 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--state <dir>", "folder of the fine-tuning state (uploaded files, jobs, checkpoints, fine-tuned adapters); a restarted server resumes its jobs (default: a temporary folder)")
     .option("--max-file-bytes <bytes>", "largest POST /v1/files upload", parsePositiveInt, 512 * 1024 * 1024)
     .option("--itl-slo-ms <ms>", "inter-token latency target of generation while fine-tuning jobs are co-served: training runs only in the slack under it", parsePositiveNumber, DEFAULT_ITL_SLO_MS)
+    .option("--queue <url>", "run fine-tuning jobs on 'peft worker's of this Redis/BullMQ queue instead of in the server (needs a --state every worker sees)")
     .option("--quiet", "no request log (pino JSON lines on stderr)")
     .action(async (o: RawServeOptions) => {
       const pins = new Set(o.pin);
       for (const p of pins) if (!o.adapter.some((a) => a.name === p)) throw new ConfigError("peft serve", "--pin", `--pin ${p}: no --adapter of that name; pin one of the --adapter names`);
       const apiKey = o.apiKey ?? process.env.PEFT_API_KEY;
+      if (o.queue !== undefined && o.state === undefined) throw new ConfigError("peft serve", "--queue", "needs --state DIR, a folder the workers see too (uploaded files, checkpoints and fine-tuned adapters live there)");
+      const queue = o.queue !== undefined ? new JobQueue(o.queue) : null;
+      if (queue) await queue.ready().catch(async (e: unknown) => {
+        await queue.close();
+        throw e;
+      });
       const server = await createServer({
         ...(o.model !== undefined ? { model: o.model } : {}),
         ...(o.servedModelName !== undefined ? { servedModelName: o.servedModelName } : {}),
@@ -81,9 +92,13 @@ export function register(program: Command, ctx: CliContext): void {
         bodyLimit: o.bodyLimit,
         ...(o.threads !== undefined ? { threads: o.threads } : {}),
         ...(o.state !== undefined ? { stateDir: o.state } : {}),
+        ...(queue ? { fineTuneExecutor: (sink: JobSink) => new QueueExecutor(sink, queue, { onError: (e) => ctx.err(`peft serve: queue: ${e instanceof Error ? e.message : String(e)}`) }) } : {}),
         maxFileBytes: o.maxFileBytes,
         itlSloMs: o.itlSloMs,
         logger: o.quiet ? false : { level: "info", stream: { write: (line: string) => ctx.io.stderr(line) } },
+      }).catch(async (e: unknown) => {
+        await queue?.close();
+        throw e;
       });
       const url = await server.listen();
       const m = server.context.model;
@@ -93,7 +108,7 @@ export function register(program: Command, ctx: CliContext): void {
           ctx.out(`peft serve: ${signal}: finishing running requests, refusing new ones`);
           process.off("SIGTERM", onTerm);
           process.off("SIGINT", onInt);
-          void server.close().then(
+          void server.close().finally(() => queue?.close()).then(
             () => {
               ctx.out("peft serve: stopped");
               done();
