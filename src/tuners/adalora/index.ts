@@ -23,7 +23,7 @@ import { addDelta, linearTargets } from "../common/delta.js";
 import { type TargetSpec, resolveAllLinear } from "../common/target.js";
 import { rejectFeedforward, savedModules } from "../common/train.js";
 import type { BaseModelInfo, LinearModule, TensorRole, TunerConfigBase, TunerDef } from "../common/types.js";
-import { NOT_IMPLEMENTED, WHY, loraConfigToRaw, parseLoraConfig } from "../lora/config.js";
+import { LORA_IMPLEMENTED_FIELDS, NOT_IMPLEMENTED, WHY, loraConfigToRaw, parseLoraConfig } from "../lora/config.js";
 import { RankAllocator } from "./allocator.js";
 
 export interface AdaLoraConfig extends TunerConfigBase {
@@ -72,21 +72,8 @@ const ADALORA_FIELDS = {
   rank_pattern: z.record(z.string(), z.array(z.union([z.boolean(), z.literal(0), z.literal(1)]))).nullable().optional(),
 };
 
-const LORA_FIELDS = [
-  "r",
-  "lora_alpha",
-  "lora_dropout",
-  "use_rslora",
-  "use_dora",
-  "fan_in_fan_out",
-  "bias",
-  "init_lora_weights",
-  "target_modules",
-  "exclude_modules",
-  "layers_to_transform",
-  "layers_pattern",
-  "alpha_pattern",
-] as const;
+/** The LoRA fields AdaLoRA shares (its rank_pattern is its own: per-rank keep masks). */
+const LORA_FIELDS: readonly string[] = LORA_IMPLEMENTED_FIELDS.filter((k) => k !== "rank_pattern");
 
 const schema = z.object({
   ...baseSchema,
@@ -100,7 +87,7 @@ export function parseAdaLoraConfig(raw: Readonly<Record<string, unknown>>, file:
   if (raw.use_dora === true) throw new ConfigError(file, "use_dora", "ADALORA does not support DoRA (as in PEFT)");
   if (typeof raw.init_lora_weights === "string") throw new ConfigError(file, "init_lora_weights", "AdaLoRA takes true (zero E, N(0, 0.02) A and B) or false (standard normal)");
   // the LoRA fields, validated by LoRA's parser (same names, types and checks)
-  const loraPart = Object.fromEntries(Object.entries(raw).filter(([k]) => (LORA_FIELDS as readonly string[]).includes(k) || (COMMON_KEYS as readonly string[]).includes(k)));
+  const loraPart = Object.fromEntries(Object.entries(raw).filter(([k]) => LORA_FIELDS.includes(k) || (COMMON_KEYS as readonly string[]).includes(k)));
   const l = parseLoraConfig({ ...loraPart, peft_type: "LORA" }, file);
   const c = parseWith(schema.passthrough(), raw, file);
   if (c.total_step === undefined || c.total_step === null) throw new ConfigError(file, "total_step", "AdaLoRA needs the total number of training steps (> 0), as in PEFT");

@@ -58,8 +58,8 @@ export const LORA_DEFAULTS = {
   init: { kind: "kaiming" },
 } as const satisfies Partial<LoraConfig>;
 
-/** LoraConfig fields that peft-ts implements. */
-const IMPLEMENTED = [
+/** LoraConfig fields that peft-ts implements (AdaLoRA validates its LoRA part with the same list). */
+export const LORA_IMPLEMENTED_FIELDS = [
   "r",
   "lora_alpha",
   "lora_dropout",
@@ -165,7 +165,7 @@ export function rewritesBase(c: LoraConfig): boolean {
 }
 
 export function parseLoraConfig(raw: Readonly<Record<string, unknown>>, file: string): LoraConfig {
-  rejectUnknownKeys(raw, [...COMMON_KEYS, ...IMPLEMENTED, ...Object.keys(NOT_IMPLEMENTED)], file);
+  rejectUnknownKeys(raw, [...COMMON_KEYS, ...LORA_IMPLEMENTED_FIELDS, ...Object.keys(NOT_IMPLEMENTED)], file);
   rejectNonDefault(raw, file, NOT_IMPLEMENTED, WHY);
   const c = parseWith(schema, raw, file);
   const ltt = c.layers_to_transform;
