@@ -22,6 +22,7 @@ export function modelInfo(model: LoadedModel, weights: WeightSource = model.weig
     weight: (name: string): Tensor => weights.get(name),
     has: (name: string) => weights.has(name),
     embeddingParam: model.def.embeddingParam,
+    embeddingDim: weights.has(model.def.embeddingParam) ? (weights.info(model.def.embeddingParam).shape[1] ?? cfg.hiddenSize) : cfg.hiddenSize,
     defaultTargets: model.def.loraTargets,
     paramNames: weights.keys(),
   };

@@ -25,6 +25,12 @@ export interface BaseModelInfo {
   readonly has: (name: string) => boolean;
   /** The token embedding matrix's parameter name. */
   readonly embeddingParam: string;
+  /**
+   * Width of the token embeddings (the embedding matrix's second dimension): what prompt
+   * learning prepends to. `hiddenSize` for most models; USE-lite embeds in 256 and widens to 512
+   * in its first layer.
+   */
+  readonly embeddingDim: number;
   /** Every parameter name of the base model (norm layers, embeddings, linear layers…). */
   readonly paramNames: readonly string[];
   /**

@@ -27,6 +27,7 @@ function oneLayer(w: Tensor): BaseModelInfo {
     weight: () => w,
     has: (k) => k === "m.weight",
     embeddingParam: "e",
+    embeddingDim: inn,
     paramNames: ["m.weight"],
     defaultTargets: ["m"],
   };

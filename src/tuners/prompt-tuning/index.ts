@@ -1,6 +1,6 @@
 /** Prompt tuning: learned virtual-token embeddings prepended to the input, attention mask extended. */
 import { z } from "zod";
-import { UnsupportedOptionError } from "../../errors.js";
+import { ConfigError, UnsupportedOptionError } from "../../errors.js";
 import * as G from "../../graph/api.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { COMMON_KEYS, baseFields, baseSchema, baseToRaw, parseWith, rejectUnknownKeys } from "../common/config.js";
@@ -91,19 +91,24 @@ export const promptTuning: TunerDef<PromptTuningConfig> = {
   parseConfig: parsePromptTuningConfig,
   toRaw: promptTuningConfigToRaw,
   resolve(c, model) {
+    // PEFT takes token_dim from config.hidden_size, which is the embedding width of every HF model
+    // it supports; USE-lite embeds in 256 and widens to 512 later, so the embedding matrix decides
+    if (c.tokenDim !== null && c.tokenDim !== model.embeddingDim) {
+      throw new ConfigError("adapter_config.json", "token_dim", `${c.tokenDim} does not match the model's token embeddings (${model.embeddingParam}: width ${model.embeddingDim})`);
+    }
     return {
       ...c,
-      tokenDim: c.tokenDim ?? model.hiddenSize,
+      tokenDim: model.embeddingDim,
       numAttentionHeads: c.numAttentionHeads ?? model.numHeads,
       numLayers: c.numLayers ?? model.numLayers,
     };
   },
   expectedTensors(c, model) {
-    return new Map([[PROMPT_KEY, [c.numVirtualTokens * c.numTransformerSubmodules, c.tokenDim ?? model.hiddenSize]]]);
+    return new Map([[PROMPT_KEY, [c.numVirtualTokens * c.numTransformerSubmodules, c.tokenDim ?? model.embeddingDim]]]);
   },
   init(c, model, rng) {
     const n = c.numVirtualTokens;
-    const d = c.tokenDim ?? model.hiddenSize;
+    const d = c.tokenDim ?? model.embeddingDim;
     if (c.init === "TEXT") {
       throw new UnsupportedOptionError("adapter_config.json", "prompt_tuning_init", "TEXT", "initialising from text needs a tokenizer; use RANDOM or SAMPLE_VOCAB");
     }
