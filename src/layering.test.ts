@@ -51,13 +51,16 @@ function walk(dir: string, out: string[] = []): string[] {
 }
 
 const IMPORT = /^\s*(?:import|export)[^"']*from\s+["'](\.[^"']+)["']/gm;
+/** `await import("./x.js")`: lazily loaded modules follow the same rule. */
+const DYNAMIC_IMPORT = /\bimport\(\s*["'](\.[^"']+)["']\s*\)/g;
 
 /** Relative imports of every non-test `.ts` file under `dir`: [importing file, imported file], both absolute. */
 function importsUnder(dir: string): [string, string][] {
   const out: [string, string][] = [];
   for (const file of walk(dir)) {
     if (file.endsWith(".test.ts")) continue; // tests may reach up to build fixtures
-    for (const m of readFileSync(file, "utf8").matchAll(IMPORT)) out.push([file, resolve(dirname(file), m[1]!.replace(/\.js$/, ".ts"))]);
+    const text = readFileSync(file, "utf8");
+    for (const m of [...text.matchAll(IMPORT), ...text.matchAll(DYNAMIC_IMPORT)]) out.push([file, resolve(dirname(file), m[1]!.replace(/\.js$/, ".ts"))]);
   }
   return out;
 }

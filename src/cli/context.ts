@@ -12,6 +12,8 @@ export interface CliIo {
   stderr(text: string): void;
   /** Records the process exit status (the process itself is never killed from inside the CLI). */
   setExitCode(code: number): void;
+  /** Standard error is a terminal: progress bars are drawn only then (default: false). */
+  readonly stderrIsTTY?: boolean;
 }
 
 /** Helpers handed to every command's `register`. */
@@ -30,9 +32,20 @@ export interface CliContext {
 /**
  * One command file under `src/cli/commands/`: adds its sub-command (and options and action) to
  * the program. Register it by adding one line to `COMMANDS` in `main.ts`.
+ *
+ * A command file imports only what its options need (commander, argument parsers, small
+ * dependency-free modules): `peft --help` loads every command file, so the runtime
+ * (onnxruntime, models, tuners, the server) is loaded by `await import(…)` inside the action.
+ * `src/cli/lazy-load.test.ts` checks this.
  */
 export interface CommandModule {
   register(program: Command, ctx: CliContext): void;
+  /**
+   * Loads what the command's options need beyond that (e.g. the tuner registry behind
+   * `peft train --method`'s choices); called with the registered command, before its arguments
+   * are parsed, only when that command runs or shows its help.
+   */
+  prepare?(cmd: Command): Promise<void>;
 }
 
 /** The real process streams; the exit status goes to `process.exitCode`. */
@@ -43,6 +56,7 @@ export function processIo(): CliIo {
     setExitCode: (c) => {
       process.exitCode = c;
     },
+    stderrIsTTY: process.stderr.isTTY === true,
   };
 }
 

@@ -36,6 +36,9 @@ export function packageVersion(): string {
   return typeof pj.version === "string" ? pj.version : "0.0.0";
 }
 
+/** The command file of each registered top-level command (for its `prepare`). */
+const commandFiles = new WeakMap<Command, CommandModule>();
+
 /** The commander program with every command registered; output and exits go through `ctx`. */
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command("peft")
@@ -44,9 +47,24 @@ export function buildProgram(ctx: CliContext): Command {
     .configureOutput({ writeOut: (s) => ctx.io.stdout(s), writeErr: (s) => ctx.io.stderr(s) })
     .showHelpAfterError("(run 'peft --help' for usage)")
     .exitOverride();
-  for (const c of COMMANDS) c.register(program, ctx);
+  for (const c of COMMANDS) {
+    const before = program.commands.length;
+    c.register(program, ctx);
+    for (const cmd of program.commands.slice(before)) commandFiles.set(cmd, c);
+  }
   for (const c of program.commands) applyConventions(c, "peft");
   return program;
+}
+
+/**
+ * Runs the `prepare` of the command `args` invoke (`peft <cmd> …` or `peft help <cmd>`), so
+ * only that command loads what its options need; `peft --help` prepares nothing.
+ */
+export async function prepareInvokedCommand(program: Command, args: readonly string[]): Promise<void> {
+  const name = args[0] === "help" ? args[1] : args[0];
+  if (name === undefined || name.startsWith("-")) return;
+  const cmd = program.commands.find((c) => c.name() === name || c.aliases().includes(name));
+  if (cmd) await commandFiles.get(cmd)?.prepare?.(cmd);
 }
 
 /**
@@ -89,7 +107,9 @@ export function reportError(e: unknown, ctx: CliContext): number {
 export async function main(argv: string[], io: CliIo = processIo()): Promise<void> {
   const ctx = createContext(io);
   try {
-    await buildProgram(ctx).parseAsync(argv, { from: "node" });
+    const program = buildProgram(ctx);
+    await prepareInvokedCommand(program, argv.slice(2));
+    await program.parseAsync(argv, { from: "node" });
   } catch (e) {
     io.setExitCode(reportError(e, ctx));
   }

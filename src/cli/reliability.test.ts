@@ -11,7 +11,7 @@ import { after, describe, test } from "node:test";
 import { writeFileAtomic } from "../io/atomic.js";
 import { loadSafetensors, saveSafetensors } from "../io/safetensors.js";
 import { fixturePath } from "../util/paths.js";
-import { runCli } from "./main.js";
+import { main, runCli } from "./main.js";
 
 const root = mkdtempSync(join(tmpdir(), "peft-reliability-"));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -142,13 +142,24 @@ describe("CLI conventions", () => {
     assert.match(nested.stderr, /\(run 'peft compress compeft --help' for usage\)/);
   });
 
-  test("combine reports progress on stderr (and not with --no-progress)", async () => {
+  test("combine draws a progress bar when stderr is a terminal, prints nothing extra otherwise or with --no-progress", async () => {
     const args = ["combine", "--adapters", `${fx("bert", "multi_a")},${fx("bert", "multi_b")}`, "--weights", "1,1", "--type", "svd", "--base", fx("bert", "base")];
-    const r = await runCli([...args, "--out", fresh("c1")]);
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /combine: (\d+)\/\1 modules/);
-    const q = await runCli([...args, "--out", fresh("c2"), "--no-progress"]);
-    assert.doesNotMatch(q.stderr, /modules/);
+    const [out1, out2] = [fresh("c1"), fresh("c2")];
+    const piped = await runCli([...args, "--out", out1]);
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.equal(piped.stderr, "", "not a terminal: nothing on stderr");
+    const onTerminal = async (extra: readonly string[]) => {
+      const r = { stdout: "", stderr: "", code: 0 };
+      await main(["node", "peft", ...args, ...extra], { stdout: (t) => void (r.stdout += t), stderr: (t) => void (r.stderr += t), setExitCode: (c) => void (r.code = c), stderrIsTTY: true });
+      return r;
+    };
+    const tty = await onTerminal(["--out", out2]);
+    assert.equal(tty.code, 0, tty.stderr);
+    assert.match(tty.stderr, /combine \[[^\]]*\] 4\/4 modules \| ETA/, "the bar reaches all 4 modules (2 layers × query, value)");
+    assert.equal(tty.stdout.replace(out2, "OUT"), piped.stdout.replace(out1, "OUT"), "the result line is the same");
+    const quiet = await onTerminal(["--out", fresh("c3"), "--no-progress"]);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.equal(quiet.stderr, "");
   });
 });
 

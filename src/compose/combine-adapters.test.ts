@@ -94,6 +94,17 @@ describe("peft combine", () => {
     assert.deepEqual(readdirSync(out).sort(), ["adapter_config.json", "adapter_model.safetensors"]);
   });
 
+  test("onModule reports each module once, in order, counting 1…total (what peft combine's progress bar draws)", () => {
+    const calls: [string, number, number][] = [];
+    const out = join(tmp, "progress");
+    const r = combineAdapterDirs({ base: BASE, adapters: [A, B], weights: [0.7, 0.5], combinationType: "svd", svdRank: 4, outDir: out, onModule: (m, i, total) => void calls.push([m, i, total]) });
+    const written = new Set([...loadSafetensors(join(out, "adapter_model.safetensors")).tensors.keys()].map((k) => k.replace(/^base_model\.model\./, "").replace(/\.lora_[AB]\.weight$/, "")));
+    assert.equal(r.modules, 4);
+    assert.deepEqual(calls.map((c) => c[1]), [1, 2, 3, 4]);
+    assert.ok(calls.every((c) => c[2] === r.modules), "the total is known from the first call");
+    assert.deepEqual(new Set(calls.map((c) => c[0])), written, "one call per module written");
+  });
+
   test("non-LoRA adapters are refused", () => {
     assert.throws(() => combineAdapterDirs({ base: BASE, adapters: [join(BERT, "ia3"), A], weights: [1, 1], combinationType: "linear", outDir: join(tmp, "ia3") }), UnsupportedOptionError);
   });

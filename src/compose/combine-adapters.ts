@@ -131,7 +131,7 @@ export interface CombineAdaptersOptions {
   readonly outDir: string;
   /** Accept NaN/±Infinity in the source adapters and the result (default: `NonFiniteValueError`). */
   readonly allowNonFinite?: boolean;
-  /** Called after each module is combined. */
+  /** Called after each module is combined (`index` counts from 1 to `total`): progress of long svd combinations. */
   readonly onModule?: (module: string, index: number, total: number) => void;
 }
 

@@ -93,6 +93,7 @@ export interface RunMergeOptions {
   readonly outDir: string;
   /** Folder that relative model paths are resolved against (default: the working directory, as mergekit). */
   readonly cwd?: string;
+  /** Model merges: called after each tensor is written (`index` counts from 0, of `total` tensors). */
   readonly onTensor?: (name: string, index: number, total: number) => void;
   /** The base model already loaded (e.g. USE-lite), used instead of loading `base_model` (LoRA merges only). */
   readonly baseModel?: LoadedModel;

@@ -197,7 +197,7 @@ export interface MergeCheckpointsOptions {
   readonly include?: TensorFilter;
   /** Extra `__metadata__` entries (the base's metadata is kept, with `format: pt` by default). */
   readonly metadata?: Readonly<Record<string, string>>;
-  /** Called after each tensor is written. */
+  /** Called after each tensor is written (`index` counts from 0, of `total` tensors). */
   readonly onTensor?: (name: string, index: number, total: number) => void;
   /**
    * Store every floating-point tensor (merged or copied) in this dtype (mergekit `dtype`); default:

@@ -24,6 +24,7 @@
  * min(out, in)), the factors are zero-padded to the new rank, which leaves ΔW unchanged.
  */
 import { ConfigError, ShapeMismatchError, UnknownMergeMethodError } from "../errors.js";
+import { COMBINATION_TYPES, type CombinationType } from "./combination-types.js";
 import { checkAddWeightedArgs } from "./args.js";
 import {
   type MajoritySignMethod,
@@ -62,21 +63,7 @@ export interface WeightedAdapterSource {
   readonly targetModules?: readonly string[] | string | null;
 }
 
-export const COMBINATION_TYPES = [
-  "svd",
-  "linear",
-  "cat",
-  "ties",
-  "ties_svd",
-  "dare_ties",
-  "dare_linear",
-  "dare_ties_svd",
-  "dare_linear_svd",
-  "magnitude_prune",
-  "magnitude_prune_svd",
-] as const;
-
-export type CombinationType = (typeof COMBINATION_TYPES)[number];
+export { COMBINATION_TYPES, type CombinationType };
 
 export interface WeightedAdapterOptions {
   /** Default `svd`, as in PEFT. */
@@ -92,7 +79,7 @@ export interface WeightedAdapterOptions {
   readonly rng?: UniformRng;
   /** The first adapter's `use_rslora` (PEFT copies it to the new adapter). */
   readonly useRslora?: boolean;
-  /** Called after each module is combined (progress of long svd combinations). */
+  /** Called after each module is combined (`index` counts from 1 to `total`): progress of long svd combinations. */
   readonly onModule?: (module: string, index: number, total: number) => void;
 }
 

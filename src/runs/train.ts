@@ -6,6 +6,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { CheckpointError, ConfigError, DatasetError } from "../errors.js";
+import { TRAIN_DEFAULTS } from "./defaults.js";
 import type { SplitInfo } from "../data/split.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { modelInfo } from "../peft/model-info.js";
@@ -77,21 +78,7 @@ export interface TrainRunOptions {
   readonly groupByLength?: boolean;
 }
 
-export const TRAIN_DEFAULTS = {
-  method: "lora",
-  r: 8,
-  alpha: 16,
-  dropout: 0,
-  epochs: 3,
-  lr: 1e-3,
-  batchSize: 16,
-  seed: 0,
-  weightDecay: 0.01,
-  warmupRatio: 0.06,
-  schedule: "linear",
-  gradAccum: 1,
-  maxGradNorm: 1,
-} as const satisfies Partial<TrainRunOptions>;
+export { TRAIN_DEFAULTS };
 
 /** Options that must not change when a run is resumed (the checkpoint would not fit them). */
 const RESUME_FIXED = [

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from "fastify";
 import { ConfigError, ServerDrainingError } from "../errors.js";
+import { DEFAULT_ITL_SLO_MS } from "./defaults.js";
 import { GenerationEngine, type SamplingParams } from "../generate/index.js";
 import { loadGenerationConfig } from "../io/generation-config.js";
 import { Admission } from "./admission.js";
@@ -106,8 +107,7 @@ export interface PeftServer {
   close(): Promise<void>;
 }
 
-/** Default `ServeOptions.itlSloMs` (`peft serve --itl-slo-ms`). */
-export const DEFAULT_ITL_SLO_MS = 100;
+export { DEFAULT_ITL_SLO_MS };
 
 /** Routes anyone may call without the API key (health checks, scrapes, the playground page). */
 const OPEN_ROUTES = ["/health", "/metrics"];

@@ -4,8 +4,8 @@ import type { AtlasObjective } from "../../compose/atlas/composer.js";
 import type { AtlasMode } from "../../compose/atlas/layout.js";
 import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
-import { ATLAS_DEFAULTS, type AtlasRunOptions, runAtlas } from "../../runs/atlas/run.js";
-import { parseRunList } from "../../runs/atlas/sources.js";
+import type { AtlasRunOptions } from "../../runs/atlas/run.js";
+import { ATLAS_DEFAULTS } from "../../runs/defaults.js";
 import { DEFAULT_SPLIT, parseSplitFractions } from "../../runs/data.js";
 import { addOutputOption } from "../output-option.js";
 import { formatAtlasSummary } from "../atlas/report.js";
@@ -70,6 +70,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--json", "print metrics.json to stdout instead of the summary");
   addOutputOption(cmd, "run folder to write (e.g. runs/atlas-yelp)", { kind: "dir" });
   cmd.action(async (o: RawAtlasOptions) => {
+      const [{ runAtlas }, { parseRunList }] = await Promise.all([import("../../runs/atlas/run.js"), import("../../runs/atlas/sources.js")]);
       const taskVectors = parseRunList(o.taskVectors);
       checkOutput({ out: o.out, kind: "folder", inputs: [o.model, o.data, o.head, ...taskVectors], overwrite: true }); // an existing run: refused by runAtlas unless --overwrite
       const opts: AtlasRunOptions = {

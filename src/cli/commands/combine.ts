@@ -5,12 +5,11 @@
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
 import { ConfigError } from "../../errors.js";
-import { COMBINATION_TYPES, type CombinationType } from "../../compose/weighted-adapter.js";
-import { combineAdapterDirs } from "../../compose/combine-adapters.js";
+import { COMBINATION_TYPES, type CombinationType } from "../../compose/combination-types.js";
 import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
-import { openBase } from "../base-model.js";
 import { addOutputOption } from "../output-option.js";
+import { progressBar } from "../progress-bar.js";
 
 function list(v: string): string[] {
   const parts = v.split(",").map((s) => s.trim());
@@ -75,15 +74,19 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--seed <n>", "seed of the dare variants' random drops", nonNegativeInt, 0)
     .requiredOption("--base <dir>", "base model the adapters were trained on: a model folder (config.json + model.safetensors) or 'use-lite'")
     .option("--allow-non-finite", "accept NaN/Infinity in the adapters and the result (default: an error)")
-    .option("--no-progress", "do not report progress on stderr")
+    .option("--no-progress", "no progress bar on stderr (a bar is drawn only when stderr is a terminal)")
     .option("--json", "print the result as JSON");
-  addOutputOption(cmd, "output adapter folder (adapter_config.json + adapter_model.safetensors)", { kind: "dir" }).action((f: CombineFlags) => {
-      checkOutput({ out: f.out, kind: "folder", inputs: [...f.adapters, f.base], overwrite: f.overwrite === true });
-      let last = Date.now();
-      if (f.weights.length !== f.adapters.length) {
-        throw new ConfigError("command line", "--weights", `has ${f.weights.length} values for ${f.adapters.length} adapters; give one weight per adapter`);
-      }
-      const r = combineAdapterDirs({
+  addOutputOption(cmd, "output adapter folder (adapter_config.json + adapter_model.safetensors)", { kind: "dir" }).action(async (f: CombineFlags) => {
+    checkOutput({ out: f.out, kind: "folder", inputs: [...f.adapters, f.base], overwrite: f.overwrite === true });
+    if (f.weights.length !== f.adapters.length) {
+      throw new ConfigError("command line", "--weights", `has ${f.weights.length} values for ${f.adapters.length} adapters; give one weight per adapter`);
+    }
+    const [{ combineAdapterDirs }, { openBase }] = await Promise.all([import("../../compose/combine-adapters.js"), import("../base-model.js")]);
+    // a bar on a terminal (long svd combinations), nothing otherwise
+    const bar = progressBar(ctx, { label: "combine", unit: "modules", enabled: f.progress });
+    let r: ReturnType<typeof combineAdapterDirs>;
+    try {
+      r = combineAdapterDirs({
         base: openBase(f.base, f.adapters),
         adapters: f.adapters,
         weights: f.weights,
@@ -95,19 +98,13 @@ export function register(program: Command, ctx: CliContext): void {
         seed: f.seed,
         outDir: f.out,
         allowNonFinite: f.allowNonFinite === true,
-        // long svd combinations: a line at most every second, and the last module
-        ...(f.progress
-          ? {
-              onModule: (module: string, i: number, total: number) => {
-                if (i < total && Date.now() - last < 1000) return;
-                last = Date.now();
-                ctx.err(`combine: ${i}/${total} modules (${module})`);
-              },
-            }
-          : {}),
+        ...(bar ? { onModule: (module: string, i: number, total: number) => bar.update(i, total, module) } : {}),
       });
-      for (const w of r.warnings) ctx.err(`warning: ${w}`);
-      if (f.json) ctx.json(r);
-      else ctx.out(`wrote ${r.outDir}: ${r.combinationType} of ${f.adapters.length} adapters, r=${r.r}, ${r.modules} modules`);
-    });
+    } finally {
+      bar?.stop();
+    }
+    for (const w of r.warnings) ctx.err(`warning: ${w}`);
+    if (f.json) ctx.json(r);
+    else ctx.out(`wrote ${r.outDir}: ${r.combinationType} of ${f.adapters.length} adapters, r=${r.r}, ${r.modules} modules`);
+  });
 }

@@ -6,8 +6,6 @@
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import { type Command, InvalidArgumentError } from "commander";
-import { compressAdapter } from "../../compress/compeft/adapter.js";
-import { ADAPTER_WEIGHTS_NAME } from "../../io/peft-files.js";
 import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
 import { addOutputOption } from "../output-option.js";
@@ -33,8 +31,9 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--density <d>", "fraction of entries kept, in (0, 1]", density, 0.1)
     .option("--alpha <a>", "kept magnitude in units of the update's standard deviation", positive, 1)
     .option("--json", "print the result as JSON");
-  addOutputOption(cmd, "ComPEFT file to write (atomically)", { kind: "file" }).action((adapter: string, opts: { out: string; overwrite?: boolean; density: number; alpha: number; json?: boolean }) => {
+  addOutputOption(cmd, "ComPEFT file to write (atomically)", { kind: "file" }).action(async (adapter: string, opts: { out: string; overwrite?: boolean; density: number; alpha: number; json?: boolean }) => {
       checkOutput({ out: opts.out, kind: "file", inputs: [adapter], overwrite: opts.overwrite === true });
+      const [{ compressAdapter }, { ADAPTER_WEIGHTS_NAME }] = await Promise.all([import("../../compress/compeft/adapter.js"), import("../../io/peft-files.js")]);
       const r = compressAdapter(adapter, opts.out, { density: opts.density, alpha: opts.alpha });
       const source = statSync(join(adapter, ADAPTER_WEIGHTS_NAME)).size;
       if (opts.json) {

@@ -2,7 +2,6 @@
 import type { Command } from "commander";
 import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
-import { runDemo } from "../../runs/demo.js";
 import { addOutputOption } from "../output-option.js";
 import { parseNonNegativeInt, parsePositiveInt, parsePositiveNumber } from "../train/options.js";
 import { createProgress, formatSeconds } from "../train/progress.js";
@@ -39,6 +38,7 @@ export function register(program: Command, ctx: CliContext): void {
   addOutputOption(cmd, "output folder", { kind: "dir", required: false, defaultValue: "runs/demo" });
   cmd.action(async (o: RawDemoOptions) => {
       checkOutput({ out: o.out, kind: "folder", inputs: [], overwrite: o.overwrite === true });
+      const { runDemo } = await import("../../runs/demo.js");
       const r = await runDemo(
         {
           out: o.out,

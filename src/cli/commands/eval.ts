@@ -3,8 +3,7 @@ import { type Command, Option } from "commander";
 import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
 import { parseSplitFractions } from "../../runs/data.js";
-import { type EvalSplit, runEvaluation } from "../../runs/evaluate.js";
-import { writeJsonAtomic } from "../../runs/run-dir.js";
+import type { EvalSplit } from "../../runs/evaluate.js";
 import { addOutputOption } from "../output-option.js";
 import { parseNonNegativeInt, parsePositiveInt } from "../train/options.js";
 import { formatSplitMetrics } from "../train/report.js";
@@ -40,6 +39,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--json", "print the report as JSON");
   addOutputOption(cmd, "also write the report as JSON to this file", { kind: "file", required: false }).action(async (o: RawEvalOptions) => {
       if (o.out !== undefined) checkOutput({ out: o.out, kind: "file", inputs: [o.adapter, o.data, o.model], overwrite: o.overwrite === true });
+      const [{ runEvaluation }, { writeJsonAtomic }] = await Promise.all([import("../../runs/evaluate.js"), import("../../runs/run-dir.js")]);
       const r = await runEvaluation({
         adapter: o.adapter,
         data: o.data,

@@ -17,8 +17,7 @@ import { AdapterStateError, InputTensorError, MissingFileError, MissingTensorErr
 import { checkOutput } from "../../io/output.js";
 import { loadSafetensors, saveSafetensors } from "../../io/safetensors.js";
 import { DEFAULT_ADAPTER_NAME, adapterNamesForDirs } from "../../io/peft-files.js";
-import { type LoadedModel, SafetensorsWeights, loadModel } from "../../models/load.js";
-import { PeftModel } from "../../peft/peft-model.js";
+import type { LoadedModel } from "../../models/load.js";
 import { type Tensor, assertFinite } from "../../tensor.js";
 import type { CliContext } from "../context.js";
 import { addOutputOption } from "../output-option.js";
@@ -124,6 +123,8 @@ export async function runForward(opts: ForwardCommandOptions): Promise<ForwardCo
   if (!existsSync(outDir)) throw new MissingFileError(outDir, "the folder of --out must exist");
   const inputs = readForwardInputs(opts.inputs);
 
+  // the runtime is loaded here, not when the CLI starts (`peft --help` stays fast)
+  const [{ SafetensorsWeights, loadModel }, { PeftModel }] = await Promise.all([import("../../models/load.js"), import("../../peft/peft-model.js")]);
   const model = loadModel(opts.model);
   const pm = new PeftModel(model);
   if (opts.threads !== undefined) pm.sessionOptions = { threads: opts.threads };

@@ -12,7 +12,6 @@
  */
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { GenerationResult, SamplingParams } from "../../generate/index.js";
-import { openGenerator } from "../../generate/open.js";
 import type { CliContext } from "../context.js";
 
 function collect(value: string, previous: string[]): string[] {
@@ -92,6 +91,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--json", "print the result as JSON")
     .option("--threads <n>", "onnxruntime intra-op threads", intAtLeast(1))
     .action(async (o: GenerateCliOptions) => {
+      const { openGenerator } = await import("../../generate/open.js");
       const gen = openGenerator({ model: o.model, adapters: o.adapter, ...(o.threads !== undefined ? { threads: o.threads } : {}) });
       try {
         if (o.prompt === undefined && o.promptIds === undefined) throw new InvalidArgumentError("pass --prompt <text> or --prompt-ids <ids>");

@@ -1,8 +1,6 @@
 /** `peft inspect <path>`: what a model folder, adapter folder or safetensors file holds (headers only). */
 import type { Command } from "commander";
 import type { CliContext } from "../context.js";
-import { formatInspectReport } from "../inspect/format.js";
-import { inspectPath } from "../inspect/inspect.js";
 
 export function register(program: Command, ctx: CliContext): void {
   program
@@ -11,7 +9,8 @@ export function register(program: Command, ctx: CliContext): void {
     .argument("<path>", "model folder (config.json + safetensors), adapter folder (adapter_config.json + adapter_model.safetensors) or .safetensors file")
     .option("--json", "print the report as JSON")
     .option("--tensors", "also list every tensor (name, dtype, shape, parameters)")
-    .action((path: string, opts: { json?: boolean; tensors?: boolean }) => {
+    .action(async (path: string, opts: { json?: boolean; tensors?: boolean }) => {
+      const [{ inspectPath }, { formatInspectReport }] = await Promise.all([import("../inspect/inspect.js"), import("../inspect/format.js")]);
       const report = inspectPath(path, { tensors: opts.tensors === true });
       if (opts.json) ctx.json(report);
       else ctx.out(formatInspectReport(report));

@@ -3,7 +3,7 @@
  * OpenAI-compatible server), printed as a table, a job card or JSON. See docs/fine-tuning.md.
  */
 import type { Command } from "commander";
-import { type FineTuningJob, JobsClient } from "../../runs/finetune/index.js";
+import type { FineTuningJob, JobsClient } from "../../runs/finetune/index.js";
 import type { CliContext } from "../context.js";
 import { parsePositiveInt } from "../train/options.js";
 
@@ -13,7 +13,8 @@ interface ServerOptions {
   json?: boolean;
 }
 
-function client(o: ServerOptions): JobsClient {
+async function client(o: ServerOptions): Promise<JobsClient> {
+  const { JobsClient } = await import("../../runs/finetune/client.js");
   const apiKey = o.apiKey ?? process.env.PEFT_API_KEY;
   return new JobsClient({ url: o.url, ...(apiKey ? { apiKey } : {}) });
 }
@@ -56,7 +57,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--limit <n>", "at most this many jobs", parsePositiveInt, 20)
     .option("--after <id>", "the jobs after this one (paging)")
     .action(async (o: ServerOptions & { limit: number; after?: string }) => {
-      const page = await client(o).list({ limit: o.limit, ...(o.after !== undefined ? { after: o.after } : {}) });
+      const page = await (await client(o)).list({ limit: o.limit, ...(o.after !== undefined ? { after: o.after } : {}) });
       if (o.json) return ctx.json(page);
       if (page.data.length === 0) return ctx.out("no fine-tuning jobs");
       const rows = [["ID", "STATUS", "MODEL", "FINE_TUNED_MODEL", "CREATED"], ...page.data.map((j) => [j.id, j.status, j.model, j.fine_tuned_model ?? "-", time(j.created_at)])];
@@ -66,7 +67,7 @@ export function register(program: Command, ctx: CliContext): void {
   withServer(jobs.command("show").description("one job and its latest events").argument("<id>", "the job id (ftjob-…)"))
     .option("--events <n>", "how many of the latest events to print", parsePositiveInt, 10)
     .action(async (id: string, o: ServerOptions & { events: number }) => {
-      const c = client(o);
+      const c = await client(o);
       const job = await c.get(id);
       const events = await c.events(id, o.events);
       if (o.json) return ctx.json({ ...job, events: events.data });
@@ -77,7 +78,7 @@ export function register(program: Command, ctx: CliContext): void {
       }
     });
   withServer(jobs.command("cancel").description("cancel a queued or running job").argument("<id>", "the job id (ftjob-…)")).action(async (id: string, o: ServerOptions) => {
-    const job = await client(o).cancel(id);
+    const job = await (await client(o)).cancel(id);
     if (o.json) return ctx.json(job);
     ctx.out(`${job.id}: ${job.status === "cancelled" ? "cancelled" : `cancelling (status ${job.status}; it stops after its current step)`}`);
   });

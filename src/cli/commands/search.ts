@@ -4,11 +4,8 @@
  * with `--queue`. See docs/search.md.
  */
 import type { Command } from "commander";
-import { JobQueue } from "../../queue/client.js";
 import { redactQueueUrl } from "../../queue/connection.js";
-import { QueueTrialExecutor } from "../../queue/search-kind.js";
-import { InProcessTrialExecutor, type TrialExecutor, runSearch } from "../../search/run.js";
-import { readSearchSpace } from "../../search/space.js";
+import type { TrialExecutor } from "../../search/run.js";
 import type { CliContext } from "../context.js";
 import { parseNonNegativeInt, parsePositiveInt, parsePositiveNumber } from "../train/options.js";
 
@@ -46,11 +43,13 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--threads <n>", "onnxruntime intra-op threads of each trial", parsePositiveInt)
     .option("--json", "print pareto.json's summary as JSON")
     .action(async (o: RawSearchOptions) => {
+      const [{ readSearchSpace }, { InProcessTrialExecutor, runSearch }] = await Promise.all([import("../../search/space.js"), import("../../search/run.js")]);
       const space = readSearchSpace(o.space);
-      const queue = o.queue !== undefined ? new JobQueue(o.queue) : null;
+      // BullMQ is loaded only with --queue
+      const queue = o.queue !== undefined ? new (await import("../../queue/client.js")).JobQueue(o.queue) : null;
       try {
         if (queue) await queue.ready();
-        const executor: TrialExecutor = queue ? new QueueTrialExecutor(queue) : new InProcessTrialExecutor(o.out);
+        const executor: TrialExecutor = queue ? new (await import("../../queue/search-kind.js")).QueueTrialExecutor(queue) : new InProcessTrialExecutor(o.out);
         if (queue) ctx.err(`peft search: trials go to the queue at ${redactQueueUrl(o.queue!)}; start 'peft worker --queue …' processes to run them`);
         const result = await runSearch(
           {

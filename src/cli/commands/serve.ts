@@ -4,9 +4,8 @@
  */
 import { type Command, InvalidArgumentError } from "commander";
 import { ConfigError } from "../../errors.js";
-import { DEFAULT_ITL_SLO_MS, type ServeAdapterSpec, createServer } from "../../serve/server.js";
-import { JobQueue } from "../../queue/client.js";
-import { QueueExecutor } from "../../queue/finetune-kind.js";
+import { DEFAULT_ITL_SLO_MS } from "../../serve/defaults.js";
+import type { ServeAdapterSpec } from "../../serve/server.js";
 import type { JobSink } from "../../runs/finetune/index.js";
 import type { CliContext } from "../context.js";
 import { parseNonNegativeInt, parsePositiveInt, parsePositiveNumber } from "../train/options.js";
@@ -71,11 +70,14 @@ export function register(program: Command, ctx: CliContext): void {
       for (const p of pins) if (!o.adapter.some((a) => a.name === p)) throw new ConfigError("peft serve", "--pin", `--pin ${p}: no --adapter of that name; pin one of the --adapter names`);
       const apiKey = o.apiKey ?? process.env.PEFT_API_KEY;
       if (o.queue !== undefined && o.state === undefined) throw new ConfigError("peft serve", "--queue", "needs --state DIR, a folder the workers see too (uploaded files, checkpoints and fine-tuned adapters live there)");
-      const queue = o.queue !== undefined ? new JobQueue(o.queue) : null;
+      // BullMQ is loaded only with --queue
+      const queue = o.queue !== undefined ? new (await import("../../queue/client.js")).JobQueue(o.queue) : null;
+      const QueueExecutor = queue ? (await import("../../queue/finetune-kind.js")).QueueExecutor : null;
       if (queue) await queue.ready().catch(async (e: unknown) => {
         await queue.close();
         throw e;
       });
+      const { createServer } = await import("../../serve/server.js");
       const server = await createServer({
         ...(o.model !== undefined ? { model: o.model } : {}),
         ...(o.servedModelName !== undefined ? { servedModelName: o.servedModelName } : {}),
@@ -92,7 +94,7 @@ export function register(program: Command, ctx: CliContext): void {
         bodyLimit: o.bodyLimit,
         ...(o.threads !== undefined ? { threads: o.threads } : {}),
         ...(o.state !== undefined ? { stateDir: o.state } : {}),
-        ...(queue ? { fineTuneExecutor: (sink: JobSink) => new QueueExecutor(sink, queue, { onError: (e) => ctx.err(`peft serve: queue: ${e instanceof Error ? e.message : String(e)}`) }) } : {}),
+        ...(queue && QueueExecutor ? { fineTuneExecutor: (sink: JobSink) => new QueueExecutor(sink, queue, { onError: (e) => ctx.err(`peft serve: queue: ${e instanceof Error ? e.message : String(e)}`) }) } : {}),
         maxFileBytes: o.maxFileBytes,
         itlSloMs: o.itlSloMs,
         logger: o.quiet ? false : { level: "info", stream: { write: (line: string) => ctx.io.stderr(line) } },

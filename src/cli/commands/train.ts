@@ -4,7 +4,8 @@ import { ConfigError } from "../../errors.js";
 import { checkOutput } from "../../io/output.js";
 import type { CliContext } from "../context.js";
 import { DEFAULT_SPLIT, parseSplitFractions } from "../../runs/data.js";
-import { TRAIN_DEFAULTS, type ScheduleName, type TrainMethod, type TrainRunOptions, runTraining } from "../../runs/train.js";
+import { TRAIN_DEFAULTS } from "../../runs/defaults.js";
+import type { ScheduleName, TrainMethod, TrainRunOptions } from "../../runs/train.js";
 import { addOutputOption } from "../output-option.js";
 import {
   parseFraction,
@@ -18,7 +19,6 @@ import {
 import { formatTrainSummary } from "../train/report.js";
 import { createProgress } from "../train/progress.js";
 import type { TargetSpec } from "../../tuners/common/target.js";
-import { trainMethods } from "../../tuners/registry.js";
 
 interface RawTrainOptions {
   model: string;
@@ -65,6 +65,12 @@ function parseLoraInit(v: string): string {
   throw new ConfigError("peft train", "--init", `'${v}': expected pissa, pissa_niter_K (K ≥ 1) or olora`);
 }
 
+/** `--method`'s choices are the tuner registry's methods, plugins included: loaded only when `peft train` runs or shows its help. */
+export async function prepare(cmd: Command): Promise<void> {
+  const { trainMethods } = await import("../../tuners/registry.js");
+  cmd.options.find((o) => o.long === "--method")?.choices(trainMethods());
+}
+
 export function register(program: Command, ctx: CliContext): void {
   const d = TRAIN_DEFAULTS;
   const cmd = program
@@ -72,7 +78,7 @@ export function register(program: Command, ctx: CliContext): void {
     .description("train an adapter (--method: LoRA, (IA)³, prompt tuning, …) on a labelled dataset; writes the adapter (PEFT format), metrics.json, config.json and loss curves to --out")
     .requiredOption("--model <model>", "'use-lite' (Universal Sentence Encoder lite) or a model folder (config.json + model.safetensors + tokenizer.json)")
     .requiredOption("--data <data>", "built-in dataset (uci-sentiment, uci-amazon, uci-imdb, uci-yelp) or a .jsonl/.csv file with text and label")
-    .addOption(new Option("--method <method>", "adapter type (PEFT method)").choices(trainMethods()).default(d.method))
+    .addOption(new Option("--method <method>", "adapter type (PEFT method)").default(d.method)) // choices: prepare()
     .option("--r <n>", "rank of low-rank methods (LoRA, LoHa, LoKr, AdaLoRA…)", parsePositiveInt, d.r)
     .option("--alpha <x>", "alpha of low-rank methods (scale alpha/r)", parsePositiveNumber, d.alpha)
     .option("--dropout <p>", "adapter dropout", parseFraction, d.dropout)
@@ -153,6 +159,7 @@ export function register(program: Command, ctx: CliContext): void {
         dtype: o.dtype,
         groupByLength: o.groupByLength ?? false,
       };
+      const { runTraining } = await import("../../runs/train.js");
       const r = await runTraining(opts, createProgress(ctx, o.progress ? {} : { tty: false }));
       if (o.json) ctx.json(r.metrics);
       else ctx.out(formatTrainSummary(r));

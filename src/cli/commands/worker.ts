@@ -4,8 +4,6 @@
  */
 import type { Command } from "commander";
 import { redactQueueUrl } from "../../queue/connection.js";
-import { withTimeout } from "../../queue/client.js";
-import { startQueueWorker } from "../../queue/worker.js";
 import type { CliContext } from "../context.js";
 import { parsePositiveInt } from "../train/options.js";
 
@@ -31,6 +29,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--lock-duration <ms>", "a job's lock lasts this long without renewal; a dead worker's job is retried after about this long", parsePositiveInt, 30_000)
     .option("--max-stalled <n>", "times a job may be put back after its worker died before it is failed", parsePositiveInt, 3)
     .action(async (o: RawWorkerOptions) => {
+      const [{ startQueueWorker }, { withTimeout }] = await Promise.all([import("../../queue/worker.js"), import("../../queue/client.js")]);
       const worker = startQueueWorker({
         url: o.queue,
         stateDir: o.state,

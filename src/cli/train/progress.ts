@@ -6,6 +6,7 @@
 import { MultiBar, type SingleBar } from "cli-progress";
 import type { RunEval, RunReporter, RunStep } from "../../runs/reporter.js";
 import type { CliContext } from "../context.js";
+import { barStream } from "../progress-bar.js";
 
 /** What the bar shows for one optimizer step. */
 export type ProgressStep = RunStep;
@@ -42,20 +43,6 @@ class Ema {
     this.v = this.v === null || !Number.isFinite(this.v) ? x : this.alpha * x + (1 - this.alpha) * this.v;
     return this.v;
   }
-}
-
-/** A writable that cli-progress can draw on, forwarding to the CLI's stderr. */
-function barStream(ctx: CliContext): NodeJS.WritableStream {
-  const columns = process.stderr.columns ?? 100;
-  const stream = {
-    isTTY: true,
-    columns,
-    write(chunk: string | Uint8Array): boolean {
-      ctx.io.stderr(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8"));
-      return true;
-    },
-  };
-  return stream as unknown as NodeJS.WritableStream;
 }
 
 class BarReporter implements ProgressReporter {

@@ -7,6 +7,7 @@
  */
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { ATLAS_DEFAULTS } from "../defaults.js";
 import { AtlasComposer, type AtlasEvalResult, type AtlasObjective, type AtlasTaskData } from "../../compose/atlas/composer.js";
 import { atlasCoefficientFile, saveAtlasCoefficients, saveComposedModel } from "../../compose/atlas/files.js";
 import { type AtlasMode, coefficientIndex, keptSize } from "../../compose/atlas/layout.js";
@@ -59,7 +60,7 @@ export interface AtlasRunOptions {
   readonly overwrite: boolean;
 }
 
-export const ATLAS_DEFAULTS = { mode: "anisotropic", objective: "cross-entropy", epochs: 5, batchSize: 32, weightDecay: 0.1, seed: 0 } as const;
+export { ATLAS_DEFAULTS };
 
 /** The learning rate used when `--lr` is not given. */
 export function defaultAtlasLr(objective: AtlasObjective): number {
