@@ -5,6 +5,7 @@
  * index lists its public names.
  */
 export * from "./errors.js";
+export { PEFT_TS_VERSION, PEFT_FORMAT_VERSION } from "./util/version.js";
 export * from "./tensor.js";
 export * from "./graph/index.js";
 export * from "./runtime/index.js";

@@ -15,6 +15,7 @@ import { Rng } from "../util/rng.js";
 import { parseMergeConfigYaml } from "./merge-config.js";
 import { runMergeConfig } from "./merge-run.js";
 import { mergeTaskTensors } from "./methods.js";
+import { PEFT_TS_VERSION } from "../util/version.js";
 
 const BERT = fixturePath("peft-parity", "bert");
 const BASE = join(BERT, "base");
@@ -42,6 +43,12 @@ function fineTuned(name: string, seed: number): string {
 const FT_A = fineTuned("ft_a", 1);
 const FT_B = fineTuned("ft_b", 2);
 const tensorsOf = (dir: string) => loadSafetensors(join(dir, "model.safetensors")).tensors;
+/** A merged model's tensors; its file records peft-ts as the writer. */
+const mergedTensorsOf = (dir: string) => {
+  const { tensors, metadata } = loadSafetensors(join(dir, "model.safetensors"));
+  assert.equal(metadata.peft_ts_version, PEFT_TS_VERSION, "the writer is recorded");
+  return tensors;
+};
 const A = tensorsOf(FT_A);
 const B = tensorsOf(FT_B);
 
@@ -79,7 +86,7 @@ describe("peft merge: full models", () => {
     const r = await runCli(["merge", cfg, "-o", out]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /wrote model/);
-    const got = tensorsOf(out);
+    const got = mergedTensorsOf(out);
     assert.deepEqual([...got.keys()].sort(), [...baseTensors.keys()].sort());
     assert.deepEqual(JSON.parse(readFileSync(join(out, "config.json"), "utf8")).model_type, "bert");
     let checked = 0;
@@ -109,7 +116,7 @@ describe("peft merge: full models", () => {
     );
     const out = join(tmp, "out_ta");
     runMergeConfig(cfg, { outDir: out });
-    const got = tensorsOf(out);
+    const got = mergedTensorsOf(out);
     const k = "bert.encoder.layer.0.attention.self.query.weight";
     const b = toFloat64(baseTensors.get(k)!);
     const [ta, tb] = [toFloat64(tau(A, k)), toFloat64(tau(B, k))];
@@ -124,7 +131,7 @@ describe("peft merge: full models", () => {
         parseMergeConfigYaml(`merge_method: linear\nmodels:\n  - model: ${FT_A}\n    parameters: { weight: 0.7 }\n  - model: ${FT_B}\n    parameters: { weight: 0.5 }\nparameters: { normalize: ${normalize} }\n`, "lin.yml"),
         { outDir: out },
       );
-      const got = tensorsOf(out);
+      const got = mergedTensorsOf(out);
       for (const k of ["bert.embeddings.word_embeddings.weight", "classifier.bias"]) {
         const [a, b] = [toFloat64(A.get(k)!), toFloat64(B.get(k)!)];
         const want = a.map((v, i) => (0.7 * v + 0.5 * b[i]!) / (normalize ? 1.2 : 1));
@@ -139,7 +146,7 @@ describe("peft merge: full models", () => {
       parseMergeConfigYaml(`merge_method: task_arithmetic\nbase_model: ${BASE}\nmodels:\n  - model: ${FT_A}\n    parameters: { weight: 1 }\ndtype: float16\n`, "f16.yml"),
       { outDir: out },
     );
-    const got = tensorsOf(out);
+    const got = mergedTensorsOf(out);
     for (const [k, b] of baseTensors) assert.equal(got.get(k)!.dtype, b.dtype === "float32" ? "float16" : b.dtype, k);
     const k = "bert.encoder.layer.1.output.dense.weight";
     const f16 = Float32Array.from(got.get(k)!.data as Uint16Array, halfToFloat);

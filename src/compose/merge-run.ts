@@ -21,6 +21,7 @@ import { ConfigError, UnsupportedOptionError } from "../errors.js";
 import { writeFilesAtomic } from "../io/atomic.js";
 import { readJsonObject } from "../io/json-file.js";
 import { ADAPTER_CONFIG_NAME } from "../io/peft-files.js";
+import { writerMetadata } from "../io/writer.js";
 import { type LoadedModel, loadModel } from "../models/load.js";
 import { saveAdapterDir } from "../peft/adapter-io.js";
 import { PeftModel } from "../peft/peft-model.js";
@@ -160,7 +161,7 @@ function mergeModels(cfg: MergeConfig, paths: readonly string[], base: string | 
     outPath: join(opts.outDir, "model.safetensors"),
     ...(method.random ? { rng: new Rng(cfg.seed) } : {}),
     ...(cfg.dtype ? { dtype: cfg.dtype } : {}),
-    metadata: { merge_method: cfg.mergeMethod, merged_by: "peft-ts" },
+    metadata: writerMetadata({ merge_method: cfg.mergeMethod, merged_by: "peft-ts" }),
     ...(opts.onTensor ? { onTensor: opts.onTensor } : {}),
     ...(opts.allowNonFinite ? { allowNonFinite: true } : {}),
     });

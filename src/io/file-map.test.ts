@@ -8,6 +8,7 @@ import { tensor } from "../tensor.js";
 import { adapterFromFiles, adapterToFiles, folderFiles } from "./file-map.js";
 import { readAdapterDir, writeAdapterDir } from "./peft-files.js";
 import { crc32, readZip, writeZip } from "./zip.js";
+import { PEFT_TS_VERSION } from "../util/version.js";
 
 const config = { peft_type: "LORA", r: 2, lora_alpha: 4, target_modules: ["q"] };
 const weights = new Map([["base_model.model.q.lora_A.weight", tensor("float32", [2, 3], Float32Array.from([1, 2, 3, 4, 5, 6]))]]);
@@ -22,7 +23,7 @@ test("adapterToFiles writes the bytes writeAdapterDir writes, and adapterFromFil
     const fromMem = adapterFromFiles(new Map([...files].map(([k, v]) => [`my-adapter/${k}`, v])), "picked");
     assert.deepEqual(fromMem.configRaw, fromDisk.configRaw);
     assert.deepEqual(fromMem.weights, fromDisk.weights);
-    assert.deepEqual(fromMem.weightsMetadata, { format: "pt" });
+    assert.deepEqual(fromMem.weightsMetadata, { format: "pt", peft_ts_version: PEFT_TS_VERSION });
     assert.equal(fromMem.weightsFile, "picked/adapter_model.safetensors");
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -8,6 +8,7 @@ import type { Tensor } from "../tensor.js";
 import { parseJsonObjectText } from "./json-file.js";
 import { ADAPTER_CONFIG_NAME, ADAPTER_PICKLE_NAME, ADAPTER_WEIGHTS_NAME, type AdapterFiles, formatAdapterConfig } from "./peft-files.js";
 import { parseSafetensors, serializeSafetensors, type TensorMapLike } from "./safetensors.js";
+import { writerMetadata } from "./writer.js";
 
 /** File name (relative, `/`-separated) → contents. */
 export type FileMap = ReadonlyMap<string, Uint8Array>;
@@ -64,7 +65,7 @@ export function adapterToFiles(
   const config = new TextEncoder().encode(formatAdapterConfig(configRaw));
   return new Map([
     [ADAPTER_CONFIG_NAME, config],
-    [ADAPTER_WEIGHTS_NAME, serializeSafetensors(weights, metadata)],
+    [ADAPTER_WEIGHTS_NAME, serializeSafetensors(weights, writerMetadata(metadata))],
   ]);
 }
 

@@ -69,6 +69,7 @@ export {
   RESERVED_ADAPTER_NAMES,
 } from "./peft-files.js";
 export type { AdapterFiles } from "./peft-files.js";
+export { WRITER_METADATA_KEY, writerMetadata, peftTsWriter } from "./writer.js";
 export { readJsonFile, readJsonObject, parseJsonText, parseJsonObjectText } from "./json-file.js";
 export { adapterFromFiles, adapterToFiles, folderFiles, fileBytes, fileText, fileJsonObject, safetensorsFromFiles, type FileMap } from "./file-map.js";
 export { writeZip, readZip, crc32 } from "./zip.js";

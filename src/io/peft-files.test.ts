@@ -9,6 +9,9 @@ import { fixturePath } from "../util/paths.js";
 import { f32 } from "../tensor.js";
 import { adapterDirFor, formatAdapterConfig, readAdapterDir, safeJoin, validateAdapterName, writeAdapterDir } from "./peft-files.js";
 import { loadSafetensors } from "./safetensors.js";
+import { PEFT_TS_VERSION } from "../util/version.js";
+import { WRITER_METADATA_KEY } from "./writer.js";
+import { assertSameSafetensors } from "./writer.test-util.js";
 
 function withDir(fn: (dir: string) => void): void {
   const dir = mkdtempSync(join(tmpdir(), "peft-ts-adapter-"));
@@ -111,8 +114,10 @@ describe("writeAdapterDir", () => {
       assert.deepEqual(back.configRaw, src.configRaw);
       assert.deepEqual([...back.weights.keys()], [...src.weights.keys()]);
       for (const [k, t] of src.weights) assert.deepEqual([...back.weights.get(k)!.data], [...t.data], k);
-      // Same bytes as the Python writer for the weights.
-      assert.equal(Buffer.compare(readFileSync(weightsFile), readFileSync(src.weightsFile)), 0);
+      // Same header and data bytes as the Python writer for the weights; only the writer record is added
+      assert.equal(src.weightsMetadata[WRITER_METADATA_KEY], undefined, "the fixture was written by Python");
+      assertSameSafetensors(readFileSync(weightsFile), readFileSync(src.weightsFile), PEFT_TS_VERSION, "adapter_model.safetensors");
+      assert.deepEqual(back.weightsMetadata, { format: "pt", peft_ts_version: PEFT_TS_VERSION });
       // The config matches PEFT's text except that Python prints whole floats as "0.0".
       const pythonText = readFileSync(src.configFile, "utf8").replace(/^(\s*"[^"]+": -?\d+)\.0(,?)$/gm, "$1$2");
       assert.equal(readFileSync(configFile, "utf8"), pythonText);

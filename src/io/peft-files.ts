@@ -10,6 +10,7 @@ import type { Tensor } from "../tensor.js";
 import { writeFilesAtomic } from "./atomic.js";
 import { readJsonObject } from "./json-file.js";
 import { loadSafetensors, safetensorsFileWriter, type TensorMapLike } from "./safetensors.js";
+import { writerMetadata } from "./writer.js";
 
 export const ADAPTER_CONFIG_NAME = "adapter_config.json";
 export const ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors";
@@ -134,7 +135,8 @@ export function formatAdapterConfig(configRaw: Readonly<Record<string, unknown>>
 /**
  * Writes a PEFT adapter folder (created if missing): both files are written to temporary files
  * first and renamed into place only when both are complete, so a failure never leaves a
- * half-written adapter. Tensors are validated before anything touches the disk.
+ * half-written adapter. Tensors are validated before anything touches the disk. The weights'
+ * `__metadata__` is `metadata` plus peft-ts's writer record (`writerMetadata`).
  */
 export function writeAdapterDir(
   dir: string,
@@ -145,7 +147,7 @@ export function writeAdapterDir(
   const configFile = join(dir, ADAPTER_CONFIG_NAME);
   const weightsFile = join(dir, ADAPTER_WEIGHTS_NAME);
   const configText = formatAdapterConfig(configRaw, configFile);
-  const writeWeights = safetensorsFileWriter(weights, metadata);
+  const writeWeights = safetensorsFileWriter(weights, writerMetadata(metadata));
   withFsErrors(dir, () => mkdirSync(dir, { recursive: true }));
   // Weights first: a reader that sees the new config then also finds the new weights.
   writeFilesAtomic([

@@ -18,6 +18,7 @@ import { type LoadedModel, loadModel } from "../models/load.js";
 import { CompiledGraph } from "../runtime/session.js";
 import { type Tensor, numel, toFloat32 } from "../tensor.js";
 import { fixturePath } from "../util/paths.js";
+import { PEFT_TS_VERSION } from "../util/version.js";
 import { PeftModel } from "./peft-model.js";
 
 type Arch = "bert" | "gpt2" | "llama";
@@ -433,7 +434,7 @@ for (const c of TUNER_CASES) {
       const dir = freshDir();
       assert.deepEqual(pm.savePretrained(dir), [dir]);
       const { tensors, metadata } = loadSafetensors(join(dir, "adapter_model.safetensors"));
-      assert.deepEqual(metadata, { format: "pt" });
+      assert.deepEqual(metadata, { format: "pt", peft_ts_version: PEFT_TS_VERSION }, "PEFT's format key and peft-ts's writer record");
       const expected = expectedTensors(c);
       assert.deepEqual([...tensors.keys()].sort(), [...expected.keys()].map(peftKey).sort());
       const mine = pm.adapter("default").tensors;

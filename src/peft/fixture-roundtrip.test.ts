@@ -8,6 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { loadSafetensors } from "../io/safetensors.js";
+import { assertSameSafetensors } from "../io/writer.test-util.js";
+import { PEFT_TS_VERSION } from "../util/version.js";
 import { loadModel } from "../models/load.js";
 import type { Tensor } from "../tensor.js";
 import { tunerFor } from "../tuners/registry.js";
@@ -58,9 +60,10 @@ describe("real PEFT adapters round-trip through load → save", () => {
         assert.deepEqual(g.shape, w.shape, `${k} shape`);
         assert.ok(g.bytes.equals(w.bytes), `${k} values`);
       }
-      assert.deepEqual(loadSafetensors(join(out, "adapter_model.safetensors")).metadata, { format: "pt" });
-      // the writer orders and pads like Python's safetensors, so the whole file is the same
-      assert.ok(readFileSync(join(out, "adapter_model.safetensors")).equals(readFileSync(join(src, "adapter_model.safetensors"))), "byte-identical file");
+      assert.deepEqual(loadSafetensors(join(out, "adapter_model.safetensors")).metadata, { format: "pt", peft_ts_version: PEFT_TS_VERSION });
+      // the writer orders and pads like Python's safetensors, so the header and the data bytes are
+      // Python's; the file differs only by peft-ts's writer record in __metadata__
+      assertSameSafetensors(readFileSync(join(out, "adapter_model.safetensors")), readFileSync(join(src, "adapter_model.safetensors")), PEFT_TS_VERSION);
 
       const origRaw = readRaw(src);
       const savedRaw = readRaw(out);

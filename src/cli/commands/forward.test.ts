@@ -9,6 +9,7 @@ import { type Tensor, toFloat32 } from "../../tensor.js";
 import { fixturePath } from "../../util/paths.js";
 import { runCli } from "../main.js";
 import { adapterNamesForDirs, runForward } from "./forward.js";
+import { PEFT_TS_VERSION } from "../../util/version.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "peft-forward-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -30,8 +31,9 @@ function reference(path: string, key = "logits"): Tensor {
 }
 
 function readLogits(file: string): Tensor {
-  const { tensors } = loadSafetensors(file);
+  const { tensors, metadata } = loadSafetensors(file);
   assert.deepEqual([...tensors.keys()], ["logits"]);
+  assert.deepEqual(metadata, { format: "pt", peft_ts_version: PEFT_TS_VERSION }, "the writer is recorded");
   const t = tensors.get("logits")!;
   assert.equal(t.dtype, "float32");
   return t;

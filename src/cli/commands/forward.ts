@@ -16,6 +16,7 @@ import { type Command, InvalidArgumentError, Option } from "commander";
 import { AdapterStateError, InputTensorError, MissingFileError, MissingTensorError, ShapeMismatchError } from "../../errors.js";
 import { checkOutput } from "../../io/output.js";
 import { loadSafetensors, saveSafetensors } from "../../io/safetensors.js";
+import { writerMetadata } from "../../io/writer.js";
 import { DEFAULT_ADAPTER_NAME, adapterNamesForDirs } from "../../io/peft-files.js";
 import type { LoadedModel } from "../../models/load.js";
 import { type Tensor, assertFinite } from "../../tensor.js";
@@ -142,7 +143,7 @@ export async function runForward(opts: ForwardCommandOptions): Promise<ForwardCo
     const logits = await pm.forward({ ...inputs, ...(rowNames ? { adapterNames: rowNames } : {}) });
     if (logits.dtype !== "float32") throw new InputTensorError(opts.inputs, "logits", `the model produced ${logits.dtype} logits; expected float32`);
     if (!allowNonFinite) assertFinite([["logits", logits]], "the logits written to --out (pass --allow-non-finite to write them anyway)");
-    saveSafetensors(opts.out, { logits }, { format: "pt" });
+    saveSafetensors(opts.out, { logits }, writerMetadata());
     return {
       out: opts.out,
       shape: [...logits.shape],

@@ -8,6 +8,7 @@ import { ConfigError, MissingFileError } from "../../errors.js";
 import { readJsonObject } from "../../io/json-file.js";
 import { ADAPTER_CONFIG_NAME, ADAPTER_PICKLE_NAME, ADAPTER_WEIGHTS_NAME } from "../../io/peft-files.js";
 import { SafetensorsFile } from "../../io/safetensors.js";
+import { peftTsWriter } from "../../io/writer.js";
 import type { TensorRole, TunerDef } from "../../tuners/common/types.js";
 import { findTuner } from "../../tuners/registry.js";
 import { type DtypeStats, type TensorEntry, dtypeStats, lastComponent, sumBytes, sumParams, tensorEntries } from "./tensors.js";
@@ -68,7 +69,10 @@ export interface AdapterReport {
   readonly configFile: string;
   readonly weightsFile: string;
   readonly peftType: string;
+  /** `peft_version` of adapter_config.json: the PEFT release that wrote the file, or whose format it follows. */
   readonly peftVersion: string | null;
+  /** The peft-ts version that wrote the weights (`__metadata__.peft_ts_version`); null: written by PEFT or another tool. */
+  readonly peftTsVersion: string | null;
   /** Main settings as written in adapter_config.json (PEFT's names). */
   readonly config: Readonly<Record<string, unknown>>;
   /** Other settings with a non-empty value. */
@@ -158,8 +162,10 @@ export function inspectAdapterDir(dir: string, opts: { tensors?: boolean } = {})
   }
   const f = SafetensorsFile.open(weightsFile);
   let entries: TensorEntry[];
+  let peftTsVersion: string | null;
   try {
     entries = tensorEntries([f], weightsFile);
+    peftTsVersion = peftTsWriter(f.metadata);
   } finally {
     f.close();
   }
@@ -204,6 +210,7 @@ export function inspectAdapterDir(dir: string, opts: { tensors?: boolean } = {})
     weightsFile,
     peftType,
     peftVersion: typeof raw["peft_version"] === "string" ? raw["peft_version"] : null,
+    peftTsVersion,
     config,
     otherSettings,
     scaling,

@@ -75,6 +75,12 @@ function formatModel(r: ModelReport): string[] {
   return [...lines, ...tensorTable(r.tensorList)];
 }
 
+/** `  (written by peft-ts 0.1.0, PEFT 0.21.0 format)` / `  (written by PEFT 0.21.0)`: the writer the files record. */
+function writtenBy(r: AdapterReport): string {
+  if (r.peftTsVersion) return `  (written by peft-ts ${r.peftTsVersion}${r.peftVersion ? `, PEFT ${r.peftVersion} format` : ""})`;
+  return r.peftVersion ? `  (written by PEFT ${r.peftVersion})` : "";
+}
+
 function formatAdapter(r: AdapterReport): string[] {
   const p = r.parameters;
   const parts: string[] = [];
@@ -83,7 +89,7 @@ function formatAdapter(r: AdapterReport): string[] {
   if (p.prompt) parts.push(`${formatCount(p.prompt)} prompt`);
   const lines = [
     `adapter     ${r.dir}`,
-    `method      ${r.peftType}${r.peftVersion ? `  (written by PEFT ${r.peftVersion})` : ""}`,
+    `method      ${r.peftType}${writtenBy(r)}`,
     `parameters  ${formatCount(p.total)} trainable = ${parts.join(" + ")}; ${plural(r.tensors, "tensor")} (${formatBytes(r.bytes)})`,
   ];
   if (r.adaptedModules.length > 0) {

@@ -5,6 +5,8 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { runCli } from "../main.js";
 import { fixturePath } from "../../util/paths.js";
+import { readAdapterDir, writeAdapterDir } from "../../io/peft-files.js";
+import { PEFT_TS_VERSION } from "../../util/version.js";
 import type { AdapterReport } from "./adapter.js";
 import type { ModelReport, SafetensorsReport } from "./model.js";
 
@@ -150,6 +152,29 @@ describe("peft inspect: adapter folders", () => {
     assert.equal(pt.virtualTokens, ptH["prompt_embeddings"]!.shape[0]);
     assert.equal(pt.parameters.prompt, prod(ptH["prompt_embeddings"]!.shape));
     assert.equal(pt.adaptedModules.length, 0);
+  });
+
+  test("the writer: PEFT for Python's files; peft-ts (and the PEFT format it follows) for files peft-ts wrote", async () => {
+    const py = F("bert", "lora");
+    const cfg = JSON.parse(readFileSync(join(py, "adapter_config.json"), "utf8")) as { peft_version: string };
+    const pyText = await runCli(["inspect", py]);
+    assert.match(pyText.stdout, new RegExp(`^method      LORA  \\(written by PEFT ${cfg.peft_version.replace(/\./g, "\\.")}\\)$`, "m"));
+    const pyJson = await inspectJson<AdapterReport>(py);
+    assert.equal(pyJson.peftTsVersion, null);
+    // the same adapter written again by peft-ts: PEFT's keys unchanged, the writer recorded
+    const dir = mkdtempSync(join(tmpdir(), "peft-inspect-writer-"));
+    try {
+      const copy = join(dir, "rewritten");
+      const a = readAdapterDir(py);
+      writeAdapterDir(copy, a.configRaw, a.weights, a.weightsMetadata);
+      const text = await runCli(["inspect", copy]);
+      assert.match(text.stdout, new RegExp(`^method      LORA  \\(written by peft-ts ${PEFT_TS_VERSION.replace(/\./g, "\\.")}, PEFT ${cfg.peft_version.replace(/\./g, "\\.")} format\\)$`, "m"));
+      const json = await inspectJson<AdapterReport>(copy);
+      assert.equal(json.peftTsVersion, PEFT_TS_VERSION);
+      assert.equal(json.peftVersion, cfg.peft_version);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("a bare .safetensors file is summarised", async () => {

@@ -22,6 +22,7 @@ import { ConfigError } from "../../errors.js";
 import { writeFileAtomic, writeFilesAtomic } from "../../io/atomic.js";
 import { readJsonObject } from "../../io/json-file.js";
 import { saveSafetensors } from "../../io/safetensors.js";
+import { writerMetadata } from "../../io/writer.js";
 import type { LoadedModel } from "../../models/load.js";
 import { USE_LITE_MODEL_TYPE, useLiteConfigJson } from "../../models/use-lite/config.js";
 import type { Tensor } from "../../tensor.js";
@@ -176,7 +177,7 @@ export function saveComposedModel(dir: string, model: LoadedModel, composed: Rea
   for (const k of model.weights.keys()) if (!tied.has(k) || composed.has(k)) tensors.set(k, composed.get(k) ?? model.weights.get(k));
   const config = configJsonText(model);
   mkdirSync(dir, { recursive: true });
-  saveSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt", composed_by: "peft-ts aTLAS", ...metadata });
+  saveSafetensors(join(dir, "model.safetensors"), tensors, writerMetadata({ format: "pt", composed_by: "peft-ts aTLAS", ...metadata }));
   const files = [{ path: join(dir, "config.json"), data: config }];
   for (const f of TOKENIZER_FILES) {
     const src = join(model.dir, f);

@@ -1,6 +1,7 @@
 /** Helpers shared by the tuners' config parsers. */
 import { z } from "zod";
 import { ConfigError, UnsupportedOptionError } from "../../errors.js";
+import { PEFT_FORMAT_VERSION } from "../../util/version.js";
 import type { TunerConfigBase } from "./types.js";
 
 /** Keys every PEFT config may carry that do not change the math. */
@@ -106,7 +107,8 @@ export function baseToRaw(c: TunerConfigBase): Record<string, unknown> {
     revision: c.revision,
     inference_mode: c.inferenceMode,
     modules_to_save: c.modulesToSave.length > 0 ? [...c.modulesToSave] : null,
-    peft_version: "0.21.0",
+    // the PEFT release whose format this is; the writer, peft-ts, is recorded in the weights' __metadata__ (io/writer.ts)
+    peft_version: PEFT_FORMAT_VERSION,
     auto_mapping: null,
   };
 }
