@@ -20,6 +20,7 @@
  */
 import {
   AdapterStateError,
+  ArgumentError,
   ContextLengthError,
   EmptyPromptError,
   EngineClosedError,
@@ -34,6 +35,7 @@ import type { SessionOptions } from "../runtime/session.js";
 import type { AdapterInstance } from "../tuners/common/types.js";
 import type { TrainingGate } from "../train/gate.js";
 import type { Rng } from "../util/rng.js";
+import { describeValue } from "../util/args.js";
 import { checkGenerationRequest } from "./args.js";
 import { Channel } from "./channel.js";
 import { type CoServeOptions, CoServeScheduler, type CoServeStats } from "./coserve.js";
@@ -60,6 +62,12 @@ export interface GenerationRequest {
   /** Abort frees the batch slot at once; the result resolves with finishReason "abort". */
   signal?: AbortSignal;
 }
+
+/** A request with the prompt as text, encoded with the engine's tokenizer (`EngineOptions.tokenizer`). */
+export type TextGenerationRequest = Omit<GenerationRequest, "promptIds"> & { prompt: string; promptIds?: undefined };
+
+/** What `generate` / `stream` take: token ids, or text when the engine has a tokenizer. */
+export type AnyGenerationRequest = GenerationRequest | TextGenerationRequest;
 
 export interface TokenEvent {
   tokenId: number;
@@ -155,7 +163,7 @@ class Sequence {
   followers: Sequence[] = [];
 
   constructor(
-    readonly req: GenerationRequest,
+    readonly req: AnyGenerationRequest,
     readonly promptIds: number[],
     readonly adapter: AdapterInstance | null,
     readonly params: SamplingParams,
@@ -280,11 +288,25 @@ export class GenerationEngine {
     return this.cache.bytesPerToken;
   }
 
+  /** The request's prompt as token ids: `promptIds`, or `prompt` encoded with the tokenizer. */
+  private promptIds(req: AnyGenerationRequest, fn: string): number[] {
+    if (!("prompt" in req) || req.prompt === undefined) {
+      if (req.promptIds === undefined) throw new ArgumentError(fn, "request.promptIds", "a list of non-negative integer token ids (or the text in request.prompt)", "undefined");
+      return Array.from(req.promptIds);
+    }
+    if (req.promptIds !== undefined) throw new ArgumentError(fn, "request", "either promptIds or prompt, not both", "both");
+    const tok = this.opts.tokenizer;
+    if (!tok) {
+      throw new ArgumentError(fn, "request.prompt", "absent: this engine has no tokenizer to encode text with (pass EngineOptions.tokenizer, e.g. loadTokenizer(modelDir)); give request.promptIds", describeValue(req.prompt));
+    }
+    return tok.encode(req.prompt).ids;
+  }
+
   /** Checks a request and queues it (errors are thrown here, synchronously). */
-  private admit(req: GenerationRequest, streaming: boolean, leader: Sequence | null = null, choice = 0): Sequence {
+  private admit(req: AnyGenerationRequest, streaming: boolean, leader: Sequence | null = null, choice = 0): Sequence {
     if (this.state !== "open") throw new EngineClosedError(this.state === "draining" ? "draining" : "closed");
     checkGenerationRequest(streaming ? "GenerationEngine.stream" : "GenerationEngine.generate", req);
-    const prompt = Array.from(req.promptIds ?? []);
+    const prompt = this.promptIds(req, streaming ? "GenerationEngine.stream" : "GenerationEngine.generate");
     if (prompt.length === 0) throw new EmptyPromptError();
     prompt.forEach((t, i) => {
       if (!Number.isInteger(t) || t < 0 || t >= this.geometry.vocabSize) throw new PromptTokenError(i, t, this.geometry.vocabSize);
@@ -342,7 +364,7 @@ export class GenerationEngine {
   }
 
   /** Streams tokens as they are decoded; the iterator's end means finished; `.result` resolves with the whole result. */
-  stream(req: GenerationRequest): GenerationStream {
+  stream(req: AnyGenerationRequest): GenerationStream {
     const seq = this.admit(req, true);
     const events = seq.events!;
     return { [Symbol.asyncIterator]: () => events[Symbol.asyncIterator](), result: seq.done.promise };
@@ -353,7 +375,7 @@ export class GenerationEngine {
    * prompt once (see the class notes); choice i > 0 samples with seed + i when a seed is set, so
    * seeded choices differ from each other and repeat. Errors are thrown here, synchronously.
    */
-  streamChoices(req: GenerationRequest, n: number): GenerationStream[] {
+  streamChoices(req: AnyGenerationRequest, n: number): GenerationStream[] {
     return this.choices(req, n, true).map((seq) => {
       const events = seq.events!;
       return { [Symbol.asyncIterator]: () => events[Symbol.asyncIterator](), result: seq.done.promise };
@@ -361,7 +383,7 @@ export class GenerationEngine {
   }
 
   /** `n` choices of one request, as `streamChoices`, without streaming. */
-  generateChoices(req: GenerationRequest, n: number): Promise<GenerationResult[]> {
+  generateChoices(req: AnyGenerationRequest, n: number): Promise<GenerationResult[]> {
     try {
       return Promise.all(this.choices(req, n, false).map((seq) => seq.done.promise));
     } catch (e) {
@@ -369,7 +391,7 @@ export class GenerationEngine {
     }
   }
 
-  private choices(req: GenerationRequest, n: number, streaming: boolean): Sequence[] {
+  private choices(req: AnyGenerationRequest, n: number, streaming: boolean): Sequence[] {
     if (!Number.isInteger(n) || n < 1) throw new RangeError(`the number of choices must be a positive integer, got ${n}`);
     const first = this.admit(req, streaming);
     const seqs = [first];
@@ -377,7 +399,7 @@ export class GenerationEngine {
     return seqs;
   }
 
-  generate(req: GenerationRequest): Promise<GenerationResult> {
+  generate(req: AnyGenerationRequest): Promise<GenerationResult> {
     try {
       return this.admit(req, false).done.promise;
     } catch (e) {

@@ -2,6 +2,8 @@
 export {
   GenerationEngine,
   type GenerationRequest,
+  type TextGenerationRequest,
+  type AnyGenerationRequest,
   type GenerationResult,
   type GenerationStream,
   type TokenEvent,

@@ -59,6 +59,32 @@ describe("PeftModel.forward takes token ids as users write them", () => {
     assert.deepEqual((await pm.forward(batch)).shape, [2, 3]);
   });
 
+  test("text where a tokenizer is known: the model folder's tokenizer.json, or one set on the model", async () => {
+    const tok = loadTokenizer(dir);
+    assert.ok(pm.tokenizer, "the tiny model folder has tokenizer.json");
+    const batch = tok.encodeBatch(["good food", "bad"]);
+    const ref = await pm.forward(batch);
+    assert.deepEqual((await pm.forward(["good food", "bad"])).data, ref.data);
+    assert.deepEqual((await pm.forward({ text: ["good food", "bad"] })).data, ref.data);
+    assert.deepEqual((await pm.forward("good food")).data, (await pm.forward(tok.encodeBatch(["good food"]))).data);
+    // adapterNames go with the text (checked against the batch the texts make)
+    await assert.rejects(pm.forward({ text: ["good food", "bad"], adapterNames: ["default"] }), /adapterNames has 1 entries for a batch of 2/);
+    await assert.rejects(pm.forward({ text: 5 } as never), argumentError(/'inputs\.text' must be a string or a non-empty array of strings; got number 5/));
+    await assert.rejects(pm.forward({ text: "a", inputIds: [[1]] } as never), argumentError(/'inputs' must be \{ text, adapterNames\? \} .*not both\); got also the key\(s\) inputIds/));
+    await assert.rejects(pm.forward(["good", 5] as never), argumentError(/'inputs\.text' must be a string or a non-empty array of strings/));
+    // a model folder without a tokenizer: text is an ArgumentError until one is set
+    const bare = new PeftModel(loadModel(fixturePath("peft-parity", "bert", "base")));
+    try {
+      assert.equal(bare.tokenizer, null);
+      await assert.rejects(bare.forward("good food"), argumentError(/PeftModel\.forward: argument 'inputs' must be token ids: no tokenizer is known for .*bert\/base to encode text with \(set model\.tokenizer = loadTokenizer\(dir\).*; got the string "good food"/));
+      assert.throws(() => (bare.tokenizer = {} as never), argumentError(/'tokenizer' must be a tokenizer with encodeBatch/));
+      bare.tokenizer = { encodeBatch: (texts) => ({ inputIds: { dtype: "int64", shape: [texts.length, 2], data: new BigInt64Array(texts.length * 2).fill(3n) }, attentionMask: { dtype: "int64", shape: [texts.length, 2], data: new BigInt64Array(texts.length * 2).fill(1n) } }) };
+      assert.deepEqual((await bare.forward("anything")).data, (await bare.forward([[3, 3]])).data);
+    } finally {
+      await bare.dispose();
+    }
+  });
+
   test("mistakes are ArgumentErrors naming the argument", async () => {
     await assert.rejects(pm.forward({ input_ids: [[1, 5, 9]] } as never), argumentError(/PeftModel\.forward: argument 'inputs\.inputIds' must be token ids .*; got an object with keys input_ids/));
     await assert.rejects(pm.forward({ inputIds: [[1, 5, 9], [1, 5]] }), argumentError(/'inputs\.inputIds' must be rows of equal length .* row 1 has 2/));
@@ -116,12 +142,30 @@ describe("composition and generation entry points", () => {
   test("GenerationEngine requests: wrong field names and types", async () => {
     const engine = new GenerationEngine(new PeftModel(loadModel(fixturePath("peft-parity", "gpt2", "base"))), { maxSlots: 1 });
     try {
-      await assert.rejects(engine.generate({ prompt: [1, 2] } as never), argumentError(/GenerationEngine\.generate: argument 'request\.promptIds' must be a list of non-negative integer token ids .*; got undefined/));
+      await assert.rejects(engine.generate({ prompt: [1, 2] } as never), argumentError(/GenerationEngine\.generate: argument 'request\.prompt' must be a string; got an array of 2/));
+      await assert.rejects(engine.generate({ params: { maxNewTokens: 2 } } as never), argumentError(/GenerationEngine\.generate: argument 'request\.promptIds' must be a list of non-negative integer token ids .*; got undefined/));
+      await assert.rejects(engine.generate({ prompt: "hello" }), argumentError(/argument 'request\.prompt' must be absent: this engine has no tokenizer .*; got the string "hello"/));
       await assert.rejects(engine.generate({ promptIds: [1, 2], params: { max_tokens: 4 } } as never), argumentError(/'request\.params' must be an object without unknown keys .*'max_tokens'/));
       await assert.rejects(engine.generate({ promptIds: "hello" } as never), argumentError(/'request\.promptIds' must be a list of non-negative integer token ids/));
       assert.throws(() => engine.stream({ promptIds: [1], adapter: 3 } as never), argumentError(/GenerationEngine\.stream: argument 'request\.adapter' must be a string; got number 3/));
       const r = await engine.generate({ promptIds: Int32Array.from([1, 2]) as never, params: { maxNewTokens: 2 } });
       assert.equal(r.tokenIds.length, 2);
+    } finally {
+      await engine.close();
+    }
+  });
+
+  test("GenerationEngine with a tokenizer takes the prompt as text", async () => {
+    const dir = makeTinyModelDir("gpt2", join(root, "gpt2"));
+    const tok = loadTokenizer(dir);
+    const engine = new GenerationEngine(new PeftModel(loadModel(dir)), { maxSlots: 1, tokenizer: tok });
+    try {
+      const ids = tok.encode("good food").ids;
+      const fromText = await engine.generate({ prompt: "good food", params: { maxNewTokens: 3 } });
+      const fromIds = await engine.generate({ promptIds: ids, params: { maxNewTokens: 3 } });
+      assert.deepEqual(fromText.promptTokenIds, ids);
+      assert.deepEqual(fromText.tokenIds, fromIds.tokenIds);
+      await assert.rejects(engine.generate({ prompt: "good", promptIds: ids } as never), argumentError(/'request' must be either promptIds or prompt, not both/));
     } finally {
       await engine.close();
     }

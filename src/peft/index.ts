@@ -1,4 +1,4 @@
-export { PeftModel, adapterParamName, type ForwardInputs, type ForwardInputsLike, type TokenIds, type ForwardOptions, type BuildOptions, type BuiltPeftGraph } from "./peft-model.js";
+export { PeftModel, adapterParamName, type ForwardInputs, type ForwardInputsLike, type TokenIds, type TextInputs, type TextTokenizer, type ForwardOptions, type BuildOptions, type BuiltPeftGraph } from "./peft-model.js";
 export { BASE_ADAPTER } from "./mixed.js";
 export { loadAdapterDir, saveAdapterDir, validateAdapter, adapterStateDict, STATE_DICT_PREFIX } from "./adapter-io.js";
 export { modelInfo } from "./model-info.js";

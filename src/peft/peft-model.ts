@@ -11,6 +11,8 @@ import { AdapterStateError, ArgumentError, ConfigError, UnsupportedOptionError }
 import { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
 import { DEFAULT_ADAPTER_NAME, adapterDirFor, validateAdapterName } from "../io/peft-files.js";
+import { loadTokenizer } from "../io/tokenizer.js";
+import { HAS_FILE_SYSTEM, existsSync, join } from "../platform/fs.js";
 import * as G from "../graph/api.js";
 import {
   type ComputeDtype,
@@ -59,6 +61,44 @@ export interface ForwardInputs {
   readonly attentionMask?: Tensor<"int64">;
   /** One adapter name per row (`"__base__"` for none): a mixed-adapter batch. */
   readonly adapterNames?: readonly string[];
+}
+
+/**
+ * What `forward` needs to take text: a tokenizer's batch encoding (`HfTokenizer` from
+ * `loadTokenizer(dir)`, USE-lite's tokenizer), padded, with its attention mask.
+ */
+export interface TextTokenizer {
+  encodeBatch(texts: readonly string[]): { readonly inputIds: Tensor<"int64">; readonly attentionMask: Tensor<"int64"> };
+}
+
+/** Text for `forward`, encoded with `PeftModel.tokenizer`: one text or a batch, optionally a mixed-adapter batch. */
+export interface TextInputs {
+  readonly text: string | readonly string[];
+  readonly adapterNames?: readonly string[];
+}
+
+const tokenizerSchema = z.custom<TextTokenizer>((v) => v !== null && typeof v === "object" && typeof (v as { encodeBatch?: unknown }).encodeBatch === "function", {
+  message: "a tokenizer with encodeBatch(texts) (loadTokenizer(dir), USE-lite's tokenizer) or null",
+});
+
+/** The model's own tokenizer: USE-lite's (loadUseLiteModel), or tokenizer.json in the model folder; null when there is none. */
+function modelTokenizer(base: LoadedModel): TextTokenizer | null {
+  const own = (base as { tokenizer?: unknown }).tokenizer;
+  if (tokenizerSchema.safeParse(own).success) return own as TextTokenizer;
+  return HAS_FILE_SYSTEM && base.dir && existsSync(join(base.dir, "tokenizer.json")) ? loadTokenizer(base.dir) : null;
+}
+
+/** `forward`'s text (a string, an array of strings, `{ text }`), or undefined when `inputs` is not text. */
+function textOf(inputs: unknown): { text: unknown; adapterNames?: unknown } | undefined {
+  if (typeof inputs === "string") return { text: inputs };
+  if (Array.isArray(inputs) && inputs.some((x) => typeof x === "string")) return { text: inputs };
+  if (inputs !== null && typeof inputs === "object" && !Array.isArray(inputs) && "text" in inputs) {
+    const o = inputs as Record<string, unknown>;
+    const extra = Object.keys(o).filter((k) => k !== "text" && k !== "adapterNames");
+    if (extra.length > 0) throw new ArgumentError("PeftModel.forward", "inputs", "{ text, adapterNames? } (text, or token ids in { inputIds, attentionMask?, adapterNames? }, not both)", `also the key(s) ${extra.join(", ")}`);
+    return o.adapterNames === undefined ? { text: o.text } : { text: o.text, adapterNames: o.adapterNames };
+  }
+  return undefined;
 }
 
 /** What `forward` takes: `ForwardInputs` with the ids and mask in any `TokenIds` form. */
@@ -162,10 +202,46 @@ export class PeftModel {
   readonly info: BaseModelInfo;
   /** Options for the sessions `forward` creates (threads, execution provider). */
   sessionOptions: SessionOptions = {};
+  /** undefined until `tokenizer` is first read or set. */
+  private textTokenizer: TextTokenizer | null | undefined = undefined;
 
   constructor(readonly base: LoadedModel) {
     checkArg("new PeftModel", "model", loadedModelSchema, base);
     this.info = modelInfo(base);
+  }
+
+  /**
+   * The tokenizer `forward` encodes text with (`model.forward("great film")`): the one set here,
+   * else the model's own — USE-lite's, or the model folder's tokenizer.json (loaded on first use);
+   * null when none is known, and text is then an `ArgumentError`.
+   */
+  get tokenizer(): TextTokenizer | null {
+    if (this.textTokenizer === undefined) this.textTokenizer = modelTokenizer(this.base);
+    return this.textTokenizer;
+  }
+  set tokenizer(t: TextTokenizer | null) {
+    if (t !== null) checkArg("PeftModel.tokenizer", "tokenizer", tokenizerSchema, t);
+    this.textTokenizer = t;
+  }
+
+  /** Token ids and mask for `forward`'s text, encoded with `tokenizer`. */
+  private encodeText(given: { text: unknown; adapterNames?: unknown }): ForwardInputsLike {
+    const fn = "PeftModel.forward";
+    const texts = typeof given.text === "string" ? [given.text] : given.text;
+    if (!Array.isArray(texts) || texts.length === 0 || !texts.every((t) => typeof t === "string")) {
+      throw new ArgumentError(fn, "inputs.text", "a string or a non-empty array of strings", describeValue(given.text));
+    }
+    const tok = this.tokenizer;
+    if (tok === null) {
+      throw new ArgumentError(
+        fn,
+        "inputs",
+        `token ids: no tokenizer is known for ${this.base.dir || "this model"} to encode text with (set model.tokenizer = loadTokenizer(dir), or put tokenizer.json in the model folder)`,
+        describeValue(given.text),
+      );
+    }
+    const enc = tok.encodeBatch(texts as string[]);
+    return { inputIds: enc.inputIds, attentionMask: enc.attentionMask, ...(given.adapterNames !== undefined ? { adapterNames: given.adapterNames as readonly string[] } : {}) };
   }
 
   /** The base weights as the loaded adapters leave them (PiSSA / OLoRA residuals over the loaded base). */
@@ -529,10 +605,15 @@ export class PeftModel {
     });
   }
 
-  /** Logits for a batch (mixed-adapter when `adapterNames` is given). Sessions are cached per adapter state. */
-  async forward(inputs: ForwardInputsLike | TokenIds, opts: ForwardOptions = {}): Promise<Tensor> {
+  /**
+   * Logits for a batch (mixed-adapter when `adapterNames` is given). Sessions are cached per
+   * adapter state. Token ids in any `TokenIds` form, or text (`"great film"`, an array of texts,
+   * `{ text, adapterNames }`) when a `tokenizer` is known.
+   */
+  async forward(inputs: ForwardInputsLike | TokenIds | TextInputs | string | readonly string[], opts: ForwardOptions = {}): Promise<Tensor> {
     const fn = "PeftModel.forward";
-    const given = asForwardInputs(inputs);
+    const text = textOf(inputs);
+    const given = text !== undefined ? this.encodeText(text) : asForwardInputs(inputs);
     checkArg(fn, "inputs", forwardInputsSchema, given);
     checkArg(fn, "opts", forwardOptsSchema, opts);
     const dtype = checkComputeDtype(opts.dtype ?? "float32", "PeftModel.forward options");
