@@ -17,6 +17,7 @@ import { Decoder, moduleShapes } from "../src/generate/decoder.js";
 import * as G from "../src/graph/api.js";
 import { Graph } from "../src/graph/graph.js";
 import { GenerationEngine } from "../src/generate/engine.js";
+import { ALL_CONTRIB_OPS, type ContribOps } from "../src/models/context.js";
 import { AdapterPool, planLayout } from "../src/peft/adapter-pool.js";
 import { PeftModel } from "../src/peft/peft-model.js";
 import { CompiledGraph } from "../src/runtime/session.js";
@@ -253,6 +254,74 @@ export async function benchGenerate(o: GenerateBenchOptions = {}) {
   };
 }
 
+/** The contrib-op variants `--contrib` measures, by name. */
+export const CONTRIB_VARIANTS: Readonly<Record<string, ContribOps>> = {
+  all: ALL_CONTRIB_OPS,
+  attention: { attention: true },
+  "skip-layer-norm": { skipLayerNorm: true },
+  "fast-gelu": { fastGelu: true },
+};
+
+export interface ContribBenchOptions {
+  readonly threads?: number;
+  readonly shape?: Gpt2Shape;
+  readonly batches?: readonly number[];
+  readonly variants?: readonly string[];
+  readonly context?: number;
+  readonly steps?: number;
+  readonly onProgress?: (msg: string) => void;
+}
+
+/**
+ * The decode graph with onnxruntime's contrib kernels (`Decoder.create({ contribOps })`) against
+ * the standard-op graph, on the base model: for each variant, the largest |Δ logit| over a
+ * prefill of `context` tokens and `steps` decode steps fed the same tokens (batch 4, rows of
+ * different lengths), then the decode steps of both interleaved at each batch size (`timePair`:
+ * `ratio` > 1 means the contrib graph is faster).
+ */
+export async function benchContrib(o: ContribBenchOptions = {}) {
+  const threads = o.threads ?? cpus().length;
+  const shape = o.shape ?? GPT2_SMALL;
+  const batches = o.batches ?? [1, 8, 32];
+  const context = o.context ?? 32;
+  const steps = o.steps ?? 5;
+  const say = o.onProgress ?? (() => undefined);
+  const sessionOptions = { threads };
+  const model = new PeftModel(randomGpt2(shape, 3));
+  const pool = () => new AdapterPool(planLayout([], moduleShapes(model), shape.hidden), (n) => model.weights.get(n), (n) => model.weights.has(n));
+  const plain: Variant = { dec: await Decoder.create(model, pool(), { sessionOptions }), adapterOf: () => 0 };
+  const results: { variant: string; ops: ContribOps; maxAbsLogitDiff: number; decode: { batch: number; plainStepMs: number; contribStepMs: number; ratio: number; cpuRatio: number }[] }[] = [];
+  for (const name of o.variants ?? ["all"]) {
+    const ops = CONTRIB_VARIANTS[name];
+    if (!ops) throw new InvalidArgumentError(`--contrib: unknown variant '${name}' (known: ${Object.keys(CONTRIB_VARIANTS).join(", ")})`);
+    const contrib: Variant = { dec: await Decoder.create(model, pool(), { sessionOptions, contribOps: ops }), adapterOf: () => 0 };
+    // exactness: the same tokens through both, rows of different lengths (padding inside the run)
+    let worst = 0;
+    const lens = [context, Math.max(1, context >> 1), 3, 1];
+    for (let s = 0; s < lens.length; s++) {
+      plain.dec.cache.reset(s);
+      contrib.dec.cache.reset(s);
+    }
+    let rows = lens.map((n, s) => ({ slot: s, ids: PROMPT(n), adapterSlot: 0 }));
+    for (let t = 0; t <= steps; t++) {
+      const [a, b] = [await plain.dec.step(rows), await contrib.dec.step(rows)];
+      a.forEach((la, r) => la.forEach((x, j) => (worst = Math.max(worst, Math.abs(x - b[r]![j]!)))));
+      rows = a.map((la, s) => ({ slot: s, ids: [argmax(la)], adapterSlot: 0 }));
+    }
+    const decode: (typeof results)[number]["decode"] = [];
+    for (const B of batches) {
+      const r = await timePair(plain, contrib, B, context, steps);
+      decode.push({ batch: B, plainStepMs: r.a.medianStepMs, contribStepMs: r.b.medianStepMs, ratio: r.ratio, cpuRatio: r.cpuRatio });
+      say(`contrib ${name} batch ${B}: median step ${r.b.medianStepMs} ms vs ${r.a.medianStepMs} ms plain; plain ÷ contrib ${r.ratio} (wall), ${r.cpuRatio} (CPU); max |Δ logit| ${worst.toExponential(2)}`);
+    }
+    await contrib.dec.release();
+    results.push({ variant: name, ops, maxAbsLogitDiff: worst, decode });
+  }
+  await plain.dec.release();
+  await model.dispose();
+  return { shape, context, steps, contrib: results };
+}
+
 function parseList(name: string) {
   return (v: string): number[] => {
     const out = v.split(",").map((p) => Number(p.trim()));
@@ -273,10 +342,16 @@ export function register(program: Command): void {
     .option("--steps <n>", "timed decode steps per batch size", positiveInt("--steps"), 5)
     .option("--prompt-lengths <list>", "prompt lengths for time to first token", parseList("--prompt-lengths"), [16, 64, 256, 512])
     .option("--small", "a GPT-2 L4 d256 vocab 8192 model instead of GPT-2 small (quick check)")
-    .action(async (opts: { threads?: number; batches: number[]; adapters: number[]; rank: number; context: number; steps: number; promptLengths: number[]; small?: boolean }) => {
+    .option("--contrib <variants>", `only compare the decode graph with onnxruntime's contrib kernels against the standard one (speed and max |Δ logit|): ${Object.keys(CONTRIB_VARIANTS).join(", ")}`, (v: string) => v.split(",").map((s) => s.trim()))
+    .action(async (opts: { threads?: number; batches: number[]; adapters: number[]; rank: number; context: number; steps: number; promptLengths: number[]; small?: boolean; contrib?: string[] }) => {
       const threads = opts.threads ?? cpus().length;
       const t0 = performance.now();
       const shape: Gpt2Shape = opts.small ? { layers: 4, hidden: 256, heads: 4, vocab: 8192, positions: 1024 } : GPT2_SMALL;
+      if (opts.contrib) {
+        const r = await benchContrib({ threads, shape, batches: opts.batches, variants: opts.contrib, context: opts.context, steps: opts.steps, onProgress: progress });
+        emitResult({ bench: "generate", mode: "contrib", env: benchEnvironment({ threads, ep: "cpu" }), ...r, wallSeconds: Math.round((performance.now() - t0) / 100) / 10 });
+        return;
+      }
       const r = await benchGenerate({ ...opts, threads, shape, onProgress: progress });
       emitResult({ bench: "generate", env: benchEnvironment({ threads, ep: "cpu" }), ...r, wallSeconds: Math.round((performance.now() - t0) / 100) / 10 });
     });

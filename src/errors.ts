@@ -427,11 +427,23 @@ export class EmptyPromptError extends PeftError {
   }
 }
 
-/** A prompt (with an adapter's virtual tokens) does not fit the model's context. */
+/**
+ * A prompt (with an adapter's virtual tokens) does not fit the model's context; on a server, a
+ * request's prompt and `max_tokens` together (`request`: the field at fault and the new tokens asked).
+ */
 export class ContextLengthError extends PeftError {
   readonly code = "PEFT_ERR_CONTEXT_LENGTH";
-  constructor(readonly promptTokens: number, readonly maxContext: number, detail = "") {
-    super(`the prompt has ${promptTokens} tokens${detail}, more than the context of ${maxContext}; shorten the prompt`);
+  /** The request field at fault (`prompt`, `messages`, `max_tokens`), or null outside a server. */
+  readonly param: string | null;
+  constructor(readonly promptTokens: number, readonly maxContext: number, detail = "", request?: { readonly param: string; readonly newTokens: number }) {
+    super(
+      request === undefined
+        ? `the prompt has ${promptTokens} tokens${detail}, more than the context of ${maxContext}; shorten the prompt`
+        : request.newTokens === 0 || promptTokens >= maxContext
+          ? `this model's maximum context length is ${maxContext} tokens, and the prompt has ${promptTokens}; shorten the prompt`
+          : `this model's maximum context length is ${maxContext} tokens; the prompt has ${promptTokens} and max_tokens asks ${request.newTokens} more (${promptTokens + request.newTokens}); lower max_tokens to ${maxContext - promptTokens} or shorten the prompt`,
+    );
+    this.param = request?.param ?? null;
   }
 }
 

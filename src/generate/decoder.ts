@@ -10,7 +10,7 @@ import * as G from "../graph/api.js";
 import { Graph } from "../graph/graph.js";
 import type { LlamaFamilyConfig } from "../io/hf-config.js";
 import { KvCache } from "../models/attention.js";
-import { ModelContext } from "../models/context.js";
+import { type ContribOps, ModelContext } from "../models/context.js";
 import { logitsInFloat32 } from "../models/forward.js";
 import { ropeTables } from "../models/llama.js";
 import { type AdapterPool, type ModuleShape, type PoolLayout, poolHooks } from "../peft/adapter-pool.js";
@@ -62,7 +62,7 @@ export function moduleShapes(model: PeftModel): (name: string) => ModuleShape {
  * a 131k-position config does not put 131k-row constants into the graph); outputs `logits`
  * [batch, vocab], `key.<i>`, `value.<i>`.
  */
-export function buildGenerationGraph(model: PeftModel, layout: PoolLayout): Graph {
+export function buildGenerationGraph(model: PeftModel, layout: PoolLayout, opts: { contribOps?: ContribOps } = {}): Graph {
   const geo = modelGeometry(model);
   const g = new Graph(`${model.info.modelType}_generate`);
   const inputIds = g.input("input_ids", "int64", ["batch", "seq"]);
@@ -70,7 +70,7 @@ export function buildGenerationGraph(model: PeftModel, layout: PoolLayout): Grap
   const kvCache = new KvCache(g, geo.kvHeads, geo.headDim, "float32", inputIds);
   const attentionMask = G.cast(kvCache.realTokens, "int64");
   const hooks = poolHooks(g, layout);
-  const ctx = new ModelContext(g, model.weights, { hooks });
+  const ctx = new ModelContext(g, model.weights, { hooks, ...(opts.contribOps ? { contribOps: opts.contribOps } : {}) });
   const rotaryTables = ROTARY.has(model.info.modelType)
     ? { cos: g.input("rope_cos", "float32", ["positions", geo.headDim]), sin: g.input("rope_sin", "float32", ["positions", geo.headDim]) }
     : undefined;
@@ -109,8 +109,16 @@ export class Decoder {
   }
 
   /** Builds and compiles the graph for `pool.layout`; `cache` carries an existing cache over (a new layout, same model). */
-  static async create(model: PeftModel, pool: AdapterPool, opts: { sessionOptions?: SessionOptions; cache?: KvArena } = {}): Promise<Decoder> {
-    const graph = buildGenerationGraph(model, pool.layout);
+  /**
+   * `contribOps`: onnxruntime's contrib kernels in the graph (`ContextOptions.contribOps`), on the
+   * CPU execution provider only (the one they are measured and tested on); default none.
+   */
+  static async create(model: PeftModel, pool: AdapterPool, opts: { sessionOptions?: SessionOptions; cache?: KvArena; contribOps?: ContribOps } = {}): Promise<Decoder> {
+    const ep = opts.sessionOptions?.ep ?? "cpu";
+    if (opts.contribOps && Object.values(opts.contribOps).some(Boolean) && ep !== "cpu") {
+      throw new UnsupportedOptionError("Decoder options", "contribOps", opts.contribOps, `onnxruntime contrib kernels are used on the CPU execution provider only, not ${ep}; leave contribOps out for standard ONNX ops`);
+    }
+    const graph = buildGenerationGraph(model, pool.layout, opts.contribOps ? { contribOps: opts.contribOps } : {});
     const session = await CompiledGraph.create(graph, opts.sessionOptions ?? {});
     return new Decoder(model, pool, session, opts.cache ?? null);
   }

@@ -18,6 +18,7 @@
  * Cache slots: running rows occupy slots [0, nDecode), rows still reading their prompt
  * [nDecode, n), so each run feeds one contiguous range of the cache without copying.
  */
+import type { ContribOps } from "../models/context.js";
 import {
   AdapterStateError,
   ArgumentError,
@@ -100,6 +101,11 @@ export interface EngineOptions {
   /** Prompt tokens (padded rows × longest chunk) read per iteration besides decoding (default 512). */
   prefillTokenBudget?: number;
   sessionOptions?: SessionOptions;
+  /**
+   * onnxruntime contrib kernels in the decoding graph (CPU execution provider only; default none:
+   * standard ONNX ops). Measured in docs/performance.md ("Contrib ops"): not faster there.
+   */
+  contribOps?: ContribOps;
   /**
    * The model's generation_config.json (`loadGenerationConfig`): its sampling fields become the
    * request defaults, its `eos_token_id` the stop ids, and its `max_length` (prompt + new tokens)
@@ -245,7 +251,7 @@ export class GenerationEngine {
   private decoderFor(): Promise<Decoder> {
     if (!this.decoder) {
       const pool = new AdapterPool(this.layout, (n) => this.model.weights.get(n), (n) => this.model.weights.has(n));
-      this.decoder = Decoder.create(this.model, pool, { ...(this.opts.sessionOptions ? { sessionOptions: this.opts.sessionOptions } : {}), cache: this.cache });
+      this.decoder = Decoder.create(this.model, pool, { ...(this.opts.sessionOptions ? { sessionOptions: this.opts.sessionOptions } : {}), ...(this.opts.contribOps ? { contribOps: this.opts.contribOps } : {}), cache: this.cache });
       this.decoder.catch(() => {
         this.decoder = null;
       });
@@ -549,7 +555,7 @@ export class GenerationEngine {
     inUse.forEach((ad, s) => {
       if (ad) pool.assign(s, ad, this.model.adapterVersion(ad.name));
     });
-    this.decoder = Decoder.create(this.model, pool, { ...(this.opts.sessionOptions ? { sessionOptions: this.opts.sessionOptions } : {}), cache: this.cache });
+    this.decoder = Decoder.create(this.model, pool, { ...(this.opts.sessionOptions ? { sessionOptions: this.opts.sessionOptions } : {}), ...(this.opts.contribOps ? { contribOps: this.opts.contribOps } : {}), cache: this.cache });
     await this.decoder;
     await old.release();
   }

@@ -86,6 +86,36 @@ export function layerNormalization(x: Value, scale: Value, bias: Value | null, e
   return x.graph.op1("LayerNormalization", bias ? [x, scale, bias] : [x, scale], { axis, epsilon });
 }
 
+/**
+ * onnxruntime's `MultiHeadAttention` (com.microsoft): `heads` heads of `q` [B, S, N·h] over the
+ * cached keys and values `past` ([B, N, P, h] each) followed by the new ones `k`, `v` [B, L, N·h],
+ * with the additive `bias` [B|1, N|1, S, P+L] on the scaled scores; output [B, S, N·h].
+ */
+export function multiHeadAttention(q: Value, k: Value, v: Value, opts: { heads: number; scale: number; bias?: Value; past?: { key: Value; value: Value } }): Value {
+  const inputs = [q, k, v];
+  const slots = [0, 1, 2];
+  if (opts.bias) {
+    inputs.push(opts.bias);
+    slots.push(5);
+  }
+  if (opts.past) {
+    inputs.push(opts.past.key, opts.past.value);
+    slots.push(6, 7);
+  }
+  return q.graph.op("MultiHeadAttention", inputs, { num_heads: opts.heads, scale: opts.scale }, slots)[0]!;
+}
+
+/** onnxruntime's `SkipLayerNormalization`: [layer norm of x + skip, x + skip] in one kernel (x, skip [B, S, H]). */
+export function skipLayerNormalization(x: Value, skip: Value, scale: Value, bias: Value | null, epsilon: number): [Value, Value] {
+  const out = x.graph.op("SkipLayerNormalization", bias ? [x, skip, scale, bias] : [x, skip, scale], { epsilon });
+  return [out[0]!, out[3]!];
+}
+
+/** onnxruntime's `FastGelu`: GELU with the tanh approximation (transformers' `gelu_new`) in one kernel. */
+export function fastGelu(x: Value): Value {
+  return x.graph.op1("FastGelu", [x]);
+}
+
 export function reduceSum(x: Value, axes: readonly number[], keepdims = true): Value {
   return x.graph.op1("ReduceSum", [x, x.graph.ints(axes)], { keepdims: keepdims ? 1 : 0 });
 }

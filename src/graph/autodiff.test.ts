@@ -4,6 +4,8 @@ import * as G from "./api.js";
 import { crossEntropy, gelu, geluTanh, rmsNorm, silu } from "./composite.js";
 import { type GradCheckInput, type GradCheckOptions, gradCheck } from "../runtime/gradcheck.js";
 import { OPS, OP_NAMES } from "./ops/index.js";
+import { grad } from "./autodiff.js";
+import { Graph } from "./graph.js";
 import { nonDifferentiable } from "./op-def.js";
 import type { Value } from "./types.js";
 
@@ -175,6 +177,16 @@ describe("gradients match central finite differences", () => {
 test("every differentiable op has a finite-difference case", () => {
   const covered = new Set(CASES.flatMap((c) => c.ops));
   const exempt = new Set(["ScatterElements", "ScatterND"]); // appear only inside backward graphs
-  const missing = OP_NAMES.filter((n) => OPS[n].vjp !== nonDifferentiable && !exempt.has(n) && !covered.has(n));
+  // onnxruntime contrib kernels (a domain of their own) are inference-only: their rule refuses
+  const missing = OP_NAMES.filter((n) => OPS[n].vjp !== nonDifferentiable && OPS[n].domain === undefined && !exempt.has(n) && !covered.has(n));
   assert.deepEqual(missing, []);
+});
+
+test("differentiating through an onnxruntime contrib op is refused (PEFT_ERR_NO_GRADIENT)", () => {
+  for (const n of OP_NAMES.filter((op) => OPS[op].domain !== undefined)) {
+    const g = new Graph("contrib_grad");
+    const x = g.input("x", "float32", [1, 2, 4]);
+    const y = n === "MultiHeadAttention" ? G.multiHeadAttention(x, x, x, { heads: 2, scale: 1 }) : n === "SkipLayerNormalization" ? G.skipLayerNormalization(x, x, g.constant({ dtype: "float32", shape: [4], data: new Float32Array(4).fill(1) }), null, 1e-5)[0] : G.fastGelu(x);
+    assert.throws(() => grad(G.reduceSum(y, [0, 1, 2], false), [x]), (e: unknown) => (e as { code?: string }).code === "PEFT_ERR_NO_GRADIENT" && new RegExp(n).test((e as Error).message), n);
+  }
 });

@@ -119,8 +119,11 @@ export class Graph {
     return name;
   }
 
-  /** Append one node of op `type`; returns its outputs with inferred dtype and shape. */
-  op(type: OpName, inputs: readonly Value[], attrs: Attrs = {}): Value[] {
+  /**
+   * Append one node of op `type`; returns its outputs with inferred dtype and shape. `slots`
+   * gives the ONNX input position of each input when optional inputs are left out in between.
+   */
+  op(type: OpName, inputs: readonly Value[], attrs: Attrs = {}, slots?: readonly number[]): Value[] {
     const def: OpDef = OPS[type];
     for (const [k] of Object.entries(attrs)) {
       if (!(k in def.attrs)) {
@@ -134,7 +137,10 @@ export class Graph {
     const id = this.nextId++;
     const nodeName = this.freshName(type);
     const outputs = infos.map((info) => new Value(this, this.nextId++, "node", info.dtype, info.shape, null, this.scope));
-    const node: Node = { id, op: type, inputs: [...inputs], outputs, attrs, name: nodeName };
+    if (slots && (slots.length !== inputs.length || slots.some((s, i) => !Number.isInteger(s) || s < 0 || (i > 0 && s <= slots[i - 1]!)))) {
+      throw new GraphBuildError(type, `slots [${slots.join(", ")}] must give one increasing input position per input (${inputs.length})`);
+    }
+    const node: Node = { id, op: type, inputs: [...inputs], outputs, attrs, name: nodeName, ...(slots ? { slots: [...slots] } : {}) };
     for (const o of outputs) o.producer = node;
     this.nodes.push(node);
     return outputs;

@@ -8,7 +8,7 @@ import { onnxDataType } from "./api.js";
 import type { Graph } from "./graph.js";
 import { OPS } from "./ops/index.js";
 import type { OpName } from "./ops/names.js";
-import { IR_VERSION, OPSET } from "./opset.js";
+import { CONTRIB_OPSET, IR_VERSION, OPSET } from "./opset.js";
 import type { AttrValue, Node, Value } from "./types.js";
 
 export interface OnnxExportOptions {
@@ -98,15 +98,28 @@ export function toModelProto(g: Graph, opts: OnnxExportOptions = {}): OnnxTypes.
   const used = new Set<number>();
   for (const n of nodes) for (const i of n.inputs) used.add(i.id);
   for (const o of g.outputs) used.add(o.value.id);
+  const domains = new Set<string>();
+  const inputNames = (n: Node): string[] => {
+    const named = n.inputs.map((i) => names.get(i.id)!);
+    if (!n.slots) return named;
+    const out = new Array<string>(n.slots[n.slots.length - 1]! + 1).fill(""); // "": an optional input left out
+    n.slots.forEach((s, k) => (out[s] = named[k]!));
+    return out;
+  };
   const graph: OnnxTypes.IGraphProto = {
     name: g.name,
-    node: nodes.map((n) => ({
-      name: n.name,
-      opType: OPS[n.op as OpName].type,
-      input: n.inputs.map((i) => names.get(i.id)!),
-      output: n.outputs.map((o) => names.get(o.id)!),
-      attribute: Object.entries(n.attrs).map(([k, v]) => attribute(k, OPS[n.op as OpName].attrs[k]!, v)),
-    })),
+    node: nodes.map((n) => {
+      const def = OPS[n.op as OpName];
+      if (def.domain) domains.add(def.domain);
+      return {
+        name: n.name,
+        opType: def.type,
+        ...(def.domain ? { domain: def.domain } : {}),
+        input: inputNames(n),
+        output: n.outputs.map((o) => names.get(o.id)!),
+        attribute: Object.entries(n.attrs).map(([k, v]) => attribute(k, def.attrs[k]!, v)),
+      };
+    }),
     input: g.inputs.map((v) => valueInfo(v.name!, v)),
     initializer: g.initializers.filter((v) => opts.keepDeadNodes || used.has(v.id)).map((v) => tensorProto(v.name!, v.data!)),
     output: g.outputs.map((o) => valueInfo(names.get(o.value.id)!, o.value)),
@@ -114,7 +127,7 @@ export function toModelProto(g: Graph, opts: OnnxExportOptions = {}): OnnxTypes.
   return {
     irVersion: IR_VERSION,
     producerName: "peft-ts",
-    opsetImport: [{ domain: "", version: OPSET }],
+    opsetImport: [{ domain: "", version: OPSET }, ...[...domains].map((domain) => ({ domain, version: CONTRIB_OPSET }))],
     graph,
     docString: opts.docString ?? "",
   };

@@ -14,6 +14,8 @@ export const nonDifferentiable = "nonDifferentiable" as const;
 export interface OpDef {
   /** ONNX op type. */
   readonly type: string;
+  /** Operator-set domain (default: the ONNX domain ""); `com.microsoft` for onnxruntime's contrib kernels. */
+  readonly domain?: string;
   /** Attribute names and kinds this op accepts. */
   readonly attrs: Readonly<Record<string, AttrKind>>;
   /** Output dtypes and shapes from the inputs (and attributes / constant inputs). */

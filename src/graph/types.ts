@@ -23,6 +23,11 @@ export interface Node {
   readonly outputs: readonly Value[];
   readonly attrs: Attrs;
   readonly name: string;
+  /**
+   * The ONNX input position of each input, for ops with optional inputs left out in between
+   * (contrib attention); absent: the inputs in order.
+   */
+  readonly slots?: readonly number[];
 }
 
 export type ValueKind = "input" | "initializer" | "node";

@@ -187,6 +187,37 @@ export class KvCache {
     return m;
   }
 
+  private readonly fusedBiases = new Map<Value, Value>();
+
+  /** The additive mask of `MultiHeadAttention` over [cache, new] keys: [batch, 1, seq, past + seq], one per mask pair. */
+  private fusedBias(masks: { past: Value; fresh: Value }): Value {
+    let b = this.fusedBiases.get(masks.past);
+    if (!b) {
+      const g = this.g;
+      const fresh = attentionBias(masks.fresh, "float32"); // [batch, 1, seq, seq]
+      const past0 = this.past("past_key.0");
+      const shape = G.concat([G.gather(G.shapeOf(fresh), g.ints([0, 1, 2])), G.gather(G.shapeOf(past0), g.ints([2]))], 0);
+      b = G.concat([G.expand(attentionBias(masks.past, "float32"), shape), fresh], -1);
+      this.fusedBiases.set(masks.past, b);
+    }
+    return b;
+  }
+
+  /**
+   * `attend` through onnxruntime's `MultiHeadAttention` contrib kernel (`ContextOptions.contribOps`):
+   * q, k, v [batch, seq, heads·headDim] with the heads not split, output [batch, seq, heads·headDim]
+   * (no merge needed). The new keys and values are still output per layer as [batch, kvHeads, seq,
+   * headDim] for the cache. Needs as many key/value heads as query heads.
+   */
+  attendFused(layer: number, q: Value, k: Value, v: Value, scale: number, opts: { slidingWindow?: number | null } = {}): Value {
+    const hd = this.headDim;
+    this.g.output(splitHeads(k, this.kvHeads, hd), `key.${layer}`);
+    this.g.output(splitHeads(v, this.kvHeads, hd), `value.${layer}`);
+    const masks = opts.slidingWindow ? this.windowed(opts.slidingWindow) : { past: this.pastAllowed, fresh: this.newAllowed };
+    const past = { key: this.past(`past_key.${layer}`), value: this.past(`past_value.${layer}`) };
+    return G.multiHeadAttention(q, k, v, { heads: this.kvHeads, scale, bias: this.fusedBias(masks), past });
+  }
+
   /** Attention of layer `layer` over the cache and the new keys `k`, values `v` [batch, kvHeads, seq, headDim]. */
   attend(layer: number, q: Value, k: Value, v: Value, scale: number, opts: { heads?: number; slidingWindow?: number | null } = {}): Value {
     this.g.output(k, `key.${layer}`);

@@ -126,7 +126,26 @@ export interface ContextOptions {
   seed?: number;
   /** Build without reading any weight data (every parameter becomes an input): to list modules and shapes. */
   dryRun?: boolean;
+  /**
+   * Inference graphs only: builders may use onnxruntime's `com.microsoft` contrib kernels
+   * (`MultiHeadAttention`, `SkipLayerNormalization`, `FastGelu`) where a model has a fused form
+   * (GPT-2 decoding; docs/performance.md). Needs an execution provider that has them (the CPU one).
+   */
+  contribOps?: ContribOps;
 }
+
+/** Which contrib kernels a graph may use (`ContextOptions.contribOps`). */
+export interface ContribOps {
+  /** `MultiHeadAttention` over the KV cache (models whose key/value heads equal the query heads). */
+  readonly attention?: boolean;
+  /** `SkipLayerNormalization`: the residual sum and the following layer norm in one kernel. */
+  readonly skipLayerNorm?: boolean;
+  /** `FastGelu` for the tanh GELU (`gelu_new`). */
+  readonly fastGelu?: boolean;
+}
+
+/** All of them. */
+export const ALL_CONTRIB_OPS: ContribOps = { attention: true, skipLayerNorm: true, fastGelu: true };
 
 /** Frozen tensors from this size up are shared when byte-identical (see `ModelContext.param`). */
 const DEDUPE_MIN_BYTES = 1 << 20;

@@ -215,7 +215,7 @@ function fromGraph(g: Graph): PModel {
   for (const n of nodes) for (const o of n.outputs) values.set(names.get(o.id)!, { dtype: o.dtype, shape: o.shape, kind: "node" });
   return {
     opset: OPSET,
-    nodes: nodes.map((n) => ({ name: n.name, op: OPS[n.op as OpName].type, domain: "", inputs: n.inputs.map((i) => names.get(i.id)!), outputs: n.outputs.map((o) => names.get(o.id)!) })),
+    nodes: nodes.map((n) => ({ name: n.name, op: OPS[n.op as OpName].type, domain: OPS[n.op as OpName].domain ?? "", inputs: n.inputs.map((i) => names.get(i.id)!), outputs: n.outputs.map((o) => names.get(o.id)!) })),
     values,
     outputs: g.outputs.map((o) => names.get(o.value.id)!),
   };

@@ -11,6 +11,8 @@ import type { TrainingGate } from "../train/gate.js";
 export interface ServeLimits {
   /** Largest `max_tokens` a request may ask. */
   readonly maxTokens: number;
+  /** Longest prompt + `max_tokens` of a request (`--max-model-len`; default and at most the model's positions). */
+  readonly maxModelLen: number;
   /** Longest prompt (tokens); default the model's context. */
   readonly maxPromptTokens: number;
   /** Most inputs in one `/v1/embeddings` or `/classify` request. */

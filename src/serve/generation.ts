@@ -3,7 +3,7 @@
  * `n` choices per request, prompt limits, and the generation metrics (time to first token,
  * inter-token latency, tokens per second). Routes turn the events into JSON or SSE.
  */
-import { InvalidRequestError, UnsupportedTaskError } from "../errors.js";
+import { ContextLengthError, InvalidRequestError, UnsupportedTaskError } from "../errors.js";
 import type { GenerationEngine, GenerationResult, SamplingParams, TokenEvent } from "../generate/index.js";
 import type { ServeContext } from "./context.js";
 
@@ -50,21 +50,21 @@ export function samplingParams(b: SamplingFields, maxNewTokens: number, logprobs
 }
 
 /**
- * `max_tokens` checked against the server's limit and the context left after the prompt (vLLM's
- * 400 "maximum context length"); `fallback` when the request gives none.
+ * `max_tokens` checked against the server's limit and the context left after the prompt (the
+ * model's positions, or `--max-model-len`; vLLM's 400 "maximum context length", here with code
+ * `PEFT_ERR_CONTEXT_LENGTH`); `fallback` when the request gives none. `promptParam` names the
+ * request field of the prompt (`prompt`, or `messages` for chat).
  */
-export function maxNewTokens(ctx: ServeContext, promptLength: number, asked: number | null | undefined, fallback: number | "rest"): number {
-  const context = ctx.model.maxPositions;
-  if (promptLength > ctx.limits.maxPromptTokens) {
-    throw new InvalidRequestError("prompt", `the prompt has ${promptLength} tokens, more than the server's limit of ${ctx.limits.maxPromptTokens}`);
-  }
+export function maxNewTokens(ctx: ServeContext, promptLength: number, asked: number | null | undefined, fallback: number | "rest", promptParam = "prompt"): number {
+  const context = ctx.limits.maxModelLen;
   const room = context - promptLength;
-  if (room < 1) throw new InvalidRequestError("prompt", `this model's maximum context length is ${context} tokens, and the prompt has ${promptLength}; shorten the prompt`);
-  if (asked === undefined || asked === null) return Math.min(fallback === "rest" ? room : fallback, room, ctx.limits.maxTokens);
-  if (asked > ctx.limits.maxTokens) throw new InvalidRequestError("max_tokens", `${asked} is more than the server's limit of ${ctx.limits.maxTokens} (--max-tokens)`);
-  if (asked > room) {
-    throw new InvalidRequestError("max_tokens", `this model's maximum context length is ${context} tokens; the prompt has ${promptLength} and max_tokens asks ${asked} more (${promptLength + asked}); lower max_tokens to ${room} or shorten the prompt`);
+  if (room < 1) throw new ContextLengthError(promptLength, context, "", { param: promptParam, newTokens: 0 });
+  if (promptLength > ctx.limits.maxPromptTokens) {
+    throw new InvalidRequestError(promptParam, `the prompt has ${promptLength} tokens, more than the server's limit of ${ctx.limits.maxPromptTokens}`);
   }
+  if (asked === undefined || asked === null) return Math.min(fallback === "rest" ? room : fallback, room, ctx.limits.maxTokens);
+  if (asked > room) throw new ContextLengthError(promptLength, context, "", { param: "max_tokens", newTokens: asked });
+  if (asked > ctx.limits.maxTokens) throw new InvalidRequestError("max_tokens", `${asked} is more than the server's limit of ${ctx.limits.maxTokens} (--max-tokens)`);
   return asked;
 }
 

@@ -4,7 +4,7 @@
  * official `openai` client raises its matching error class (`NotFoundError`, `RateLimitError`…).
  */
 import type { FastifyError, FastifyReply, FastifyRequest } from "fastify";
-import { InvalidRequestError, PeftError, QueueFullError } from "../errors.js";
+import { ContextLengthError, InvalidRequestError, PeftError, QueueFullError } from "../errors.js";
 
 /** OpenAI's `error.type` values. */
 export type OpenAiErrorType =
@@ -65,7 +65,7 @@ function body(message: string, type: OpenAiErrorType, param: string | null, code
 export function mapError(e: unknown): MappedError {
   if (e instanceof PeftError) {
     const [status, type] = BY_CODE[e.code] ?? [400, "invalid_request_error"];
-    const param = e instanceof InvalidRequestError ? e.param : e.code === "PEFT_ERR_UNKNOWN_MODEL" || e.code === "PEFT_ERR_FINETUNE_MODEL" ? "model" : e.code === "PEFT_ERR_TRAINING_FILE" ? "file" : null;
+    const param = e instanceof InvalidRequestError || e instanceof ContextLengthError ? e.param : e.code === "PEFT_ERR_UNKNOWN_MODEL" || e.code === "PEFT_ERR_FINETUNE_MODEL" ? "model" : e.code === "PEFT_ERR_TRAINING_FILE" ? "file" : null;
     const headers: Record<string, string> = e instanceof QueueFullError ? { "retry-after": String(e.retryAfterSeconds) } : {};
     return { status, body: body(e.message, type, param, e.code), headers };
   }

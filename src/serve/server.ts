@@ -62,6 +62,12 @@ export interface ServeOptions {
   readonly maxQueue?: number;
   /** Largest request body in bytes (default 4 MiB); a larger one gets 413. */
   readonly bodyLimit?: number;
+  /**
+   * Longest context of a request, prompt + `max_tokens` (vLLM's `--max-model-len`; default and at
+   * most the model's positions, `n_positions` / `max_position_embeddings`). Longer requests get a
+   * 400 `PEFT_ERR_CONTEXT_LENGTH`; the engine's KV cache is sized to it.
+   */
+  readonly maxModelLen?: number;
   /** Largest `max_tokens` (default 4096, capped by the context). */
   readonly maxTokens?: number;
   /** Longest prompt in tokens (default: the model's context). */
@@ -132,6 +138,7 @@ function openEngine(model: ServedModel, options: ServeOptions, maxLoras: number)
   return new GenerationEngine(model.peft, {
     ...(tok ? { tokenizer: tok } : {}),
     maxSlots: options.maxConcurrent ?? 16,
+    maxContext: model.maxPositions,
     maxAdapters: maxLoras,
     sessionOptions: model.sessionOptions,
     generationDefaults: defaults,
@@ -143,7 +150,14 @@ function openEngine(model: ServedModel, options: ServeOptions, maxLoras: number)
 export async function createServer(options: ServeOptions = {}): Promise<PeftServer> {
   const itlSloMs = options.itlSloMs ?? DEFAULT_ITL_SLO_MS;
   if (!(Number.isFinite(itlSloMs) && itlSloMs > 0)) throw new ConfigError("serve options", "itlSloMs", `must be a positive number of milliseconds, got ${itlSloMs}`);
-  const model: ServedModel = openServedModel(options.model, options.servedModelName, options.threads !== undefined ? { threads: options.threads } : {});
+  const opened: ServedModel = openServedModel(options.model, options.servedModelName, options.threads !== undefined ? { threads: options.threads } : {});
+  const maxModelLen = options.maxModelLen ?? opened.maxPositions;
+  if (!Number.isInteger(maxModelLen) || maxModelLen < 1 || maxModelLen > opened.maxPositions) {
+    await opened.peft.dispose();
+    throw new ConfigError("serve options", "maxModelLen", `--max-model-len ${maxModelLen}: must be a whole number from 1 to the model's ${opened.maxPositions} positions`);
+  }
+  // every length limit of the server (prompt + max_tokens, encoder truncation, /v1/models) follows the cap
+  const model: ServedModel = { ...opened, maxPositions: maxModelLen };
   const metrics = new ServeMetrics();
   const maxLoras = options.maxLoras ?? 8;
   const encoder = model.task === "causal-lm" ? null : new EncoderService(model);
@@ -156,6 +170,7 @@ export async function createServer(options: ServeOptions = {}): Promise<PeftServ
   for (const a of options.adapters ?? []) adapters.add(a.name, a.path, a.pinned !== undefined ? { pinned: a.pinned } : {});
   const admission = new Admission({ maxConcurrent: options.maxConcurrent ?? 16, maxQueue: options.maxQueue ?? 64 });
   const limits: ServeLimits = {
+    maxModelLen,
     maxTokens: Math.min(options.maxTokens ?? 4096, model.maxPositions),
     maxPromptTokens: Math.min(options.maxPromptTokens ?? model.maxPositions, model.maxPositions),
     maxInputs: options.maxInputs ?? 2048,

@@ -24,6 +24,7 @@ interface RawServeOptions {
   maxConcurrent: number;
   maxQueue: number;
   maxTokens: number;
+  maxModelLen?: number;
   bodyLimit: number;
   threads?: number;
   state?: string;
@@ -58,6 +59,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--max-concurrent <n>", "requests running at once", parsePositiveInt, 16)
     .option("--max-queue <n>", "requests waiting beyond those; one more gets 429", parseNonNegativeInt, 64)
     .option("--max-tokens <n>", "largest max_tokens a request may ask", parsePositiveInt, 4096)
+    .option("--max-model-len <n>", "longest context of a request, prompt + max_tokens (default and at most the model's positions); longer requests get 400 PEFT_ERR_CONTEXT_LENGTH", parsePositiveInt)
     .option("--body-limit <bytes>", "largest request body", parsePositiveInt, 4 * 1024 * 1024)
     .option("--threads <n>", "onnxruntime intra-op threads (default: onnxruntime's choice)", parsePositiveInt)
     .option("--state <dir>", "folder of the fine-tuning state (uploaded files, jobs, checkpoints, fine-tuned adapters); a restarted server resumes its jobs (default: a temporary folder)")
@@ -91,6 +93,7 @@ export function register(program: Command, ctx: CliContext): void {
         maxConcurrent: o.maxConcurrent,
         maxQueue: o.maxQueue,
         maxTokens: o.maxTokens,
+        ...(o.maxModelLen !== undefined ? { maxModelLen: o.maxModelLen } : {}),
         bodyLimit: o.bodyLimit,
         ...(o.threads !== undefined ? { threads: o.threads } : {}),
         ...(o.state !== undefined ? { stateDir: o.state } : {}),

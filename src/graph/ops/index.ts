@@ -1,5 +1,6 @@
 /** The op table: every op the builder can emit, with its shape rule and gradient rule. */
 import type { OpDef } from "../op-def.js";
+import { contribOps } from "./contrib.js";
 import { elementwiseOps } from "./elementwise.js";
 import { indexingOps } from "./indexing.js";
 import { matmulOps } from "./matmul.js";
@@ -17,4 +18,5 @@ export const OPS: { readonly [K in OpName]: OpDef } = {
   ...shapeOps,
   ...nnOps,
   ...indexingOps,
+  ...contribOps,
 };

@@ -6,6 +6,8 @@ export const OP_NAMES = [
   "Split", "Slice", "Pad", "Squeeze", "Unsqueeze", "Expand", "Cast", "CumSum", "Shape", "Size", "Range",
   "Softmax", "LogSoftmax", "SoftmaxCrossEntropyLoss", "LayerNormalization", "Gather", "GatherElements", "ScatterElements", "ScatterND",
   "RandomUniformLike",
+  // onnxruntime contrib kernels (com.microsoft), inference graphs only
+  "MultiHeadAttention", "SkipLayerNormalization", "FastGelu",
 ] as const;
 
 export type OpName = (typeof OP_NAMES)[number];

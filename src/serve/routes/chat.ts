@@ -67,7 +67,7 @@ export function chatRoutes(app: FastifyInstance, ctx: ServeContext, engineOrNull
       ...(b.chat_template ? { template: b.chat_template } : {}),
       ...(b.chat_template_kwargs ? { variables: b.chat_template_kwargs } : {}),
     });
-    const limit = maxNewTokens(ctx, promptIds.length, b.max_completion_tokens ?? b.max_tokens, "rest");
+    const limit = maxNewTokens(ctx, promptIds.length, b.max_completion_tokens ?? b.max_tokens, "rest", "messages");
     const n = b.n ?? 1;
     const logprobs = b.logprobs ? (b.top_logprobs ?? 0) : undefined;
     if (!b.logprobs && b.top_logprobs) throw new InvalidRequestError("top_logprobs", "needs logprobs: true");

@@ -16,8 +16,8 @@ export function modelsRoutes(app: FastifyInstance, ctx: ServeContext, started: n
   app.get("/v1/models", async () => {
     const m = ctx.model;
     const data: ModelCard[] = [
-      { id: m.id, object: "model", created: started, owned_by: "peft-ts", root: m.root, parent: null, max_model_len: m.maxPositions },
-      ...ctx.adapters.list().map((a): ModelCard => ({ id: a.name, object: "model", created: a.created, owned_by: "peft-ts", root: a.path, parent: m.id, max_model_len: m.maxPositions })),
+      { id: m.id, object: "model", created: started, owned_by: "peft-ts", root: m.root, parent: null, max_model_len: ctx.limits.maxModelLen },
+      ...ctx.adapters.list().map((a): ModelCard => ({ id: a.name, object: "model", created: a.created, owned_by: "peft-ts", root: a.path, parent: m.id, max_model_len: ctx.limits.maxModelLen })),
     ];
     return { object: "list", data };
   });
