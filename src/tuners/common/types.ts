@@ -192,6 +192,13 @@ export interface TunerDef<C extends TunerConfigBase = TunerConfigBase> {
   expectedTensors(config: C, model: BaseModelInfo): Map<string, readonly number[]>;
   /** Fresh tensors for a new adapter (PEFT's initialisation). */
   init(config: C, model: BaseModelInfo, rng: { uniform(): number; normal(): number }): Map<string, Tensor>;
+  /**
+   * The tensors written to adapter_model.safetensors when they are not the adapter's own (PEFT's
+   * `get_prompt_embedding_to_save`: a P-tuning / prefix-tuning adapter trains a prompt encoder
+   * and saves its output); absent: the adapter's tensors as they are. Copied base parameters
+   * (`modules_to_save`) must be kept.
+   */
+  savedTensors?(adapter: AdapterInstance<C>): Map<string, Tensor>;
   /** Graph hooks that apply the adapter. */
   hooks(adapter: AdapterInstance<C>, param: ParamView, opts: { training: boolean; seed: number }): ModelHooks;
   /**
