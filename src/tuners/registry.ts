@@ -16,6 +16,7 @@ import { lokr } from "./lokr/index.js";
 import { lora } from "./lora/index.js";
 import { oft } from "./oft/index.js";
 import { pTuning } from "./p-tuning/index.js";
+import { prefixTuning } from "./prefix-tuning/index.js";
 import { promptTuning } from "./prompt-tuning/index.js";
 import { vera } from "./vera/index.js";
 
@@ -40,6 +41,7 @@ export const TUNERS = {
   adalora: erase(adalora),
   boft: erase(boft),
   p_tuning: erase(pTuning),
+  prefix_tuning: erase(prefixTuning),
 } as const;
 export type TunerName = keyof typeof TUNERS;
 

@@ -20,6 +20,8 @@ export interface BaseModelInfo {
   readonly hiddenSize: number;
   readonly numLayers: number;
   readonly numHeads: number;
+  /** Key/value heads (grouped-query attention; `numHeads` otherwise). */
+  readonly numKeyValueHeads: number;
   /** Reads a base parameter (for DoRA's magnitude, merging). */
   readonly weight: (name: string) => Tensor;
   readonly has: (name: string) => boolean;
@@ -199,6 +201,11 @@ export interface TunerDef<C extends TunerConfigBase = TunerConfigBase> {
    * (`modules_to_save`) must be kept.
    */
   savedTensors?(adapter: AdapterInstance<C>): Map<string, Tensor>;
+  /**
+   * Prefix tuning: the keys and values every layer attends to before the sequence, on the host
+   * (`key`/`value` [kvHeads, tokens, headDim] per layer), for a KV cache to start from.
+   */
+  prefixKv?(adapter: AdapterInstance<C>): { readonly tokens: number; readonly layers: readonly { readonly key: Float32Array; readonly value: Float32Array }[] };
   /** Graph hooks that apply the adapter. */
   hooks(adapter: AdapterInstance<C>, param: ParamView, opts: { training: boolean; seed: number }): ModelHooks;
   /**
