@@ -2,7 +2,8 @@
  * `npm run bench -- methods`: the "Methods compared" table of docs/adapters.md. For each dataset,
  * row and seed, one `peft train` run (`runTraining`) on USE-lite with the same step budget and
  * batch, recording the test accuracy and the trainable parameters. Rows: every method at its own
- * learning rate, and (on `--equal-lr-data`) the methods whose rate differs again at LoRA's 1e-3.
+ * learning rate (alpha: `peft train`'s default 16), and (on `--equal-lr-data`) the methods whose
+ * rate differs again at LoRA's 1e-3.
  * Prints one JSON line with every run and, per dataset and row, the mean, standard deviation and
  * standard error of the test accuracy over the seeds, and the markdown table on stderr.
  *
@@ -36,9 +37,9 @@ export const EQUAL_LR = 1e-3;
  * have different widths (256, 512), which PEFT's one-`token_dim` prefix layout cannot describe.
  */
 export const METHOD_OPTIONS: Readonly<Record<string, Partial<TrainRunOptions>>> = {
-  lora: { r: 4, alpha: 8, lr: 1e-3 },
-  adalora: { r: 4, alpha: 8, lr: 1e-3 },
-  loha: { r: 2, alpha: 4, lr: 1e-3 },
+  lora: { r: 4, lr: 1e-3 },
+  adalora: { r: 4, lr: 1e-3 },
+  loha: { r: 2, lr: 1e-3 },
   lokr: { lr: 1e-3 },
   vera: { r: 64, lr: 1e-2 },
   oft: { lr: 1e-3, adapterConfig: { oft_block_size: 16 } },
@@ -154,7 +155,7 @@ export function register(program: Command): void {
     .description("PEFT methods on USE-lite at comparable budgets, several seeds: test accuracy (mean ± standard error) and trainable parameters (docs/adapters.md, Methods compared)")
     .option("--data <names>", "datasets, comma-separated", list, ["uci-sentiment", "uci-imdb"])
     .option("--methods <names>", "rows (method names, or '<method> (lr 1e-3)'), comma-separated", list, methodVariants().map((v) => v.id))
-    .option("--equal-lr-data <names>", "datasets on which the equal-learning-rate rows run", list, ["uci-sentiment"])
+    .option("--equal-lr-data <names>", "datasets on which the equal-learning-rate rows run (default none)", list, [])
     .option("--seeds <list>", "seeds, comma-separated", (v: string) => list(v).map(Number), [0, 1, 2])
     .option("--max-steps <n>", "optimizer steps per run", positiveInt("--max-steps"), 60)
     .option("--max-examples <n>", "stratified subset of each dataset (quick runs)", positiveInt("--max-examples"))
