@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { DEFAULT_SPLIT } from "../src/runs/data.js";
+import { DEFAULT_SPLIT, loadRunData } from "../src/runs/data.js";
 import { TRAIN_DEFAULTS, type TrainRunOptions, runTraining } from "../src/runs/train.js";
 import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
 
@@ -88,6 +88,10 @@ export async function benchMethods(o: { data: string[]; variants: MethodVariant[
   try {
     for (const { data, v } of plan) {
       for (const seed of o.seeds) {
+        // the trainer's learning-rate schedule spans the epochs (max_steps only stops a run), so
+        // the epochs are exactly max-steps: warm-up and decay then happen within the budget
+        const train = loadRunData({ data, seed, ...(o.maxExamples !== null ? { maxExamples: o.maxExamples } : {}) }).split.train.length;
+        const epochs = (o.maxSteps * TRAIN_DEFAULTS.batchSize) / train;
         const opts: TrainRunOptions = {
           ...TRAIN_DEFAULTS,
           model: "use-lite",
@@ -96,7 +100,7 @@ export async function benchMethods(o: { data: string[]; variants: MethodVariant[
           method: v.method,
           target: null,
           feedforward: null,
-          epochs: 100,
+          epochs,
           seed,
           evalEvery: null,
           patience: null,

@@ -135,6 +135,13 @@ export interface TrainMethodOptions {
 export interface TrainingAllocator<C extends TunerConfigBase = TunerConfigBase> {
   /** After optimizer step `step` (0-based): may change `values` (tensor key → current data) in place. */
   afterStep(step: number, values: ReadonlyMap<string, Float32Array>, grads: ReadonlyMap<string, Float32Array>): void;
+  /**
+   * The allocator's state for a training checkpoint (named tensors and a JSON-serialisable value),
+   * so that a resumed run continues it exactly (AdaLoRA: the importance EMAs and the mask).
+   */
+  state?(): { readonly tensors: Map<string, Tensor>; readonly json: unknown };
+  /** Continue from a checkpoint's `state()`. */
+  restore?(state: { readonly tensors: ReadonlyMap<string, Tensor>; readonly json: unknown }): void;
   /** The adapter to keep after training (AdaLoRA: `rank_pattern` set, only the kept triplets), or null to keep it as is. */
   finish(adapter: AdapterInstance<C>): { config: C; tensors: Map<string, Tensor> } | null;
 }
