@@ -27,3 +27,4 @@ export { OutputText } from "./detokenize.js";
 export { Decoder, buildGenerationGraph, modelGeometry, type StepRow, type ModelGeometry } from "./decoder.js";
 export { KvArena } from "./kv-arena.js";
 export { CoServeScheduler, EngineGate, type CoServeOptions, type CoServeStats } from "./coserve.js";
+export { prefillPrefix } from "./prefix.js";

@@ -3,6 +3,7 @@ import * as G from "../graph/api.js";
 import type { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
 import type { DType } from "../tensor.js";
+import type { PrefixHook } from "./context.js";
 
 /** The most negative finite value of the dtype, which transformers uses for masked scores. */
 export function maskValue(dtype: string): number {
@@ -34,6 +35,30 @@ export function attentionAllowed(mask: Value, causal: boolean, slidingWindow: nu
   if (slidingWindow === null) return visible;
   const tooOld = G.greater(G.sub(qi, kj), slidingWindow - 1); // [q, k]: q − k ≥ w
   return G.and(visible, G.not(tooOld));
+}
+
+/**
+ * Prefix tuning: layer `layer`'s prefix keys and values (`ctx.prefix`) in front of `k`, `v`
+ * [batch, kvHeads, seq, headDim], and `allowed` with the prefix keys visible to every query; as
+ * given when there is no prefix.
+ */
+export function prefixed(prefix: PrefixHook | null, layer: number, k: Value, v: Value, allowed: Value): { k: Value; v: Value; allowed: Value } {
+  if (!prefix) return { k, v, allowed };
+  const g = k.graph;
+  const kv = prefix.kv(layer);
+  const rows = (x: Value, like: Value) => G.expand(G.unsqueeze(x, [0]), G.concat([G.gather(G.shapeOf(like), g.ints([0])), g.ints(x.shape.map(Number))], 0));
+  const visible = G.expand(g.scalar(1, "bool"), G.concat([G.gather(G.shapeOf(allowed), g.ints([0, 1, 2])), g.ints([prefix.tokens])], 0));
+  return {
+    k: G.concat([rows(G.cast(kv.key, k.dtype), k), k], 2),
+    v: G.concat([rows(G.cast(kv.value, v.dtype), v), v], 2),
+    allowed: G.concat([visible, allowed], 3),
+  };
+}
+
+/** Positions of the sequence's tokens: after a prefix of `prefix` tokens (prefix tuning). */
+export function positionsAfter(mask: Value, prefix: PrefixHook | null): Value {
+  const p = positions(mask);
+  return prefix ? G.add(p, mask.graph.scalar(prefix.tokens, "int64")) : p;
 }
 
 /** Split the last dim into heads: [B, S, H·D] → [B, H, S, D]. */

@@ -80,10 +80,21 @@ export type LinearHook = (site: LinearSite) => Value;
 /** Rewrites the token embeddings before the encoder (prompt tuning). */
 export type EmbedHook = (args: { g: Graph; embeds: Value; mask: Value }) => { embeds: Value; mask: Value };
 
+/**
+ * Prefix tuning (PEFT's `past_key_values` of virtual tokens): per attention layer, keys and values
+ * [kvHeads, tokens, headDim] (the same for every row) that every query attends to before the
+ * sequence's own; the sequence's positions start after them, as after a cache of `tokens`.
+ */
+export interface PrefixHook {
+  readonly tokens: number;
+  kv(layer: number): { readonly key: Value; readonly value: Value };
+}
+
 export interface ModelHooks {
   /** The hook for a module, or null to keep the base layer. */
   linear?: (name: string) => LinearHook | null;
   embeds?: EmbedHook;
+  prefix?: PrefixHook;
 }
 
 /**
@@ -265,6 +276,11 @@ export class ModelContext {
     return this.g.withScope(name, () =>
       hook ? hook({ g: this.g, name, x, weight, bias, fanInFanOut, inFeatures, outFeatures, base, ctx: this }) : base(x),
     );
+  }
+
+  /** The prefix-tuning hook, or null (architectures that take one: `prefixed` in attention.ts). */
+  get prefix(): PrefixHook | null {
+    return this.options.hooks?.prefix ?? null;
   }
 
   /** Prompt-tuning style rewrite of the input embeddings. */

@@ -6,7 +6,7 @@ import * as G from "../graph/api.js";
 import { activation, dropout } from "../graph/composite.js";
 import type { Value } from "../graph/types.js";
 import type { Gpt2Config } from "../io/hf-config.js";
-import { type KvCache, atPositions, attention, attentionAllowed, mergeHeads, positions, splitHeads } from "./attention.js";
+import { type KvCache, atPositions, attention, attentionAllowed, mergeHeads, positionsAfter, prefixed, splitHeads } from "./attention.js";
 import type { ModelContext } from "./context.js";
 import type { ModelDef, ModelInputs, ModelOutputs } from "./model-def.js";
 
@@ -43,7 +43,11 @@ function attn(ctx: ModelContext, cfg: Gpt2Config, i: number, xn: Value, allowed:
       o = cache.attendFused(i, q!, k!, v!, scale);
     } else {
       const [q, k, v] = G.split(qkv, [H, H, H], 2).map((t) => splitHeads(t, cfg.numHeads, hd));
-      o = mergeHeads(cache ? cache.attend(i, q!, k!, v!, scale) : attention(q!, k!, v!, allowed, scale, { dropout: (pr) => drop(ctx, pr, cfg.attnDropout) }));
+      o = mergeHeads(
+        cache
+          ? cache.attend(i, q!, k!, v!, scale)
+          : ((p) => attention(q!, p.k, p.v, p.allowed, scale, { dropout: (pr) => drop(ctx, pr, cfg.attnDropout) }))(prefixed(ctx.prefix, i, k!, v!, allowed)),
+      );
     }
     return drop(ctx, ctx.linear(`${p}.attn.c_proj`, o, conv1d), cfg.residDropout);
   });
@@ -64,7 +68,7 @@ export function buildGpt2(ctx: ModelContext, cfg: Gpt2Config, inputs: ModelInput
   const eps = cfg.layerNormEps;
   const tok = G.gather(ctx.param("transformer.wte.weight"), inputs.inputIds);
   const hooked = ctx.embeds(tok, inputs.attentionMask);
-  const pos = G.gather(ctx.param("transformer.wpe.weight"), inputs.positionIds ?? positions(hooked.mask));
+  const pos = G.gather(ctx.param("transformer.wpe.weight"), inputs.positionIds ?? positionsAfter(hooked.mask, ctx.prefix));
   let x = drop(ctx, G.add(hooked.embeds, pos), cfg.embdDropout);
   const allowed = inputs.kvCache ? inputs.kvCache.newAllowed : attentionAllowed(hooked.mask, true);
   // each block: h = x + attn(ln_1(x)); x' = h + mlp(ln_2(h)). The residual sum feeding a layer

@@ -8,7 +8,8 @@ import * as G from "../graph/api.js";
 import { activation, dropout, rmsNorm } from "../graph/composite.js";
 import type { Value } from "../graph/types.js";
 import type { LlamaConfig, LlamaFamilyConfig, MistralConfig, Qwen2Config } from "../io/hf-config.js";
-import { atPositions, attention, attentionAllowed, mergeHeads, positions, splitHeads } from "./attention.js";
+import { atPositions, attention, attentionAllowed, mergeHeads, positionsAfter, prefixed, splitHeads } from "./attention.js";
+import { UnsupportedOptionError } from "../errors.js";
 import { type ModelContext, castTensor } from "./context.js";
 import type { ModelDef, ModelInputs, ModelOutputs } from "./model-def.js";
 
@@ -75,7 +76,7 @@ export function buildLlamaFamily(ctx: ModelContext, cfg: LlamaFamilyConfig, inpu
   };
   // [S, D] broadcasts over [B, H, S, D]; per-row positions [B, S] give [B, 1, S, D]
   const perRow = (t: Value) => (inputs.positionIds ? G.unsqueeze(t, [1]) : t);
-  const pos = inputs.positionIds ?? positions(hooked.mask);
+  const pos = inputs.positionIds ?? positionsAfter(hooked.mask, ctx.prefix);
   const cos = perRow(G.gather(mk("cos"), pos));
   const sin = perRow(G.gather(mk("sin"), pos));
   const cache = inputs.kvCache;
@@ -100,9 +101,11 @@ export function buildLlamaFamily(ctx: ModelContext, cfg: LlamaFamilyConfig, inpu
         const drop = (pr: Value) => (ctx.training && cfg.attentionDropout > 0 ? dropout(pr, cfg.attentionDropout, ctx.nextSeed()) : pr);
         const heads = { heads: cfg.numHeads, kvHeads: cfg.numKeyValueHeads };
         const window = opts.slidingWindow(i);
+        if (window !== null && ctx.prefix && !cache) throw new UnsupportedOptionError("adapter", "peft_type", "PREFIX_TUNING", `layer ${i} has a sliding window; prefix tuning needs full attention`);
+        const pre = prefixed(cache ? null : ctx.prefix, i, k, v, allowedFor(window));
         const o = cache
           ? cache.attend(i, q, k, v, 1 / Math.sqrt(hd), { ...heads, slidingWindow: window })
-          : attention(q, k, v, allowedFor(window), 1 / Math.sqrt(hd), { ...heads, dropout: drop });
+          : attention(q, pre.k, pre.v, pre.allowed, 1 / Math.sqrt(hd), { ...heads, dropout: drop });
         return ctx.linear(`${p}.self_attn.o_proj`, mergeHeads(o), { bias: opts.oBias });
       });
       const r = G.add(x, a);

@@ -102,7 +102,7 @@ export function adapterStateDict(adapter: AdapterInstance): Map<string, Tensor> 
   // module tuners' tensors live under `base_model.model.`; keys already rooted at `base_model.`
   // (VeRA's shared `base_model.vera_A`) and prompt-learning tensors are written as they are
   const prefixed = adapter.tuner.kind === "module";
-  for (const [k, v] of adapter.tensors) out.set(prefixed && !k.startsWith("base_model.") ? STATE_DICT_PREFIX + k : k, v);
+  for (const [k, v] of adapter.tuner.savedTensors?.(adapter) ?? adapter.tensors) out.set(prefixed && !k.startsWith("base_model.") ? STATE_DICT_PREFIX + k : k, v);
   return out;
 }
 

@@ -19,6 +19,7 @@ export function modelInfo(model: LoadedModel, weights: WeightSource = model.weig
     hiddenSize: cfg.hiddenSize,
     numLayers: cfg.numLayers,
     numHeads: cfg.numHeads,
+    numKeyValueHeads: (cfg as { numKeyValueHeads?: number }).numKeyValueHeads ?? cfg.numHeads,
     weight: (name: string): Tensor => weights.get(name),
     has: (name: string) => weights.has(name),
     embeddingParam: model.def.embeddingParam,

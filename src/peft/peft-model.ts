@@ -514,6 +514,7 @@ export class PeftModel {
         if (hs.length === 0) return null;
         return (site) => chain(site, hs);
       },
+      ...prefixHook(all),
       ...(all.some((h) => h.embeds)
         ? {
             embeds: (args) => all.reduce((acc, h) => (h.embeds ? h.embeds({ g: args.g, ...acc }) : acc), { embeds: args.embeds, mask: args.mask }),
@@ -733,6 +734,13 @@ export class PeftModel {
 }
 
 type Hook = NonNullable<ReturnType<NonNullable<ModelHooks["linear"]>>>;
+
+/** The prefix (prefix tuning) of the active adapters: at most one adapter may have one, as in PEFT. */
+function prefixHook(all: readonly ModelHooks[]): Pick<ModelHooks, "prefix"> {
+  const prefixes = all.flatMap((h) => (h.prefix ? [h.prefix] : []));
+  if (prefixes.length > 1) throw new AdapterStateError("active adapters", "more than one prefix-tuning adapter is active; activate one at a time (as PEFT)");
+  return prefixes.length === 1 ? { prefix: prefixes[0]! } : {};
+}
 
 /**
  * Several adapters on one layer: each hook sees as `base` the layer with the previous adapters

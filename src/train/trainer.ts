@@ -13,7 +13,7 @@ import type { SessionOptions } from "../runtime/session.js";
 import type { Tensor } from "../tensor.js";
 import type { TrainingAllocator } from "../tuners/common/types.js";
 import { Rng } from "../util/rng.js";
-import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js";
+import { type JsonValue, type LoadedCheckpoint, hasCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.js";
 import { GradScaler, type GradScalerState, LossScaledStep, type LossScaling } from "./grad-scaler.js";
 import type { LossTask } from "./loss.js";
 import { type TokenizedExample, collate } from "./batch.js";
@@ -150,6 +150,8 @@ interface EarlyStoppingRecord {
 
 /** Checkpoint tensor names of the best parameters so far. */
 const BEST_PREFIX = "best/";
+/** Checkpoint tensors of a tuner's training allocator: `allocator/<adapter>/<name>`. */
+const ALLOCATOR_PREFIX = "allocator/";
 
 /** An evaluation record as JSON: non-finite values (an overflowing perplexity) are left out. */
 function finiteFields(r: EvalResult & { step: number }): { [k: string]: number } {
@@ -165,6 +167,8 @@ export class Trainer {
   private spec!: StepSpec;
   /** Host or resident execution of each optimizer step (`step-strategy.ts`). */
   private strategy: StepStrategy | null = null;
+  /** The allocators of the running `fit` (checkpointed with it). */
+  private liveAllocators: readonly { adapter: string; allocator: TrainingAllocator }[] = [];
   private scaler: GradScaler | null = null;
   private evalStep: TrainStep | null = null;
   private params = new Map<string, Float32Array>();
@@ -335,8 +339,10 @@ export class Trainer {
     let pos = 0; // position in the epoch's order, in examples
     let order = this.epochOrder();
     const history: TrainHistory = { steps: [], evals: [] };
+    let resumedFrom: LoadedCheckpoint | null = null;
     if (cfg.checkpointDir && hasCheckpoint(cfg.checkpointDir)) {
       const ck = loadCheckpoint(cfg.checkpointDir);
+      resumedFrom = ck;
       for (const [n, t] of ck.params) this.params.get(n)?.set(t.data as Float32Array);
       strategy.resume(ck.optimizer);
       this.rng = Rng.fromState(ck.rng.data!);
@@ -352,6 +358,17 @@ export class Trainer {
     }
     const total = this.totalSteps;
     const allocators = this.allocators();
+    this.liveAllocators = allocators;
+    if (resumedFrom) {
+      // AdaLoRA's importance EMAs and mask: the allocator continues where the checkpoint left it
+      const states = (resumedFrom.extras.allocators ?? {}) as Record<string, JsonValue>;
+      for (const { adapter, allocator } of allocators) {
+        const prefix = `${ALLOCATOR_PREFIX}${adapter}/`;
+        if (!allocator.restore || !(adapter in states)) continue;
+        const tensors = new Map([...resumedFrom.tensors].filter(([k]) => k.startsWith(prefix)).map(([k, t]) => [k.slice(prefix.length), t]));
+        allocator.restore({ tensors, json: states[adapter] });
+      }
+    }
     const evaluateNow = async () => {
       if (this.validation.length === 0) return false;
       const r = await this.evaluate(this.validation);
@@ -469,6 +486,15 @@ export class Trainer {
     const optimizer = await this.strategy!.optimizerState();
     const es = keeper.state();
     const bestParams = keeper.bestParams;
+    const extraTensors = new Map<string, Tensor>();
+    if (bestParams) for (const [k, v] of bestParams) extraTensors.set(BEST_PREFIX + k, { dtype: "float32", shape: [...this.spec.initial.get(k)!.shape], data: v } as Tensor);
+    const allocatorStates: Record<string, JsonValue> = {};
+    for (const { adapter, allocator } of this.liveAllocators) {
+      const st = allocator.state?.();
+      if (!st) continue;
+      allocatorStates[adapter] = st.json as JsonValue;
+      for (const [k, t] of st.tensors) extraTensors.set(`${ALLOCATOR_PREFIX}${adapter}/${k}`, t);
+    }
     saveCheckpoint(this.config.checkpointDir!, {
       step,
       epoch: epoch + pos / order.length,
@@ -480,10 +506,9 @@ export class Trainer {
         position: pos,
         ...(this.scaler ? { gradScaler: { ...this.scaler.stateDict() } } : {}),
         earlyStopping: { sinceBest: es.sinceBest, best: es.best ? finiteFields(es.best) : null },
+        ...(Object.keys(allocatorStates).length > 0 ? { allocators: allocatorStates } : {}),
       },
-      ...(bestParams
-        ? { tensors: new Map([...bestParams].map(([k, v]) => [BEST_PREFIX + k, { dtype: "float32", shape: [...this.spec.initial.get(k)!.shape], data: v } as Tensor])) }
-        : {}),
+      ...(extraTensors.size > 0 ? { tensors: extraTensors } : {}),
     });
   }
 

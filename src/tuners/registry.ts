@@ -15,6 +15,8 @@ import { loha } from "./loha/index.js";
 import { lokr } from "./lokr/index.js";
 import { lora } from "./lora/index.js";
 import { oft } from "./oft/index.js";
+import { pTuning } from "./p-tuning/index.js";
+import { prefixTuning } from "./prefix-tuning/index.js";
 import { promptTuning } from "./prompt-tuning/index.js";
 import { vera } from "./vera/index.js";
 
@@ -38,6 +40,8 @@ export const TUNERS = {
   fourierft: erase(fourierft),
   adalora: erase(adalora),
   boft: erase(boft),
+  p_tuning: erase(pTuning),
+  prefix_tuning: erase(prefixTuning),
 } as const;
 export type TunerName = keyof typeof TUNERS;
 

@@ -9,6 +9,7 @@ import { CompiledGraph } from "../../runtime/session.js";
 import type { Tensor } from "../../tensor.js";
 import { fixtureModel, gradCheckLinear, maxDiff, methodSuite, runLinear } from "../../train/method-suite.test-util.js";
 import { patternCorpus } from "../../train/tiny-llama.test-util.js";
+import { loadCheckpoint } from "../../train/checkpoint.js";
 import { Trainer } from "../../train/trainer.js";
 import { RankAllocator } from "./allocator.js";
 import { type AdaLoraConfig, adalora, parseAdaLoraConfig } from "./index.js";
@@ -140,6 +141,40 @@ describe("AdaLoRA", () => {
       rmSync(dir, { recursive: true, force: true });
     }
     await pm.dispose();
+  });
+
+  test("a run interrupted mid-allocation resumes from its checkpoint with the allocator's EMAs and mask: the same rank_pattern and tensors as the straight run", async () => {
+    const model = fixtureModel("llama");
+    const raw = { peft_type: "ADALORA", init_r: 4, target_r: 2, total_step: 8, tinit: 1, tfinal: 2, deltaT: 1, target_modules: ["q_proj", "v_proj"] };
+    const cfg = { task: "causal-lm", epochs: 100, maxSteps: 8, batchSize: 8, lr: 0.02, seed: 0, schedule: "constant", dropout: false } as const;
+    const data = patternCorpus(8, 2, () => 6);
+    const straight = PeftModel.create(model, raw, "default", { seed: 1 });
+    await new Trainer(straight, cfg, data).fit();
+    const dir = mkdtempSync(join(tmpdir(), "peft-adalora-resume-"));
+    try {
+      const first = PeftModel.create(model, raw, "default", { seed: 1 });
+      await new Trainer(first, { ...cfg, maxSteps: 4, checkpointDir: dir, checkpointEvery: 4 }, data).fit();
+      // the checkpoint holds the allocator's EMAs (float64) and mask; restoring them reproduces them
+      const ck = loadCheckpoint(dir);
+      const ema = [...ck.tensors].filter(([k]) => k.startsWith("allocator/default/"));
+      assert.equal(ema.length, 2 * 3 * 4, "ipt and unc of lora_A/E/B of 4 modules");
+      assert.ok(ema.every(([, t]) => t.dtype === "float64") && ema.some(([, t]) => (t.data as Float64Array).some((v) => v > 0)));
+      assert.ok("default" in (ck.extras.allocators as Record<string, unknown>));
+      const again = adalora.training!.allocator!(PeftModel.create(model, raw).adapter("default") as never);
+      again.restore!({ tensors: new Map(ema.map(([k, t]) => [k.slice("allocator/default/".length), t])), json: (ck.extras.allocators as Record<string, unknown>).default });
+      assert.deepEqual(new Map([...again.state!().tensors].map(([k, t]) => [`allocator/default/${k}`, t])), new Map(ema));
+      const resumed = PeftModel.create(model, raw, "default", { seed: 1 });
+      await new Trainer(resumed, { ...cfg, checkpointDir: dir }, data).fit();
+      const a = straight.adapter("default");
+      const b = resumed.adapter("default");
+      assert.deepEqual((b.config as AdaLoraConfig).rankPattern, (a.config as AdaLoraConfig).rankPattern);
+      for (const [k, v] of a.tensors) assert.ok(maxDiff(b.tensors.get(k)!.data as Float32Array, v.data as Float32Array) <= 1e-6, k);
+      await first.dispose();
+      await resumed.dispose();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    await straight.dispose();
   });
 
   methodSuite({

@@ -10,7 +10,8 @@
  *   zeroed (E_k = 0);
  * - t = T − tfinal: the final mask at budget b_T becomes `rank_pattern`;
  * - t > T − tfinal: that mask is applied again after each step.
- * The EMAs are not checkpointed: a resumed run restarts them.
+ * The EMAs and the mask are part of the trainer's checkpoints (`state` / `restore`), so a resumed
+ * run allocates as the straight run.
  */
 import { AdapterStateError } from "../../errors.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
@@ -93,6 +94,29 @@ export class RankAllocator implements TrainingAllocator<AdaLoraConfig> {
         }
       }
     }
+  }
+
+  state(): { tensors: Map<string, Tensor>; json: unknown } {
+    const tensors = new Map<string, Tensor>();
+    for (const [key, e] of this.ema) {
+      tensors.set(`${key}.ipt`, { dtype: "float64", shape: [e.ipt.length], data: Float64Array.from(e.ipt) });
+      tensors.set(`${key}.unc`, { dtype: "float64", shape: [e.unc.length], data: Float64Array.from(e.unc) });
+    }
+    return { tensors, json: { pattern: this.pattern } };
+  }
+
+  restore(state: { readonly tensors: ReadonlyMap<string, Tensor>; readonly json: unknown }): void {
+    const ema = new Map<string, Ema>();
+    for (const [name, t] of state.tensors) {
+      const m = /^(.*)\.(ipt|unc)$/u.exec(name);
+      if (!m || t.dtype !== "float64") throw new AdapterStateError("adalora", `checkpointed allocator tensor '${name}' is not an importance EMA`);
+      const e = ema.get(m[1]!) ?? { ipt: new Float64Array(0), unc: new Float64Array(0) };
+      e[m[2] as "ipt" | "unc"] = Float64Array.from(t.data as Float64Array);
+      ema.set(m[1]!, e);
+    }
+    const json = state.json as { pattern?: Record<string, boolean[]> | null } | null;
+    this.ema = ema;
+    this.pattern = json?.pattern ?? null;
   }
 
   /** Ī·Ū of one tensor entry. */

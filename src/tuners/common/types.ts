@@ -20,6 +20,8 @@ export interface BaseModelInfo {
   readonly hiddenSize: number;
   readonly numLayers: number;
   readonly numHeads: number;
+  /** Key/value heads (grouped-query attention; `numHeads` otherwise). */
+  readonly numKeyValueHeads: number;
   /** Reads a base parameter (for DoRA's magnitude, merging). */
   readonly weight: (name: string) => Tensor;
   readonly has: (name: string) => boolean;
@@ -133,6 +135,13 @@ export interface TrainMethodOptions {
 export interface TrainingAllocator<C extends TunerConfigBase = TunerConfigBase> {
   /** After optimizer step `step` (0-based): may change `values` (tensor key → current data) in place. */
   afterStep(step: number, values: ReadonlyMap<string, Float32Array>, grads: ReadonlyMap<string, Float32Array>): void;
+  /**
+   * The allocator's state for a training checkpoint (named tensors and a JSON-serialisable value),
+   * so that a resumed run continues it exactly (AdaLoRA: the importance EMAs and the mask).
+   */
+  state?(): { readonly tensors: Map<string, Tensor>; readonly json: unknown };
+  /** Continue from a checkpoint's `state()`. */
+  restore?(state: { readonly tensors: ReadonlyMap<string, Tensor>; readonly json: unknown }): void;
   /** The adapter to keep after training (AdaLoRA: `rank_pattern` set, only the kept triplets), or null to keep it as is. */
   finish(adapter: AdapterInstance<C>): { config: C; tensors: Map<string, Tensor> } | null;
 }
@@ -192,6 +201,18 @@ export interface TunerDef<C extends TunerConfigBase = TunerConfigBase> {
   expectedTensors(config: C, model: BaseModelInfo): Map<string, readonly number[]>;
   /** Fresh tensors for a new adapter (PEFT's initialisation). */
   init(config: C, model: BaseModelInfo, rng: { uniform(): number; normal(): number }): Map<string, Tensor>;
+  /**
+   * The tensors written to adapter_model.safetensors when they are not the adapter's own (PEFT's
+   * `get_prompt_embedding_to_save`: a P-tuning / prefix-tuning adapter trains a prompt encoder
+   * and saves its output); absent: the adapter's tensors as they are. Copied base parameters
+   * (`modules_to_save`) must be kept.
+   */
+  savedTensors?(adapter: AdapterInstance<C>): Map<string, Tensor>;
+  /**
+   * Prefix tuning: the keys and values every layer attends to before the sequence, on the host
+   * (`key`/`value` [kvHeads, tokens, headDim] per layer), for a KV cache to start from.
+   */
+  prefixKv?(adapter: AdapterInstance<C>): { readonly tokens: number; readonly layers: readonly { readonly key: Float32Array; readonly value: Float32Array }[] };
   /** Graph hooks that apply the adapter. */
   hooks(adapter: AdapterInstance<C>, param: ParamView, opts: { training: boolean; seed: number }): ModelHooks;
   /**

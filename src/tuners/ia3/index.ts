@@ -30,6 +30,8 @@ export const IA3_DEFAULT_TARGETS: Readonly<Record<string, { readonly target: rea
   llama: { target: ["k_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
   mistral: { target: ["k_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
   qwen2: { target: ["q_proj", "v_proj", "down_proj"], feedforward: ["down_proj"] },
+  // peft-ts's own model (PEFT has no mapping for it): BERT's choice, with the same module names
+  "use-lite": { target: ["key", "value", "output.dense"], feedforward: ["output.dense"] },
 };
 
 export const ia3: TunerDef<Ia3Config> = {

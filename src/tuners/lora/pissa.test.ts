@@ -24,6 +24,7 @@ function oneLayer(w: Tensor): BaseModelInfo {
     hiddenSize: inn,
     numLayers: 1,
     numHeads: 1,
+    numKeyValueHeads: 1,
     weight: () => w,
     has: (k) => k === "m.weight",
     embeddingParam: "e",

@@ -1,9 +1,9 @@
 /** Prompt tuning: learned virtual-token embeddings prepended to the input, attention mask extended. */
 import { z } from "zod";
 import { ConfigError, UnsupportedOptionError } from "../../errors.js";
-import * as G from "../../graph/api.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { COMMON_KEYS, baseFields, baseSchema, baseToRaw, parseWith, rejectUnknownKeys } from "../common/config.js";
+import { prependPrompts } from "../common/prompt-learning.js";
 import { rejectFeedforward, savedModules } from "../common/train.js";
 import type { TunerConfigBase, TunerDef } from "../common/types.js";
 
@@ -125,17 +125,7 @@ export const promptTuning: TunerDef<PromptTuningConfig> = {
     }
     return new Map<string, Tensor>([[PROMPT_KEY, { dtype: "float32", shape: [n, d], data: Float32Array.from({ length: n * d }, () => rng.normal()) }]]);
   },
-  hooks(adapter, param) {
-    const n = adapter.config.numVirtualTokens;
-    return {
-      embeds: ({ g, embeds, mask }) => {
-        const prompts = param(PROMPT_KEY); // [n, D]
-        const batch = G.gather(G.shapeOf(embeds), g.ints([0]));
-        const shape = G.concat([batch, g.ints([n, embeds.shape[2] as number])], 0);
-        const p = G.expand(G.unsqueeze(prompts, [0]), shape);
-        const ones = G.expand(g.scalar(1, "int64"), G.concat([batch, g.ints([n])], 0));
-        return { embeds: G.concat([p, embeds], 1), mask: G.concat([ones, mask], 1) };
-      },
-    };
+  hooks(_adapter, param) {
+    return { embeds: ({ g, embeds, mask }) => prependPrompts(g, param(PROMPT_KEY), embeds, mask) };
   },
 };
