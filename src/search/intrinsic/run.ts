@@ -160,7 +160,10 @@ export function intrinsicDimSpec(r: IntrinsicDimResults) {
       {
         data: { values: rules },
         mark: { type: "rule", strokeDash: [5, 4] },
-        encoding: { y: { field: "y", type: "quantitative" }, color: { field: "label", type: "nominal", title: null } },
+        encoding: {
+          y: { field: "y", type: "quantitative" },
+          color: { field: "label", type: "nominal", title: null, scale: { domain: rules.map((r) => r.label), range: ["#f58518", "#e45756", "#9d9d9d"] }, legend: { labelLimit: 320 } },
+        },
       },
     ],
   };
