@@ -12,6 +12,7 @@ export {
   trialTraining,
   describeConfig,
   searchSpaceToRaw,
+  applyLayerPrior,
   type SearchSpace,
   type SearchGroup,
   type SearchMethod,

@@ -8,7 +8,8 @@ import { JobQueue } from "../../queue/client.js";
 import { redactQueueUrl } from "../../queue/connection.js";
 import { QueueTrialExecutor } from "../../queue/search-kind.js";
 import { InProcessTrialExecutor, type TrialExecutor, runSearch } from "../../search/run.js";
-import { readSearchSpace } from "../../search/space.js";
+import { applyLayerPrior, readSearchSpace } from "../../search/space.js";
+import { runLayerRanking } from "../../runs/importance.js";
 import type { CliContext } from "../context.js";
 import { parseNonNegativeInt, parsePositiveInt, parsePositiveNumber } from "../train/options.js";
 
@@ -24,6 +25,8 @@ interface RawSearchOptions {
   parallel?: number;
   timeBudget?: number;
   threads?: number;
+  importance?: string;
+  keepLayers?: number;
   json?: boolean;
 }
 
@@ -44,9 +47,17 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--parallel <n>", "trials in flight at once (default 1; with --queue, 2)", parsePositiveInt)
     .option("--time-budget <seconds>", "propose no trial after this many seconds", parsePositiveNumber)
     .option("--threads <n>", "onnxruntime intra-op threads of each trial", parsePositiveInt)
+    .option("--importance <run>", "layer-importance prior: a 'peft train' run whose importance.json ranks the layers; only the --keep-layers most important are searched, the others never adapted")
+    .option("--keep-layers <k>", "with --importance: layers kept (default: half of them, rounded up)", parsePositiveInt)
     .option("--json", "print pareto.json's summary as JSON")
     .action(async (o: RawSearchOptions) => {
-      const space = readSearchSpace(o.space);
+      let space = readSearchSpace(o.space);
+      if (o.importance !== undefined) {
+        const ranking = runLayerRanking(o.importance);
+        const n = space.layers ? ranking.filter((l) => space.layers!.includes(l)).length : ranking.length;
+        space = applyLayerPrior(space, ranking, o.keepLayers ?? Math.ceil(n / 2));
+        ctx.err(`peft search: layer prior from ${o.importance} (most important first: ${ranking.join(", ")}); searching layers ${space.layers!.join(", ")}`);
+      }
       const queue = o.queue !== undefined ? new JobQueue(o.queue) : null;
       try {
         if (queue) await queue.ready();
