@@ -13,11 +13,12 @@ import * as infer from "./infer.js";
 import * as matmul from "./matmul.js";
 import * as memory from "./memory.js";
 import * as methods from "./methods.js";
+import * as searchCompare from "./search-compare.js";
 import * as placement from "./placement.js";
 import * as serve from "./serve.js";
 import * as trainStep from "./train-step.js";
 
-export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve, coserve, browser, methods];
+export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve, coserve, browser, methods, searchCompare];
 
 export async function benchMain(argv: string[]): Promise<void> {
   const io = processIo();

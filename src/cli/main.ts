@@ -22,13 +22,14 @@ import * as inspect from "./commands/inspect.js";
 import * as jobs from "./commands/jobs.js";
 import * as merge from "./commands/merge.js";
 import * as search from "./commands/search.js";
+import * as intrinsicDim from "./commands/intrinsic-dim.js";
 import * as serve from "./commands/serve.js";
 import * as train from "./commands/train.js";
 import * as worker from "./commands/worker.js";
 import { type CliContext, type CliIo, type CommandModule, createContext, processIo } from "./context.js";
 
 /** Every `peft` sub-command, in the order `peft --help` lists them. */
-export const COMMANDS: readonly CommandModule[] = [inspect, forward, generate, combine, merge, compress, decompress, train, atlas, evaluate, demo, search, serve, jobs, worker];
+export const COMMANDS: readonly CommandModule[] = [inspect, forward, generate, combine, merge, compress, decompress, train, atlas, evaluate, demo, search, intrinsicDim, serve, jobs, worker];
 
 /** The `version` field of peft-ts's package.json. */
 export function packageVersion(): string {

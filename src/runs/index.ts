@@ -29,3 +29,4 @@ export { curveData, mergeHistory, readHistory, movingAverage, type RunHistory, t
 export { RUN_FILES, checkRunDir, claimRunDir, holdsRun, writeJsonAtomic, runEnvironment, type RunDirMode } from "./run-dir.js";
 export * from "./atlas/index.js";
 export * from "./finetune/index.js";
+export { readRunImportance, runLayerRanking } from "./importance.js";

@@ -20,6 +20,8 @@ export const RUN_FILES = {
   history: "history.json",
   curvesSvg: "curves.svg",
   curvesPng: "curves.png",
+  /** Layer importance scores of the run's steps (`src/train/importance.ts`). */
+  importance: "importance.json",
   /** Folder of the resumable training checkpoint (`src/train/checkpoint.ts`). */
   checkpoint: "checkpoint",
 } as const;

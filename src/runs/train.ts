@@ -22,6 +22,7 @@ import { type RunHistory, curveData, mergeHistory, readHistory } from "./history
 import { type ModelSource, openModelSource } from "./model-source.js";
 import { renderCurves } from "./plot.js";
 import { type RunReporter, silentReporter } from "./reporter.js";
+import { LayerImportanceRecorder } from "../train/importance.js";
 import { RUN_FILES, type RunDirMode, checkRunDir, claimRunDir, runEnvironment, writeJsonAtomic } from "./run-dir.js";
 
 /** (IA)³'s default targets per architecture (they live with the tuner; re-exported where `peft train` used to define them). */
@@ -302,9 +303,10 @@ export async function runTraining(opts: TrainRunOptions, progress: RunReporter =
     writeJsonAtomic(join(opts.out, RUN_FILES.history), history);
     progress.evaluation(e);
   };
+  const importance = new LayerImportanceRecorder(source.model.def.layersPattern);
   let result;
   try {
-    result = await trainer.fit({ onStep, onEval });
+    result = await trainer.fit({ onStep, onEval, onGradients: importance.observe });
   } finally {
     progress.stop();
   }
@@ -343,6 +345,12 @@ export async function runTraining(opts: TrainRunOptions, progress: RunReporter =
   };
   writeJsonAtomic(join(opts.out, RUN_FILES.metrics), metrics);
   files.push(RUN_FILES.metrics);
+  const imp = importance.result();
+  if (imp.steps > 0) {
+    // a resumed run scores the steps it ran itself
+    writeJsonAtomic(join(opts.out, RUN_FILES.importance), { ...imp, resumed: saved !== null });
+    files.push(RUN_FILES.importance);
+  }
   return { out: opts.out, model: pm, metrics, splitInfo: data.split.info, files };
 }
 

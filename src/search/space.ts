@@ -35,6 +35,8 @@ const schema = z
     layers: z.array(z.number().int().min(0)).min(1).optional(),
     /** The name part before a layer's number (`layer` for BERT and USE-lite, `h` for GPT-2, `layers` for Llama). */
     layers_pattern: z.string().regex(/^[A-Za-z0-9_]+$/).optional(),
+    /** The listed layers are the only ones ever adapted (all of them on is not "every layer"). */
+    layers_only: z.boolean().optional(),
     groups: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/), group).optional(),
     num_virtual_tokens: z.array(positiveInt).min(1).optional(),
     lr: z.union([z.number().positive(), z.tuple([z.number().positive(), z.number().positive()])]).optional(),
@@ -56,6 +58,8 @@ export interface SearchSpace {
   /** Layers switched on/off per trial; null: every layer always. */
   readonly layers: readonly number[] | null;
   readonly layersPattern: string;
+  /** `layers` are the only layers ever adapted (a pruned list, e.g. by a layer-importance prior). */
+  readonly layersOnly: boolean;
   readonly groups: readonly SearchGroup[];
   readonly numVirtualTokens: readonly number[];
   /** [low, high] (log-uniform) or a fixed value as [v, v]. */
@@ -96,6 +100,7 @@ export function parseSearchSpace(raw: unknown, file = "search space"): SearchSpa
     methods: s.methods,
     layers: s.layers ? [...new Set(s.layers)].sort((a, b) => a - b) : null,
     layersPattern: s.layers_pattern ?? "layer",
+    layersOnly: s.layers_only ?? false,
     groups,
     numVirtualTokens: s.num_virtual_tokens ?? [20],
     lr,
@@ -151,7 +156,7 @@ export function decodePoint(s: SearchSpace, x: readonly number[]): TrialConfig {
         const best = idx.reduce((a, b) => (x[b]! > x[a]! ? b : a));
         layers = [(dims[best] as { layer: number }).layer];
       }
-      if (layers.length === s.layers.length) layers = null;
+      if (layers.length === s.layers.length && !s.layersOnly) layers = null;
     }
   }
   const ranks: Record<string, number> = {};
@@ -234,11 +239,24 @@ export function searchSpaceToRaw(s: SearchSpace): Record<string, unknown> {
   return {
     objectives: s.objectives,
     methods: s.methods,
-    ...(s.layers ? { layers: s.layers, layers_pattern: s.layersPattern } : {}),
+    ...(s.layers ? { layers: s.layers, layers_pattern: s.layersPattern, ...(s.layersOnly ? { layers_only: true } : {}) } : {}),
     ...(s.groups.length > 0 ? { groups: Object.fromEntries(s.groups.map((g) => [g.name, { targets: g.targets, ranks: g.ranks, feedforward: g.feedforward }])) } : {}),
     num_virtual_tokens: s.numVirtualTokens,
     lr: s.lr[0] === s.lr[1] ? s.lr[0] : [s.lr[0], s.lr[1]],
     fidelity: { epochs: s.fidelity.epochs, ...(s.fidelity.maxExamples !== null ? { max_examples: s.fidelity.maxExamples } : {}) },
     train: { batch_size: s.train.batchSize, seed: s.train.seed, ...(s.train.maxLength !== null ? { max_length: s.train.maxLength } : {}) },
   };
+}
+
+/**
+ * A layer-importance prior (from a training run's `importance.json`): only the `keep` most
+ * important layers are searched (switched on/off per trial); the others are never adapted.
+ * `ranking`: layer indices, most important first. With `layers` in the space, only those compete.
+ */
+export function applyLayerPrior(s: SearchSpace, ranking: readonly number[], keep: number): SearchSpace {
+  if (!(Number.isInteger(keep) && keep >= 1)) throw new ConfigError("search", "keep-layers", `must be a positive integer, got ${keep}`);
+  const candidates = s.layers ? ranking.filter((l) => s.layers!.includes(l)) : [...ranking];
+  if (candidates.length === 0) throw new ConfigError("search", "importance", `the run's importance ranks layers ${ranking.join(", ")}, none of the space's layers ${s.layers?.join(", ") ?? ""}`);
+  const layers = candidates.slice(0, keep).sort((a, b) => a - b);
+  return { ...s, layers, layersOnly: true };
 }

@@ -27,7 +27,7 @@ export {
 export type { ClassScores, ClassificationReport, MetricOptions } from "./metrics.js";
 export { Trainer, collate } from "./trainer.js";
 export { lengthGroupedOrder, lengthSortedOrder } from "./sampler.js";
-export type { TokenizedExample, TrainerConfig, EvalResult, StepInfo, TrainHistory, TrainCallbacks, TrainResult } from "./trainer.js";
+export type { TokenizedExample, TrainerConfig, EvalResult, StepInfo, TrainHistory, TrainCallbacks, TrainResult, GradientInfo } from "./trainer.js";
 export { lossWeights, runGated, sliceBatch, type TrainingGate } from "./gate.js";
 export { TrainStep, GRAD_PREFIX, buildLossGraph } from "./step.js";
 export type { Batch, LossGraph, LossGraphOptions, StepResult, TrainStepOptions } from "./step.js";
@@ -42,3 +42,4 @@ export { modelMatmulTerms, examplesPerStep } from "./flops.js";
 export { evaluateWith, evaluateModel, createEvalStep, type EvaluateOptions } from "./evaluate.js";
 export { BestKeeper, type BestState } from "./best-keeper.js";
 export { HostStepStrategy, ResidentStepStrategy, commitParams, type StepStrategy, type StepSpec, type StepOutcome } from "./step-strategy.js";
+export { LayerImportanceRecorder, layerOfName, type LayerImportance, type LayerScore } from "./importance.js";

@@ -132,6 +132,23 @@ export interface TrainCallbacks {
   onEval?(result: EvalResult & { step: number; epoch: number }): void;
   /** After a periodic checkpoint (`checkpointEvery`) is written: a run killed from here on resumes at this step. */
   onCheckpoint?(info: { step: number; epoch: number; loss: number }): void | Promise<void>;
+  /**
+   * After each applied optimizer step whose gradients are on the host (not with the resident
+   * optimizer): the step's gradients (after unscaling and clipping) and the updated parameters,
+   * by graph input name, and the parameters' values before training. Read-only views, valid
+   * during the call.
+   */
+  onGradients?(info: GradientInfo): void;
+}
+
+export interface GradientInfo {
+  /** The optimizer step just taken (1-based). */
+  readonly step: number;
+  readonly gradients: ReadonlyMap<string, Float32Array>;
+  readonly params: ReadonlyMap<string, Float32Array>;
+  readonly initial: ReadonlyMap<string, Tensor>;
+  /** Graph input name → owning adapter and its tensor key. */
+  readonly owners: ReadonlyMap<string, { adapter: string; key: string }>;
 }
 
 export interface TrainResult {
@@ -409,6 +426,10 @@ export class Trainer {
       const outcome = strategy.finish();
       if (!outcome) break;
       if (outcome.applied) this.runAllocators(allocators, step, strategy.gradients());
+      if (outcome.applied && callbacks.onGradients) {
+        const gradients = strategy.gradients();
+        if (gradients) callbacks.onGradients({ step: step + 1, gradients, params: this.params, initial: this.spec.initial, owners: this.spec.owners });
+      }
       step++;
       const secs = (performance.now() - tStep) / 1000;
       const info: StepInfo = {

@@ -21,6 +21,8 @@ interface RawSearchOptions {
   parallel?: number;
   timeBudget?: number;
   threads?: number;
+  importance?: string;
+  keepLayers?: number;
   json?: boolean;
 }
 
@@ -41,10 +43,19 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--parallel <n>", "trials in flight at once (default 1; with --queue, 2)", parsePositiveInt)
     .option("--time-budget <seconds>", "propose no trial after this many seconds", parsePositiveNumber)
     .option("--threads <n>", "onnxruntime intra-op threads of each trial", parsePositiveInt)
+    .option("--importance <run>", "layer-importance prior: a 'peft train' run whose importance.json ranks the layers; only the --keep-layers most important are searched, the others never adapted")
+    .option("--keep-layers <k>", "with --importance: layers kept (default: half of them, rounded up)", parsePositiveInt)
     .option("--json", "print pareto.json's summary as JSON")
     .action(async (o: RawSearchOptions) => {
-      const [{ readSearchSpace }, { InProcessTrialExecutor, runSearch }] = await Promise.all([import("../../search/space.js"), import("../../search/run.js")]);
-      const space = readSearchSpace(o.space);
+      const [{ readSearchSpace, applyLayerPrior }, { InProcessTrialExecutor, runSearch }] = await Promise.all([import("../../search/space.js"), import("../../search/run.js")]);
+      let space = readSearchSpace(o.space);
+      if (o.importance !== undefined) {
+        const { runLayerRanking } = await import("../../runs/importance.js");
+        const ranking = runLayerRanking(o.importance);
+        const n = space.layers ? ranking.filter((l) => space.layers!.includes(l)).length : ranking.length;
+        space = applyLayerPrior(space, ranking, o.keepLayers ?? Math.ceil(n / 2));
+        ctx.err(`peft search: layer prior from ${o.importance} (most important first: ${ranking.join(", ")}); searching layers ${space.layers!.join(", ")}`);
+      }
       // BullMQ is loaded only with --queue
       const queue = o.queue !== undefined ? new (await import("../../queue/client.js")).JobQueue(o.queue) : null;
       try {
