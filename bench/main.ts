@@ -16,8 +16,9 @@ import * as methods from "./methods.js";
 import * as placement from "./placement.js";
 import * as serve from "./serve.js";
 import * as trainStep from "./train-step.js";
+import * as variants from "./variants.js";
 
-export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve, coserve, browser, methods];
+export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve, coserve, browser, methods, variants];
 
 export async function benchMain(argv: string[]): Promise<void> {
   const io = processIo();

@@ -8,6 +8,7 @@ import { ConfigError, UnknownTunerError } from "../errors.js";
 import type { TunerConfigBase, TunerDef } from "./common/types.js";
 import { adalora } from "./adalora/index.js";
 import { boft } from "./boft/index.js";
+import { dylora } from "./dylora/index.js";
 import { fourierft } from "./fourierft/index.js";
 import { ia3 } from "./ia3/index.js";
 import { lnTuning } from "./ln-tuning/index.js";
@@ -38,6 +39,7 @@ export const TUNERS = {
   fourierft: erase(fourierft),
   adalora: erase(adalora),
   boft: erase(boft),
+  dylora: erase(dylora),
 } as const;
 export type TunerName = keyof typeof TUNERS;
 
