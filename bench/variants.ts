@@ -13,11 +13,13 @@
  * Adding a method: one entry in `VARIANTS` (its `peft train` options at the shared budget and,
  * optionally, an `after` step that measures its own claim from the trained run).
  */
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { saveAsLora } from "../src/peft/export-lora.js";
+import { renderVegaLite } from "../src/runs/plot.js";
+import { soraRanks } from "../src/tuners/sora/index.js";
 import { DEFAULT_SPLIT } from "../src/runs/data.js";
 import { runEvaluation } from "../src/runs/evaluate.js";
 import { RUN_FILES } from "../src/runs/run-dir.js";
@@ -65,10 +67,32 @@ async function dyloraRanks(ctx: VariantContext): Promise<Record<string, unknown>
   return { perRank };
 }
 
+/** SoRA: the kept rank per layer (non-zero gates) and the test accuracy of the pruned plain-LoRA export. */
+async function soraRanksAfter(ctx: VariantContext): Promise<Record<string, unknown>> {
+  const a = ctx.run.model.adapter("default");
+  const ranks = Object.fromEntries(soraRanks(a.tensors));
+  const dir = join(ctx.opts.out, "pruned-lora");
+  const e = saveAsLora(ctx.run.model, "default", dir);
+  cpSync(join(ctx.opts.out, RUN_FILES.config), join(dir, RUN_FILES.config));
+  const pruned = await testAccuracy(dir, ctx);
+  const count = (m: ReadonlyMap<string, { shape: readonly number[] }>, suffixes: readonly string[]) =>
+    [...m].filter(([k]) => suffixes.some((x) => k.endsWith(x))).reduce((n, [, t]) => n + t.shape.reduce((p, d) => p * d, 1), 0);
+  const before = count(a.tensors, [".sora_A", ".sora_B"]);
+  const after = count(e.tensors, [".lora_A.weight", ".lora_B.weight"]);
+  progress(`${ctx.data} seed ${ctx.seed} SoRA: kept ranks ${JSON.stringify(ranks)}, pruned LoRA ${pruned.toFixed(4)} with ${after}/${before} low-rank parameters`);
+  return { ranks, prunedAccuracy: pruned, lowRankParams: before, prunedLowRankParams: after };
+}
+
 /** Method → its options at the shared budget and its own measurement. */
 export const VARIANTS: Readonly<Record<string, VariantSpec>> = {
   lora: { options: { r: 8, alpha: 16, lr: 1e-3 } },
   dylora: { options: { r: 8, alpha: 16, lr: 1e-3 }, after: dyloraRanks },
+  // ξ 0.005 per step: a gate shrinks by at most 0.75 in 150 steps, so sparsity shows at this scale
+  sora: { options: { r: 8, alpha: 16, lr: 1e-3, adapterConfig: { sparse_lambda: 0.005 } }, after: soraRanksAfter },
+  // r 256 = every singular value of layer 0's 256×256 query/value (1,024 trainable singular values: 24× fewer than LoRA r 8's 24,576)
+  svfit: { options: { r: 256, lr: 1e-2 } },
+  // n 4 blocks; r 13 gives 24,960 low-rank parameters against LoRA r 8's 24,576
+  "block-lora": { options: { r: 13, alpha: 26, lr: 1e-3, adapterConfig: { block_num: 4 } } },
 };
 
 export interface VariantRun {
@@ -156,9 +180,31 @@ export function register(program: Command): void {
     .option("--max-examples <n>", "stratified subset of each dataset (quick runs)", positiveInt("--max-examples"))
     .option("--ranks <list>", "ranks DyLoRA is evaluated at (and separate LoRAs trained at)", (v: string) => list(v).map(Number), [1, 2, 4, 8])
     .option("--threads <n>", "onnxruntime threads", positiveInt("--threads"))
-    .action(async (o: { data: string[]; methods: string[]; seeds: number[]; maxSteps: number; maxExamples?: number; threads?: number; ranks: number[] }) => {
+    .option("--plot <file>", "write SoRA's kept rank per layer and seed as an SVG bar chart")
+    .action(async (o: { data: string[]; methods: string[]; seeds: number[]; maxSteps: number; maxExamples?: number; threads?: number; ranks: number[]; plot?: string }) => {
       const r = await benchVariants({ data: o.data, methods: o.methods, seeds: o.seeds, maxSteps: o.maxSteps, maxExamples: o.maxExamples ?? null, threads: o.threads ?? null, ranks: o.ranks });
+      if (o.plot !== undefined) writeFileSync(o.plot, (await renderVegaLite(soraRankSpec(r.extra))).svg);
       emitResult({ bench: "variants", maxSteps: o.maxSteps, maxExamples: o.maxExamples ?? null, ...r, env: benchEnvironment({ threads: o.threads ?? 0, ep: "cpu" }) });
     });
 }
 
+
+/** Vega-Lite bars: SoRA's kept rank per adapted layer, one bar per seed, one panel per dataset. */
+export function soraRankSpec(extra: readonly { data: string; method: string; seed: number; result: Record<string, unknown> }[]): object {
+  const values = extra
+    .filter((e) => e.method === "sora")
+    .flatMap((e) => Object.entries(e.result.ranks as Record<string, number>).map(([module, rank]) => ({ data: e.data, seed: String(e.seed), layer: module.replace(/^encoder\./u, ""), rank })));
+  return {
+    $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+    title: "SoRA: kept rank per layer (r 8, non-zero gates after training)",
+    data: { values },
+    mark: "bar",
+    encoding: {
+      row: { field: "data", type: "nominal", title: null },
+      y: { field: "layer", type: "nominal", title: null },
+      yOffset: { field: "seed" },
+      x: { field: "rank", type: "quantitative", title: "kept rank", scale: { domain: [0, 8] } },
+      color: { field: "seed", type: "nominal", title: "seed" },
+    },
+  };
+}

@@ -7,6 +7,7 @@
 import { ConfigError, UnknownTunerError } from "../errors.js";
 import type { TunerConfigBase, TunerDef } from "./common/types.js";
 import { adalora } from "./adalora/index.js";
+import { blockLora } from "./block-lora/index.js";
 import { boft } from "./boft/index.js";
 import { dylora } from "./dylora/index.js";
 import { fourierft } from "./fourierft/index.js";
@@ -17,6 +18,8 @@ import { lokr } from "./lokr/index.js";
 import { lora } from "./lora/index.js";
 import { oft } from "./oft/index.js";
 import { promptTuning } from "./prompt-tuning/index.js";
+import { svfit } from "./svfit/index.js";
+import { sora } from "./sora/index.js";
 import { vera } from "./vera/index.js";
 
 /**
@@ -40,6 +43,9 @@ export const TUNERS = {
   adalora: erase(adalora),
   boft: erase(boft),
   dylora: erase(dylora),
+  sora: erase(sora),
+  svfit: erase(svfit),
+  block_lora: erase(blockLora),
 } as const;
 export type TunerName = keyof typeof TUNERS;
 
