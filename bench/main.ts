@@ -17,8 +17,9 @@ import * as searchCompare from "./search-compare.js";
 import * as placement from "./placement.js";
 import * as serve from "./serve.js";
 import * as trainStep from "./train-step.js";
+import * as variants from "./variants.js";
 
-export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve, coserve, browser, methods, searchCompare];
+export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve, coserve, browser, methods, searchCompare, variants];
 
 export async function benchMain(argv: string[]): Promise<void> {
   const io = processIo();

@@ -12,6 +12,7 @@ import { wrapFsError } from "../io/fs-error.js";
 import { packageRoot } from "../util/paths.js";
 import * as atlas from "./commands/atlas.js";
 import * as combine from "./commands/combine.js";
+import * as exportLora from "./commands/export-lora.js";
 import * as compress from "./commands/compress.js";
 import * as decompress from "./commands/decompress.js";
 import * as demo from "./commands/demo.js";
@@ -29,7 +30,7 @@ import * as worker from "./commands/worker.js";
 import { type CliContext, type CliIo, type CommandModule, createContext, processIo } from "./context.js";
 
 /** Every `peft` sub-command, in the order `peft --help` lists them. */
-export const COMMANDS: readonly CommandModule[] = [inspect, forward, generate, combine, merge, compress, decompress, train, atlas, evaluate, demo, search, intrinsicDim, serve, jobs, worker];
+export const COMMANDS: readonly CommandModule[] = [inspect, forward, generate, combine, exportLora, merge, compress, decompress, train, atlas, evaluate, demo, search, intrinsicDim, serve, jobs, worker];
 
 /** The `version` field of peft-ts's package.json. */
 export function packageVersion(): string {

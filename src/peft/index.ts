@@ -3,3 +3,4 @@ export { BASE_ADAPTER } from "./mixed.js";
 export { loadAdapterDir, saveAdapterDir, validateAdapter, adapterStateDict, STATE_DICT_PREFIX } from "./adapter-io.js";
 export { modelInfo } from "./model-info.js";
 export { AdapterPool, planLayout, fitsLayout, checkPoolable, poolHooks, type PoolLayout, type PoolModule, type ModuleShape } from "./adapter-pool.js";
+export { loraExportOf, saveAsLora, loraExportFiles } from "./export-lora.js";

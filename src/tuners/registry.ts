@@ -7,7 +7,9 @@
 import { ConfigError, UnknownTunerError } from "../errors.js";
 import type { TunerConfigBase, TunerDef } from "./common/types.js";
 import { adalora } from "./adalora/index.js";
+import { blockLora } from "./block-lora/index.js";
 import { boft } from "./boft/index.js";
+import { dylora } from "./dylora/index.js";
 import { fourierft } from "./fourierft/index.js";
 import { ia3 } from "./ia3/index.js";
 import { lnTuning } from "./ln-tuning/index.js";
@@ -18,6 +20,8 @@ import { oft } from "./oft/index.js";
 import { pTuning } from "./p-tuning/index.js";
 import { prefixTuning } from "./prefix-tuning/index.js";
 import { promptTuning } from "./prompt-tuning/index.js";
+import { svfit } from "./svfit/index.js";
+import { sora } from "./sora/index.js";
 import { vera } from "./vera/index.js";
 
 /**
@@ -42,6 +46,10 @@ export const TUNERS = {
   boft: erase(boft),
   p_tuning: erase(pTuning),
   prefix_tuning: erase(prefixTuning),
+  dylora: erase(dylora),
+  sora: erase(sora),
+  svfit: erase(svfit),
+  block_lora: erase(blockLora),
 } as const;
 export type TunerName = keyof typeof TUNERS;
 

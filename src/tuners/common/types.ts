@@ -232,4 +232,10 @@ export interface TunerDef<C extends TunerConfigBase = TunerConfigBase> {
    * `merge`; unmerging restores the stored base). Absent when the method cannot be merged.
    */
   merge?(adapter: AdapterInstance<C>, model: BaseModelInfo): Map<string, Tensor>;
+  /**
+   * The adapter as a plain PEFT LoRA adapter (the LoRA variants: DyLoRA at any `rank`, SoRA's
+   * pruned ranks, SVFit, Block-LoRA): its adapter_config.json fields and tensors (keys without
+   * `base_model.model.`). `rank`: the rank to keep where the method has a choice (DyLoRA), else null.
+   */
+  toLora?(adapter: AdapterInstance<C>, model: BaseModelInfo, opts: { readonly rank: number | null }): { raw: Record<string, unknown>; tensors: Map<string, Tensor> };
 }

@@ -51,7 +51,7 @@ function transpose64(a: Float64Array, m: number, n: number): Float64Array {
 }
 
 /** Top-r singular triplets of W [out, in]: left [out, r], values [r], right [in, r]. */
-function topSvd(w: Float64Array, out: number, inn: number, r: number, niter: number | null, rng: { normal(): number }): { u: Float64Array; s: Float64Array; v: Float64Array } {
+export function topSvd(w: Float64Array, out: number, inn: number, r: number, niter: number | null, rng: { normal(): number }): { u: Float64Array; s: Float64Array; v: Float64Array } {
   if (niter === null) {
     const svd = new SingularValueDecomposition(Matrix.from1DArray(out, inn, Array.from(w)), { autoTranspose: true });
     const d = svd.diagonal;
