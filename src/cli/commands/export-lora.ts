@@ -6,11 +6,7 @@
  */
 import { type Command, InvalidArgumentError } from "commander";
 import { checkOutput } from "../../io/output.js";
-import { loadModel } from "../../models/load.js";
-import { saveAsLora } from "../../peft/export-lora.js";
-import { PeftModel } from "../../peft/peft-model.js";
 import type { CliContext } from "../context.js";
-import { openBase } from "../base-model.js";
 import { addOutputOption } from "../output-option.js";
 
 interface ExportFlags {
@@ -36,7 +32,8 @@ export function register(program: Command, ctx: CliContext): void {
     .requiredOption("--adapter <dir>", "the adapter folder")
     .option("--rank <b>", "DyLoRA: the rank to keep (default: its full rank r)", positiveInt)
     .option("--json", "print the result as JSON");
-  addOutputOption(cmd, "output LoRA adapter folder", { kind: "dir" }).action((f: ExportFlags) => {
+  addOutputOption(cmd, "output LoRA adapter folder", { kind: "dir" }).action(async (f: ExportFlags) => {
+    const [{ loadModel }, { saveAsLora }, { PeftModel }, { openBase }] = await Promise.all([import("../../models/load.js"), import("../../peft/export-lora.js"), import("../../peft/peft-model.js"), import("../base-model.js")]);
     checkOutput({ out: f.out, kind: "folder", inputs: [f.adapter, f.base], overwrite: f.overwrite === true });
     const base = openBase(f.base, [f.adapter]);
     const pm = PeftModel.fromPretrained(typeof base === "string" ? loadModel(base) : base, f.adapter);

@@ -3,8 +3,8 @@ import { type Command, Option } from "commander";
 import { ConfigError } from "../../errors.js";
 import { checkOutput } from "../../io/output.js";
 import { DEFAULT_SPLIT, parseSplitFractions } from "../../runs/data.js";
-import { INTRINSIC_DIM_DEFAULTS, type IntrinsicDimOptions, runIntrinsicDim } from "../../search/intrinsic/run.js";
-import { PROJECTION_KINDS, type ProjectionKind } from "../../search/intrinsic/projection.js";
+import { INTRINSIC_DIM_DEFAULTS, PROJECTION_KINDS, type ProjectionKind } from "../../search/intrinsic/defaults.js";
+import type { IntrinsicDimOptions } from "../../search/intrinsic/run.js";
 import type { CliContext } from "../context.js";
 import { addOutputOption } from "../output-option.js";
 import { parseNonNegativeInt, parsePositiveInt, parsePositiveNumber } from "../train/options.js";
@@ -90,6 +90,7 @@ export function register(program: Command, ctx: CliContext): void {
       maxLength: o.maxLength ?? null,
       overwrite: o.overwrite ?? false,
     };
+    const { runIntrinsicDim } = await import("../../search/intrinsic/run.js");
     const r = await runIntrinsicDim(opts, createProgress(ctx, o.progress ? {} : { tty: false }));
     if (o.json) {
       ctx.json(r.results);

@@ -24,8 +24,8 @@ import type { Value } from "../../graph/types.js";
 import { tensor } from "../../tensor.js";
 import { Rng } from "../../util/rng.js";
 
-export type ProjectionKind = "identity" | "dense" | "fastfood";
-export const PROJECTION_KINDS: readonly (ProjectionKind | "auto")[] = ["auto", "dense", "fastfood", "identity"];
+import type { ProjectionKind } from "./defaults.js";
+export { PROJECTION_KINDS, type ProjectionKind } from "./defaults.js";
 
 /** Dense projections up to this many entries of P (64 MiB of float32); `auto` picks Fastfood above. */
 export const DENSE_MAX_ENTRIES = 1 << 24;

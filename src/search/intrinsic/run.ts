@@ -62,7 +62,7 @@ export interface IntrinsicDimOptions {
   readonly overwrite: boolean;
 }
 
-export const INTRINSIC_DIM_DEFAULTS = { projection: "auto", epochs: 1, batchSize: 16, lr: 0.1, fullLr: 1e-4, threshold: 0.9, seed: 0 } as const;
+export { INTRINSIC_DIM_DEFAULTS } from "./defaults.js";
 
 export interface SplitScore {
   readonly examples: number;
