@@ -193,7 +193,7 @@ export function register(program: Command): void {
 export function soraRankSpec(extra: readonly { data: string; method: string; seed: number; result: Record<string, unknown> }[]): object {
   const values = extra
     .filter((e) => e.method === "sora")
-    .flatMap((e) => Object.entries(e.result.ranks as Record<string, number>).map(([module, rank]) => ({ data: e.data, seed: String(e.seed), layer: module.replace(/^encoder\./u, ""), rank })));
+    .flatMap((e) => Object.entries(e.result.ranks as Record<string, number>).map(([module, rank]) => ({ data: e.data, seed: String(e.seed), layer: module.replace(/^encoder\.layer\.(\d+)\.attention\.self\./u, "layer $1 "), rank })));
   return {
     $schema: "https://vega.github.io/schema/vega-lite/v5.json",
     title: "SoRA: kept rank per layer (r 8, non-zero gates after training)",
