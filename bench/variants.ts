@@ -13,12 +13,12 @@
  * Adding a method: one entry in `VARIANTS` (its `peft train` options at the shared budget and,
  * optionally, an `after` step that measures its own claim from the trained run).
  */
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { saveAsLora } from "../src/peft/export-lora.js";
-import { renderVegaLite } from "../src/runs/plot.js";
+import { renderVegaLite, vegaLiteSvg } from "../src/runs/plot.js";
 import { soraRanks } from "../src/tuners/sora/index.js";
 import { DEFAULT_SPLIT } from "../src/runs/data.js";
 import { runEvaluation } from "../src/runs/evaluate.js";
@@ -34,6 +34,8 @@ export interface VariantContext {
   readonly run: TrainRunResult;
   /** `--ranks`: the ranks DyLoRA is evaluated at. */
   readonly ranks: readonly number[];
+  /** `--plot-dir`: where methods that allocate ranks write their rank-per-layer plot, or null. */
+  readonly plotDir: string | null;
   /** Train one more run with `extra` options on top of this run's (same data, seed and budget). */
   readonly train: (label: string, extra: Partial<TrainRunOptions>) => Promise<TrainRunResult>;
 }
@@ -83,6 +85,33 @@ async function soraRanksAfter(ctx: VariantContext): Promise<Record<string, unkno
   return { ranks, prunedAccuracy: pruned, lowRankParams: before, prunedLowRankParams: after };
 }
 
+/**
+ * IncreLoRA / TriAdaptLoRA: the rank each layer was allocated (`rank_pattern` after training),
+ * the parameters the saved adapter keeps (the run's `trainableParams` counts the capacity and
+ * IncreLoRA's training-only probes) and, with `--plot-dir`, a bar chart of the ranks.
+ */
+async function allocatedRanks(ctx: VariantContext): Promise<Record<string, unknown>> {
+  const a = ctx.run.model.adapter("default");
+  const ranks = { ...((a.config as unknown as { rankPattern: Record<string, number> | null }).rankPattern ?? {}) };
+  const [savedParams] = ctx.run.model.getNbTrainableParameters();
+  if (ctx.plotDir) {
+    const rows = Object.entries(ranks).map(([module, rank]) => ({ module: module.replace(/^encoder\.layer\./u, "layer ").replace(/\.attention\.self\./u, " "), rank }));
+    const spec = {
+      $schema: "https://vega.github.io/schema/vega-lite/v5.json",
+      title: `${ctx.opts.method}: rank per layer after training (${ctx.data}, seed ${ctx.seed}, budget ${ctx.opts.r} × ${rows.length})`,
+      width: 40 * rows.length,
+      height: 200,
+      data: { values: rows },
+      mark: "bar",
+      encoding: { x: { field: "module", type: "nominal", sort: null, title: "module" }, y: { field: "rank", type: "quantitative", title: "allocated rank" } },
+    };
+    mkdirSync(ctx.plotDir, { recursive: true });
+    writeFileSync(join(ctx.plotDir, `${ctx.opts.method}-ranks-${ctx.data}-seed${ctx.seed}.svg`), await vegaLiteSvg(spec));
+  }
+  progress(`${ctx.data} ${ctx.opts.method} seed ${ctx.seed}: ranks ${JSON.stringify(ranks)} (${savedParams} params saved)`);
+  return { ranks, savedParams };
+}
+
 /** Method → its options at the shared budget and its own measurement. */
 export const VARIANTS: Readonly<Record<string, VariantSpec>> = {
   lora: { options: { r: 8, alpha: 16, lr: 1e-3 } },
@@ -93,6 +122,11 @@ export const VARIANTS: Readonly<Record<string, VariantSpec>> = {
   svfit: { options: { r: 256, lr: 1e-2 } },
   // n 4 blocks; r 13 gives 24,960 low-rank parameters against LoRA r 8's 24,576
   "block-lora": { options: { r: 13, alpha: 26, lr: 1e-3, adapterConfig: { block_num: 4 } } },
+  // budget target_r 8 × layers: the same saved rank in total as LoRA r 8, allocated by importance
+  increlora: { options: { r: 8, alpha: 16, lr: 1e-3 }, after: allocatedRanks },
+  triadaptlora: { options: { r: 8, alpha: 16, lr: 1e-3 }, after: allocatedRanks },
+  // core 8 × 8 (scale alpha/r = 2): r(in + out) + r² per layer, LoRA r 8's parameters plus 64
+  flora: { options: { r: 8, alpha: 16, lr: 1e-3 } },
 };
 
 export interface VariantRun {
@@ -111,7 +145,7 @@ export function meanSe(xs: readonly number[]): { mean: number; se: number } {
   return { mean, se: sd / Math.sqrt(xs.length) };
 }
 
-export async function benchVariants(o: { data: string[]; methods: string[]; seeds: number[]; maxSteps: number; maxExamples: number | null; threads: number | null; ranks: number[] }) {
+export async function benchVariants(o: { data: string[]; methods: string[]; seeds: number[]; maxSteps: number; maxExamples: number | null; threads: number | null; ranks: number[]; plotDir?: string | null }) {
   const runs: VariantRun[] = [];
   const extra: { data: string; method: string; seed: number; result: Record<string, unknown> }[] = [];
   const root = mkdtempSync(join(tmpdir(), "peft-bench-variants-"));
@@ -148,7 +182,7 @@ export async function benchVariants(o: { data: string[]; methods: string[]; seed
           progress(`${data} ${method} seed ${seed}: test accuracy ${m.test?.accuracy?.toFixed(4)} (${m.trainableParams} params, ${m.seconds.toFixed(1)} s)`);
           if (spec.after) {
             const train = (label: string, more: Partial<TrainRunOptions>) => runTraining({ ...opts, ...more, out: join(root, `${data}-${method}-${seed}-${label}`) });
-            extra.push({ data, method, seed, result: await spec.after({ data, seed, opts, run, ranks: o.ranks, train }) });
+            extra.push({ data, method, seed, result: await spec.after({ data, seed, opts, run, ranks: o.ranks, plotDir: o.plotDir ?? null, train }) });
           }
           await run.model.dispose();
         }
@@ -181,8 +215,9 @@ export function register(program: Command): void {
     .option("--ranks <list>", "ranks DyLoRA is evaluated at (and separate LoRAs trained at)", (v: string) => list(v).map(Number), [1, 2, 4, 8])
     .option("--threads <n>", "onnxruntime threads", positiveInt("--threads"))
     .option("--plot <file>", "write SoRA's kept rank per layer and seed as an SVG bar chart")
-    .action(async (o: { data: string[]; methods: string[]; seeds: number[]; maxSteps: number; maxExamples?: number; threads?: number; ranks: number[]; plot?: string }) => {
-      const r = await benchVariants({ data: o.data, methods: o.methods, seeds: o.seeds, maxSteps: o.maxSteps, maxExamples: o.maxExamples ?? null, threads: o.threads ?? null, ranks: o.ranks });
+    .option("--plot-dir <dir>", "write the rank-per-layer plots of IncreLoRA / TriAdaptLoRA runs here (SVG)")
+    .action(async (o: { data: string[]; methods: string[]; seeds: number[]; maxSteps: number; maxExamples?: number; threads?: number; ranks: number[]; plot?: string; plotDir?: string }) => {
+      const r = await benchVariants({ data: o.data, methods: o.methods, seeds: o.seeds, maxSteps: o.maxSteps, maxExamples: o.maxExamples ?? null, threads: o.threads ?? null, ranks: o.ranks, plotDir: o.plotDir ?? null });
       if (o.plot !== undefined) writeFileSync(o.plot, (await renderVegaLite(soraRankSpec(r.extra))).svg);
       emitResult({ bench: "variants", maxSteps: o.maxSteps, maxExamples: o.maxExamples ?? null, ...r, env: benchEnvironment({ threads: o.threads ?? 0, ep: "cpu" }) });
     });

@@ -462,14 +462,22 @@ export class Trainer {
       if (!done) continue;
       this.model.replaceAdapterState(adapter, done.config, done.tensors);
       // the adapter's tensors changed shape (AdaLoRA keeps the kept triplets): later evaluations use the new ones
+      // (IncreLoRA also drops its training-only probes)
       const initial = new Map(this.spec.initial);
+      const owners = new Map(this.spec.owners);
       for (const [n, o] of this.spec.owners) {
         if (o.adapter !== adapter) continue;
-        const t = done.tensors.get(o.key)!;
+        const t = done.tensors.get(o.key);
+        if (!t) {
+          initial.delete(n);
+          owners.delete(n);
+          this.params.delete(n);
+          continue;
+        }
         initial.set(n, t);
         this.params.set(n, Float32Array.from(t.data as Float32Array));
       }
-      this.spec = { names: this.spec.names, owners: this.spec.owners, initial };
+      this.spec = { names: this.spec.names.filter((n) => initial.has(n)), owners, initial };
     }
     await this.release();
     return { history, steps: step, best: keeper.best, seconds: (performance.now() - t0) / 1000, stoppedEarly };

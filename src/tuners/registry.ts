@@ -10,8 +10,10 @@ import { adalora } from "./adalora/index.js";
 import { blockLora } from "./block-lora/index.js";
 import { boft } from "./boft/index.js";
 import { dylora } from "./dylora/index.js";
+import { flora } from "./flora/index.js";
 import { fourierft } from "./fourierft/index.js";
 import { ia3 } from "./ia3/index.js";
+import { increlora } from "./increlora/index.js";
 import { lnTuning } from "./ln-tuning/index.js";
 import { loha } from "./loha/index.js";
 import { lokr } from "./lokr/index.js";
@@ -22,6 +24,7 @@ import { prefixTuning } from "./prefix-tuning/index.js";
 import { promptTuning } from "./prompt-tuning/index.js";
 import { svfit } from "./svfit/index.js";
 import { sora } from "./sora/index.js";
+import { triadaptlora } from "./triadaptlora/index.js";
 import { vera } from "./vera/index.js";
 
 /**
@@ -50,6 +53,9 @@ export const TUNERS = {
   sora: erase(sora),
   svfit: erase(svfit),
   block_lora: erase(blockLora),
+  increlora: erase(increlora),
+  triadaptlora: erase(triadaptlora),
+  flora: erase(flora),
 } as const;
 export type TunerName = keyof typeof TUNERS;
 
