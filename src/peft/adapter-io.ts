@@ -54,11 +54,16 @@ export function inConfig<T>(file: string, fn: () => T): T {
   }
 }
 
-function stripPrefix(weights: Map<string, Tensor>): Map<string, Tensor> {
+/** Prefix of copied base parameters (`modules_to_save`) in prompt-learning adapters: PEFT wraps the model itself there. */
+const PROMPT_COPY_PREFIX = "base_model.";
+
+function stripPrefix(weights: Map<string, Tensor>, kind: "module" | "prompt"): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   for (const [k, v] of weights) {
-    // PEFT saves adapter tensors without the adapter name, under `base_model.model.`
-    out.set(k.startsWith(STATE_DICT_PREFIX) ? k.slice(STATE_DICT_PREFIX.length) : k, v);
+    // PEFT saves adapter tensors without the adapter name, under `base_model.model.` (module
+    // tuners) or, for prompt learning, copied modules under `base_model.` (`base_model.classifier.weight`)
+    const prefix = k.startsWith(STATE_DICT_PREFIX) ? STATE_DICT_PREFIX : kind === "prompt" && k.startsWith(PROMPT_COPY_PREFIX) ? PROMPT_COPY_PREFIX : "";
+    out.set(k.slice(prefix.length), v);
   }
   return out;
 }
@@ -90,7 +95,7 @@ export function adapterFromParts(files: AdapterFiles, name: string, model: BaseM
   const tuner = tunerFor(typeof peftType === "string" ? peftType : String(peftType), files.configFile);
   return inConfig(files.configFile, () => {
     const config = tuner.resolve(tuner.parseConfig(files.configRaw, files.configFile), model);
-    const adapter: AdapterInstance = { name, tuner, config, tensors: stripPrefix(files.weights) };
+    const adapter: AdapterInstance = { name, tuner, config, tensors: stripPrefix(files.weights, tuner.kind) };
     validateAdapter(adapter, model, files.weightsFile);
     return adapter;
   });
@@ -100,9 +105,14 @@ export function adapterFromParts(files: AdapterFiles, name: string, model: BaseM
 export function adapterStateDict(adapter: AdapterInstance): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   // module tuners' tensors live under `base_model.model.`; keys already rooted at `base_model.`
-  // (VeRA's shared `base_model.vera_A`) and prompt-learning tensors are written as they are
-  const prefixed = adapter.tuner.kind === "module";
-  for (const [k, v] of adapter.tuner.savedTensors?.(adapter) ?? adapter.tensors) out.set(prefixed && !k.startsWith("base_model.") ? STATE_DICT_PREFIX + k : k, v);
+  // (VeRA's shared `base_model.vera_A`) are written as they are. Prompt learning: the tuner's own
+  // tensors (`prompt_embeddings`) as they are, copied modules under `base_model.` — PEFT's
+  // PeftModel holds the model itself as `base_model` there (`base_model.classifier.weight`)
+  const t = adapter.tuner;
+  for (const [k, v] of t.savedTensors?.(adapter) ?? adapter.tensors) {
+    if (t.kind === "module") out.set(k.startsWith("base_model.") ? k : STATE_DICT_PREFIX + k, v);
+    else out.set(t.role(k) === null ? PROMPT_COPY_PREFIX + k : k, v);
+  }
   return out;
 }
 

@@ -13,6 +13,7 @@ import { syntheticTask, tinyModel, TINY_CONFIG } from "../../compose/atlas/tiny-
 import { ConfigError, PeftError } from "../../errors.js";
 import { forwardLogits } from "../../models/forward.js";
 import { USE_LITE_WORD_EMBEDDINGS } from "../../models/use-lite/weights.js";
+import { loadSafetensors, saveSafetensors } from "../../io/safetensors.js";
 import { PeftModel } from "../../peft/peft-model.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { Trainer } from "../../train/trainer.js";
@@ -87,6 +88,15 @@ describe("prompt tuning on USE-lite (token embeddings narrower than the hidden s
       const x = ids([[9, 14, 30, 7, 22]]);
       assert.deepEqual((await pm2.forward({ inputIds: x })).data, (await pm.forward({ inputIds: x })).data);
       await pm2.dispose();
+      // PEFT's keys for a SEQ_CLS prompt: the classifier copy under `base_model.` (PeftModel wraps the model itself)
+      const file = join(dir, "adapter_model.safetensors");
+      const saved = loadSafetensors(file).tensors;
+      assert.deepEqual([...saved.keys()].sort(), ["base_model.classifier.bias", "base_model.classifier.weight", "prompt_embeddings"]);
+      // files peft-ts wrote before (copies without the prefix) still load
+      saveSafetensors(file, new Map([...saved].map(([k, v]) => [k.replace(/^base_model\./u, ""), v])));
+      const pm3 = PeftModel.fromPretrained(model, dir);
+      assert.deepEqual((await pm3.forward({ inputIds: x })).data, (await pm.forward({ inputIds: x })).data);
+      await pm3.dispose();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
