@@ -221,7 +221,10 @@ export class Trainer {
     const cfg = this.config;
     const wanted = cfg.residentOptimizer ?? cfg.session?.ep === "webgpu";
     // a tuner's allocator (AdaLoRA) reads each step's gradients on the host
-    const allocates = this.model.activeAdapters.some((n) => this.model.adapter(n).tuner.training?.allocator);
+    const allocates = this.model.activeAdapters.some((n) => {
+      const a = this.model.adapter(n);
+      return (a.tuner.training?.allocator?.(a) ?? null) !== null;
+    });
     return wanted && !allocates && (cfg.optimizer ?? "adamw") === "adamw" && (cfg.gradientAccumulation ?? 1) === 1 && (cfg.loraplusLrRatio ?? 1) === 1 && !cfg.gate;
   }
 
@@ -488,8 +491,8 @@ export class Trainer {
     const owners = new Set([...this.spec.owners.values()].map((o) => o.adapter));
     return [...owners].flatMap((n) => {
       const a = this.model.adapter(n);
-      const make = a.tuner.training?.allocator;
-      return make ? [{ adapter: n, allocator: make(a) }] : [];
+      const allocator = a.tuner.training?.allocator?.(a) ?? null;
+      return allocator ? [{ adapter: n, allocator }] : [];
     });
   }
 

@@ -160,7 +160,7 @@ describe("AdaLoRA", () => {
       assert.equal(ema.length, 2 * 3 * 4, "ipt and unc of lora_A/E/B of 4 modules");
       assert.ok(ema.every(([, t]) => t.dtype === "float64") && ema.some(([, t]) => (t.data as Float64Array).some((v) => v > 0)));
       assert.ok("default" in (ck.extras.allocators as Record<string, unknown>));
-      const again = adalora.training!.allocator!(PeftModel.create(model, raw).adapter("default") as never);
+      const again = adalora.training!.allocator!(PeftModel.create(model, raw).adapter("default") as never)!;
       again.restore!({ tensors: new Map(ema.map(([k, t]) => [k.slice("allocator/default/".length), t])), json: (ck.extras.allocators as Record<string, unknown>).default });
       assert.deepEqual(new Map([...again.state!().tensors].map(([k, t]) => [`allocator/default/${k}`, t])), new Map(ema));
       const resumed = PeftModel.create(model, raw, "default", { seed: 1 });

@@ -187,7 +187,7 @@ export interface TunerDef<C extends TunerConfigBase = TunerConfigBase> {
     /** A term added to the training loss, from the graph values of the adapter's tensors (`param`), or null. */
     regularizer?(adapter: AdapterInstance<C>, param: ParamView): Value | null;
     /** A helper the trainer runs after every optimizer step of this (trainable) adapter. */
-    allocator?(adapter: AdapterInstance<C>): TrainingAllocator<C>;
+    allocator?(adapter: AdapterInstance<C>): TrainingAllocator<C> | null;
   };
   /** Learning-rate multiplier of a trainable tensor (LoRA+: `loraplus_lr_ratio` for B); default 1. */
   lrScale?(config: C, key: string): number;

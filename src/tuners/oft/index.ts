@@ -7,8 +7,15 @@
  * (`oft_R.weight`, [r, block·(block−1)/2]; one shared row with `block_share`). Merging gives
  * W·Rᵀ. As in PEFT, only `nn.Linear` layers (not GPT-2's Conv1D) are adapted; `module_dropout`
  * is accepted and, as in PEFT's linear layer, has no effect. The exact Cayley transform
- * (`use_cayley_neumann: false`, a matrix inverse) and the constrained variant (`coft`, which
- * rewrites the parameter during the forward) are refused.
+ * (`use_cayley_neumann: false`, a matrix inverse) is refused.
+ *
+ * Constrained OFT (`coft`): PEFT projects each block's skew matrix Q onto the Frobenius ball of
+ * radius eps' = eps/√rows before every forward (Q ← eps'·Q/‖Q‖ when ‖Q‖ > eps', rows = the
+ * parameter's first dimension), writing the projection back into the parameter. Here the graph
+ * applies the same projection (so loaded weights act as in PEFT, and merging projects too), and
+ * in training the tuner's allocator writes it back after every optimizer step, so the next step
+ * starts from the projected parameter as in PEFT (and the gradient is the one of the projected
+ * value: the graph's projection treats values on the sphere, up to 1e-5 relative, as inside).
  */
 import { z } from "zod";
 import { ConfigError, UnsupportedOptionError } from "../../errors.js";
@@ -77,7 +84,6 @@ export function parseOftConfig(raw: Readonly<Record<string, unknown>>, file: str
   if (!("oft_block_size" in raw)) {
     throw new ConfigError(file, "oft_block_size", "missing: an OFT adapter from PEFT < 0.14 uses the old parametrisation, which PEFT 0.21 no longer loads either");
   }
-  if (c.coft) throw new UnsupportedOptionError(file, "coft", true, "constrained OFT rewrites the parameter inside the forward pass");
   if (c.use_cayley_neumann === false) throw new UnsupportedOptionError(file, "use_cayley_neumann", false, "the exact Cayley transform needs a matrix inverse; use the Cayley–Neumann series (PEFT's default)");
   const ltt = c.layers_to_transform;
   if (c.layers_pattern && (ltt === null || ltt === undefined)) throw new ConfigError(file, "layers_pattern", "needs layers_to_transform (as in PEFT)");
@@ -94,7 +100,7 @@ export function parseOftConfig(raw: Readonly<Record<string, unknown>>, file: str
     initWeights: c.init_weights ?? true,
     layersToTransform: ltt === null || ltt === undefined ? null : typeof ltt === "number" ? [ltt] : ltt,
     layersPattern: c.layers_pattern === undefined || c.layers_pattern === null ? null : typeof c.layers_pattern === "string" ? [c.layers_pattern] : c.layers_pattern,
-    coft: false,
+    coft: c.coft ?? false,
     eps: c.eps ?? 6e-5,
     blockShare: c.block_share ?? false,
     useCayleyNeumann: true,
@@ -185,6 +191,37 @@ function rotationBlocks(g: Graph, vec: Value, block: number, terms: number): Val
   return R;
 }
 
+/** COFT's radius for a [rows, n] parameter: eps/√rows (PEFT's per-block scaling). */
+const coftRadius = (eps: number, rows: number): number => eps / Math.sqrt(rows);
+/** Values on the sphere up to this relative margin count as inside (projected values, rounded). */
+const COFT_MARGIN = 1 + 1e-5;
+
+/** COFT's projection of a [rows, n] parameter on the host: each row's skew matrix (‖Q‖_F = √2·‖row‖) onto the ball. */
+export function projectCoft(vec: Float32Array, rows: number, eps: number): Float32Array {
+  const n = vec.length / rows;
+  const radius = coftRadius(eps, rows);
+  const out = Float32Array.from(vec);
+  for (let b = 0; b < rows; b++) {
+    let ss = 0;
+    for (let e = 0; e < n; e++) ss += vec[b * n + e]! ** 2;
+    const norm = Math.sqrt(2 * ss);
+    if (norm > radius) for (let e = 0; e < n; e++) out[b * n + e] = (radius * vec[b * n + e]!) / norm;
+  }
+  return out;
+}
+
+/** The same projection in the graph ([rows, n] value). */
+function projectCoftGraph(g: Graph, vec: Value, eps: number): Value {
+  const rows = vec.shape[0] as number;
+  const radius = coftRadius(eps, rows);
+  // floored before the square root: a zero block (the initial value) must not give √0's infinite slope
+  const norm = G.sqrt(G.maximum(G.mul(G.reduceSum(G.mul(vec, vec), [1], true), 2), 1e-30)); // [rows, 1]
+  const inside = G.not(G.greater(norm, radius * COFT_MARGIN));
+  // the division only matters outside the ball, where the norm is positive
+  const scale = G.where(inside, g.scalar(1, vec.dtype as "float32"), G.div(radius, G.maximum(norm, radius)));
+  return G.mul(vec, scale);
+}
+
 /** The same blocks on the host (float64), for merging: [rows][block·block]. */
 function rotationBlocks64(vec: Float32Array, rows: number, block: number, terms: number): Float64Array[] {
   const pos = triu(block);
@@ -252,7 +289,8 @@ export const oft: TunerDef<OftConfig> = {
         if (!adapter.tensors.has(key)) return null;
         return (site) => {
           const { r, block } = oftLayout(c, site.inFeatures);
-          let R = rotationBlocks(site.g, param(key), block, c.numCayleyNeumannTerms); // [rows, b, b]
+          const vec = c.coft ? projectCoftGraph(site.g, param(key), c.eps) : param(key);
+          let R = rotationBlocks(site.g, vec, block, c.numCayleyNeumannTerms); // [rows, b, b]
           if (c.blockShare) R = G.expand(R, site.g.ints([r, block, block]));
           // x [..., in] → [N, r, 1, b] · R [r, b, b] → [N, r, 1, b] → x's shape
           const xr = G.matmul(G.reshape(site.x, [-1, r, 1, block]), R);
@@ -268,7 +306,8 @@ export const oft: TunerDef<OftConfig> = {
       const t = adapter.tensors.get(oftKey(m.name));
       if (!t) continue;
       const { r, block } = oftLayout(c, m.inFeatures);
-      const blocks = rotationBlocks64(toFloat32(t), t.shape[0]!, block, c.numCayleyNeumannTerms);
+      const vec = c.coft ? projectCoft(toFloat32(t), t.shape[0]!, c.eps) : toFloat32(t);
+      const blocks = rotationBlocks64(vec, t.shape[0]!, block, c.numCayleyNeumannTerms);
       const weight = model.weight(`${m.name}.weight`);
       const W = weightOutIn(weight, m.fanInFanOut); // [out, in]
       const inn = m.inFeatures;
@@ -289,6 +328,23 @@ export const oft: TunerDef<OftConfig> = {
     return out;
   },
   mixedBatch: {},
+  training: {
+    // COFT: the projection written back into the parameter after every step, as PEFT's forward does
+    allocator(adapter) {
+      const c = adapter.config;
+      if (!c.coft) return null;
+      const keys = [...adapter.tensors.keys()].filter((k) => k.endsWith(".oft_R.weight"));
+      return {
+        afterStep(_step, values) {
+          for (const k of keys) {
+            const v = values.get(k);
+            if (v) v.set(projectCoft(v, adapter.tensors.get(k)!.shape[0]!, c.eps));
+          }
+        },
+        finish: () => null,
+      };
+    },
+  },
   trainConfig(o, model) {
     rejectFeedforward(o, "oft");
     return {

@@ -3,6 +3,8 @@ import { describe, test } from "node:test";
 import { PeftModel } from "../../peft/peft-model.js";
 import type { Tensor } from "../../tensor.js";
 import { fixtureModel, gradCheckLinear, maxDiff, methodSuite, runLinear } from "../../train/method-suite.test-util.js";
+import { patternCorpus } from "../../train/tiny-llama.test-util.js";
+import { Trainer } from "../../train/trainer.js";
 import { adjustOftParameter } from "./index.js";
 
 const t = (shape: number[], data: number[]): Tensor => ({ dtype: "float32", shape, data: Float32Array.from(data) });
@@ -45,6 +47,48 @@ describe("OFT", () => {
     assert.ok(maxDiff(got, want) < 1e-6, `${[...got]} vs ${want}`);
   });
 
+  test("coft: each block's skew matrix is projected onto the ball of radius eps/√rows before use (by hand); merging projects too", async () => {
+    // rows 2, eps 0.5: radius 0.5/√2; ‖Q_1‖_F = √2·0.3 ≈ 0.42 > 0.354 is scaled, ‖Q_2‖_F = √2·0.1 stays
+    const vec = [0.3, 0.1];
+    const radius = 0.5 / Math.sqrt(2);
+    const projected = [(0.3 * radius) / (Math.sqrt(2) * 0.3), 0.1];
+    const weight = t([3, 4], W.flat());
+    const xs = t([2, 4], x.flat());
+    const got = await runLinear({ raw: { ...raw, coft: true, eps: 0.5 }, module: "m", tensors: new Map([["m.oft_R.weight", t([2, 1], vec)]]), weight, x: xs });
+    const want = await runLinear({ raw, module: "m", tensors: new Map([["m.oft_R.weight", t([2, 1], projected)]]), weight, x: xs });
+    assert.ok(maxDiff(got, want) < 1e-6, "projected forward");
+    const unprojected = await runLinear({ raw, module: "m", tensors: new Map([["m.oft_R.weight", t([2, 1], vec)]]), weight, x: xs });
+    assert.ok(maxDiff(got, unprojected) > 1e-3, "the projection changes the output");
+  });
+
+  test("coft trains with the projection written back after every step: every block stays within eps/√rows", async () => {
+    const model = fixtureModel("llama");
+    const eps = 0.5;
+    const pm = PeftModel.create(model, { peft_type: "OFT", r: 0, oft_block_size: 8, coft: true, eps, target_modules: ["q_proj", "v_proj"] }, "default", { seed: 2 });
+    const fit = await new Trainer(pm, { task: "causal-lm", epochs: 100, maxSteps: 6, batchSize: 8, lr: 0.05, seed: 0, schedule: "constant", dropout: false }, patternCorpus(8, 2, () => 6)).fit();
+    const losses = fit.history.steps.map((s) => s.loss);
+    assert.ok(losses.at(-1)! < losses[0]!, `the loss fell: ${losses.join(", ")}`);
+    let atRadius = 0;
+    for (const [k, v] of pm.adapter("default").tensors) {
+      const rows = v.shape[0]!;
+      const n = v.shape[1]!;
+      const data = v.data as Float32Array;
+      for (let b = 0; b < rows; b++) {
+        const norm = Math.sqrt(2 * data.subarray(b * n, (b + 1) * n).reduce((s, e) => s + e * e, 0));
+        assert.ok(norm <= (eps / Math.sqrt(rows)) * (1 + 1e-5), `${k} row ${b}: ‖Q‖ ${norm}`);
+        if (norm > (eps / Math.sqrt(rows)) * 0.999) atRadius++;
+      }
+    }
+    assert.ok(atRadius > 0, "the constraint is active (lr 0.05 pushes the blocks to the sphere)");
+    // merge == forward with the projection
+    const ids: Tensor<"int64"> = { dtype: "int64", shape: [1, 5], data: BigInt64Array.from([3, 9, 4, 20, 7], BigInt) };
+    const y = await pm.forward({ inputIds: ids });
+    const merged = new PeftModel(pm.mergeAndUnload());
+    assert.ok(maxDiff((await merged.forward({ inputIds: ids })).data as Float32Array, y.data as Float32Array) < 1e-4);
+    await merged.dispose();
+    await pm.dispose();
+  });
+
   test("finite-difference gradients of its graph", async () => {
     await gradCheckLinear({ raw, module: "m", tensors, weight: t([3, 4], W.flat()), x: t([2, 4], x.flat()) });
   });
@@ -69,7 +113,6 @@ describe("OFT", () => {
     trainConfig: { peft_type: "OFT", oft_block_size: 8, target_modules: ["q_proj", "v_proj", "down_proj"] },
     badConfigs: [
       [{ peft_type: "OFT", r: 4, oft_block_size: 8, target_modules: ["q_proj"] }, "oft_block_size"],
-      [{ peft_type: "OFT", oft_block_size: 8, coft: true, target_modules: ["q_proj"] }, "coft"],
       [{ peft_type: "OFT", oft_block_size: 8, use_cayley_neumann: false, target_modules: ["q_proj"] }, "use_cayley_neumann"],
       [{ peft_type: "OFT", oft_block_size: 8, target_modules: ["nothing_here"] }, "target_modules"],
     ],
