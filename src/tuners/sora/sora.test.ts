@@ -55,7 +55,7 @@ describe("SoRA", () => {
   test("the proximal step is soft-thresholding computed by hand, and a zero gate whose update is below ξ stays zero", () => {
     const tuner = tunerFor("SORA");
     const cfg = parseSoraConfig({ ...raw, sparse_lambda: 0.1 }, "test");
-    const prox = tuner.training!.allocator!({ name: "t", tuner, config: cfg, tensors });
+    const prox = tuner.training!.allocator!({ name: "t", tuner, config: cfg, tensors })!;
     // after an optimizer step the gate is [0.35, −0.05, 0.1, −1.2, 0.02, 0] (a zero gate moved by 0.02 < ξ)
     const g = Float32Array.from([0.35, -0.05, 0.1, -1.2, 0.02, 0]);
     prox.afterStep(0, new Map([["m.sora_gate", g]]), new Map());
