@@ -130,4 +130,22 @@ describe("the output rule over every writing command", () => {
       assert.deepEqual([...after.keys()].filter((k) => k.includes(".tmp-")), [], "no temporary file left");
     }
   });
+
+  test("search and intrinsic-dim (whose existing folders are continued or refused by the run) refuse an output that is, holds or lies in an input", async () => {
+    const bert = p("bert");
+    const data = p("data.jsonl");
+    const space = p("space.yaml");
+    writeFileSync(space, "methods: [lora]\n");
+    const runs: { inputs: string[]; args(out: string): string[] }[] = [
+      { inputs: [space, bert, data], args: (o) => ["search", "--space", space, "--model", bert, "--data", data, "--trials", "1", "--threads", "1", "--out", o] },
+      { inputs: [bert, data], args: (o) => ["intrinsic-dim", "--model", bert, "--data", data, "--dims", "2", "--threads", "1", "--no-progress", "--out", o] },
+    ];
+    for (const c of runs) {
+      for (const input of c.inputs) {
+        const targets = statSync(input).isDirectory() ? [input, join(input, "new-output")] : [input];
+        for (const out of targets) await refused(c.args(out), "PEFT_ERR_OUTPUT_IS_INPUT", [out, input]);
+      }
+      await refused(c.args(root), "PEFT_ERR_OUTPUT_IS_INPUT", [root]);
+    }
+  });
 });

@@ -4,6 +4,7 @@
  * with `--queue`. See docs/search.md.
  */
 import type { Command } from "commander";
+import { checkOutput } from "../../io/output.js";
 import { redactQueueUrl } from "../../queue/connection.js";
 import type { TrialExecutor } from "../../search/run.js";
 import type { CliContext } from "../context.js";
@@ -47,6 +48,8 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--keep-layers <k>", "with --importance: layers kept (default: half of them, rounded up)", parsePositiveInt)
     .option("--json", "print pareto.json's summary as JSON")
     .action(async (o: RawSearchOptions) => {
+      // an existing search folder is continued (never replaced); one that is, holds or lies inside an input is refused
+      checkOutput({ out: o.out, kind: "folder", inputs: [o.space, o.model, o.data, o.importance], overwrite: true });
       const [{ readSearchSpace, applyLayerPrior }, { InProcessTrialExecutor, runSearch }] = await Promise.all([import("../../search/space.js"), import("../../search/run.js")]);
       let space = readSearchSpace(o.space);
       if (o.importance !== undefined) {
