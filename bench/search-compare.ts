@@ -20,10 +20,16 @@ import { type SearchSpace, type TrialConfig, describeConfig, parseSearchSpace, s
 import { trialRunOptions } from "../src/search/trial.js";
 import { benchEnvironment, emitResult, positiveInt, progress } from "./env.js";
 
-/** Hand-picked baselines: LoRA r 8 on query/value (the PEFT default for BERT-like models) and (IA)³ on attention and feed-forward. */
+/**
+ * Hand-picked baselines (issue 18): LoRA r 8 on query/value (the PEFT default for BERT-like models)
+ * and on every linear layer, (IA)³ on attention and feed-forward, prompt tuning with PEFT's 20
+ * virtual tokens at the learning rate it needs (docs/adapters.md, "Methods compared").
+ */
 export const SEARCH_BASELINES: Readonly<Record<string, Partial<TrainRunOptions>>> = {
   "lora-r8-qv": { method: "lora", r: 8, alpha: 16, target: { kind: "names", names: ["query", "value"] }, feedforward: null, lr: 5e-3 },
   "ia3-qkv-ff": { method: "ia3", target: { kind: "names", names: ["query", "key", "value", "intermediate.dense"] }, feedforward: { kind: "names", names: ["intermediate.dense"] }, lr: 1e-2 },
+  "lora-r8-all-linear": { method: "lora", r: 8, alpha: 16, target: { kind: "allLinear" }, feedforward: null, lr: 5e-3 },
+  "prompt-tuning-20": { method: "prompt-tuning", numVirtualTokens: 20, target: null, feedforward: null, lr: 3e-2 },
 };
 
 interface Run {
@@ -42,7 +48,7 @@ const meanSe = (xs: readonly number[]) => {
   return { mean: m, se: sd / Math.sqrt(xs.length) };
 };
 
-export async function benchSearchCompare(o: { search: string; data: string[]; seeds: number[]; threads: number | null }) {
+export async function benchSearchCompare(o: { search: string; data: string[]; seeds: number[]; threads: number | null; configs?: readonly string[] | null }) {
   const state = JSON.parse(readFileSync(join(o.search, "search.json"), "utf8")) as { identity: { model: string; space: SearchSpace } };
   const space = parseSearchSpace(searchSpaceToRaw(state.identity.space));
   const pareto = (JSON.parse(readFileSync(join(o.search, "pareto.json"), "utf8")) as { pareto: { trial: number; config: TrialConfig }[] }).pareto;
@@ -79,6 +85,13 @@ export async function benchSearchCompare(o: { search: string; data: string[]; se
       }),
     })),
   ];
+  // --configs: only the named configurations (baseline names, or `trial N`)
+  const wanted = o.configs ?? null;
+  if (wanted) {
+    const unknown = wanted.filter((w) => !configs.some((c) => c.name === w || c.name.startsWith(`${w}:`)));
+    if (unknown.length > 0) throw new Error(`search-compare --configs: no configuration named ${unknown.join(", ")} (baselines: ${Object.keys(SEARCH_BASELINES).join(", ")}; Pareto trials as 'trial N')`);
+    configs.splice(0, configs.length, ...configs.filter((c) => wanted.some((w) => c.name === w || c.name.startsWith(`${w}:`))));
+  }
   const runs: Run[] = [];
   const root = mkdtempSync(join(tmpdir(), "peft-bench-search-"));
   try {
@@ -130,13 +143,14 @@ const list = (v: string): string[] => v.split(",").map((s) => s.trim()).filter((
 export function register(program: Command): void {
   program
     .command("search-compare")
-    .description("a finished peft search's Pareto configurations vs hand-picked baselines (LoRA r8 q/v, (IA)³), retrained over seeds and data sources: mean ± standard error, dominance, transfer (docs/search.md)")
+    .description("a finished peft search's Pareto configurations vs hand-picked baselines (LoRA r8 q/v and all-linear, (IA)³, prompt tuning), retrained over seeds and data sources: mean ± standard error, dominance, transfer (docs/search.md)")
     .requiredOption("--search <dir>", "the search folder (search.json, pareto.json)")
     .option("--data <names>", "data sources, comma-separated (the first is usually the search's own)", list, ["uci-yelp", "uci-amazon", "uci-imdb"])
     .option("--seeds <list>", "seeds, comma-separated", (v: string) => list(v).map(Number), [0, 1, 2])
     .option("--threads <n>", "onnxruntime threads", positiveInt("--threads"))
-    .action(async (o: { search: string; data: string[]; seeds: number[]; threads?: number }) => {
-      const r = await benchSearchCompare({ search: o.search, data: o.data, seeds: o.seeds, threads: o.threads ?? null });
+    .option("--configs <names>", "only these configurations, comma-separated: baseline names or 'trial N' (default: every Pareto trial and baseline)", list)
+    .action(async (o: { search: string; data: string[]; seeds: number[]; threads?: number; configs?: string[] }) => {
+      const r = await benchSearchCompare({ search: o.search, data: o.data, seeds: o.seeds, threads: o.threads ?? null, configs: o.configs ?? null });
       emitResult({ bench: "search-compare", search: o.search, ...r, env: benchEnvironment({ threads: o.threads ?? 0, ep: "cpu" }) });
     });
 }
