@@ -27,10 +27,11 @@ import {
   EngineClosedError,
   PromptTokenError,
   UnknownAdapterError,
+  UnsupportedOptionError,
 } from "../errors.js";
 import type { GenerationConfig } from "../io/generation-config.js";
 import type { HfTokenizer } from "../io/tokenizer.js";
-import { AdapterPool, type PoolLayout, checkPoolable, fitsLayout, planLayout } from "../peft/adapter-pool.js";
+import { AdapterPool, type PoolLayout, checkPoolable, fitsLayout, isPrefixAdapter, planLayout, virtualTokenCount } from "../peft/adapter-pool.js";
 import type { PeftModel } from "../peft/peft-model.js";
 import type { SessionOptions } from "../runtime/session.js";
 import type { AdapterInstance } from "../tuners/common/types.js";
@@ -43,6 +44,7 @@ import { type CoServeOptions, CoServeScheduler, type CoServeStats } from "./cose
 import { Decoder, type ModelGeometry, type StepRow, modelGeometry, moduleShapes } from "./decoder.js";
 import { OutputText } from "./detokenize.js";
 import { KvArena } from "./kv-arena.js";
+import { prefillPrefix } from "./prefix.js";
 import {
   DEFAULT_SAMPLING,
   type SamplingParams,
@@ -236,7 +238,7 @@ export class GenerationEngine {
     const poolable = model.adapterNames.map((n) => model.adapter(n)).filter((a) => {
       try {
         checkPoolable(a, (k) => model.weights.has(k));
-        return true;
+        return !isPrefixAdapter(a);
       } catch {
         return false;
       }
@@ -326,10 +328,16 @@ export class GenerationEngine {
     }
     const resolved = resolveSampling(req.params ?? {}, this.defaults);
     const params = choice > 0 && resolved.seed !== undefined ? { ...resolved, seed: resolved.seed + choice } : resolved;
-    const virtualTokens = adapter?.tuner.peftType === "PROMPT_TUNING" ? adapter.tensors.get("prompt_embeddings")!.shape[0]! : 0;
-    const promptLen = prompt.length + virtualTokens;
+    const virtualTokens = virtualTokenCount(adapter);
+    // prefix tuning: the prefix's keys and values take the first positions of the row's cache
+    const prefixTokens = adapter && isPrefixAdapter(adapter) ? (adapter.config as unknown as { numVirtualTokens: number }).numVirtualTokens : 0;
+    if (prefixTokens > 0 && ((this.model.base.config as { slidingWindow?: number | null }).slidingWindow ?? null) !== null) {
+      throw new UnsupportedOptionError("adapter", "peft_type", "PREFIX_TUNING", "the model has sliding-window attention; prefix tuning needs full attention (as in the full forward pass)");
+    }
+    const promptLen = prompt.length + virtualTokens + prefixTokens;
     if (promptLen > this.maxContext) {
-      throw new ContextLengthError(promptLen, this.maxContext, virtualTokens ? ` (${prompt.length} + ${virtualTokens} virtual tokens)` : "");
+      const extra = virtualTokens ? ` (${prompt.length} + ${virtualTokens} virtual tokens)` : prefixTokens ? ` (${prompt.length} + ${prefixTokens} prefix tokens)` : "";
+      throw new ContextLengthError(promptLen, this.maxContext, extra);
     }
     const byLength = this.maxLength !== null && req.params?.maxNewTokens === undefined ? Math.max(1, this.maxLength - prompt.length) : Infinity;
     const maxOutputs = Math.min(Number.isFinite(byLength) ? byLength : params.maxNewTokens, this.maxContext - promptLen + 1);
@@ -517,6 +525,7 @@ export class GenerationEngine {
   private readonly poolUsers = new Map<number, number>();
 
   private release(row: Sequence): void {
+    if (row.adapterSlot === 0) return; // a prefix-tuning row uses the base slot
     const n = (this.poolUsers.get(row.adapterSlot) ?? 1) - 1;
     this.poolUsers.set(row.adapterSlot, n);
   }
@@ -568,7 +577,7 @@ export class GenerationEngine {
       while (cap < longest) cap *= 2;
       cap = Math.min(Math.max(cap, longest), Math.max(this.maxContext, 16));
       if ((this.rows.length + 1) * cap > this.maxCachedTokens && this.rows.length > 0) return;
-      if (seq.adapter) {
+      if (seq.adapter && !isPrefixAdapter(seq.adapter)) {
         try {
           let slot = await this.poolSlot(seq.adapter);
           if (slot < 0) {
@@ -592,6 +601,7 @@ export class GenerationEngine {
       this.waiting.shift();
       this.cache.ensure(this.rows.length + 1, 1);
       this.cache.reset(this.rows.length);
+      if (seq.adapter && isPrefixAdapter(seq.adapter)) prefillPrefix(this.cache, this.rows.length, seq.adapter);
       this.rows.push(seq);
     }
   }

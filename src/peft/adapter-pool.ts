@@ -60,8 +60,8 @@ export interface ModuleShape {
 /** Throws unless `a` can be served per row from a pool. */
 export function checkPoolable(a: AdapterInstance, baseHas: (key: string) => boolean): void {
   const t = a.tuner.peftType;
-  if (t !== "LORA" && t !== "IA3" && t !== "PROMPT_TUNING") {
-    throw new AdapterStateError(a.name, `generation serves LoRA, (IA)³ and prompt-tuning adapters per row, not ${t}; merge it into the base model instead`);
+  if (t !== "LORA" && t !== "IA3" && !isVirtualTokenAdapter(a) && !isPrefixAdapter(a)) {
+    throw new AdapterStateError(a.name, `generation serves LoRA, (IA)³, prompt-tuning, P-tuning and prefix-tuning adapters per row, not ${t}; merge it into the base model instead`);
   }
   if (t === "LORA" && rewritesBase(a.config as LoraConfig)) {
     throw new AdapterStateError(a.name, "its init_lora_weights (PiSSA / OLoRA) rewrites the base weights, which cannot change per row; save it converted to a plain LoRA (path_initial_model_for_weight_conversion)");
@@ -71,6 +71,30 @@ export function checkPoolable(a: AdapterInstance, baseHas: (key: string) => bool
       throw new AdapterStateError(a.name, `replaces the base parameter '${k}' (modules_to_save / bias), which cannot change per row; merge it (mergeAndUnload) and serve the merged model`);
     }
   }
+}
+
+/** Prompt tuning and P-tuning: the adapter's saved `prompt_embeddings` are virtual tokens in front of the input. */
+export function isVirtualTokenAdapter(a: AdapterInstance): boolean {
+  return a.tuner.peftType === "PROMPT_TUNING" || a.tuner.peftType === "P_TUNING";
+}
+
+/**
+ * Prefix tuning: the adapter's keys and values start the row's KV cache (`prefillPrefix` in
+ * generate/prefix.ts); such a row uses the pool's base slot.
+ */
+export function isPrefixAdapter(a: AdapterInstance): boolean {
+  return a.tuner.prefixKv !== undefined;
+}
+
+/** The virtual tokens [n, hidden] of a prompt-tuning or P-tuning adapter (a P-tuning encoder's output, as PEFT saves it). */
+export function virtualTokenTable(a: AdapterInstance): Tensor {
+  return (a.tuner.savedTensors?.(a) ?? a.tensors).get(PROMPT_KEY)!;
+}
+
+/** Virtual tokens a row of adapter `a` starts with (0 unless prompt tuning / P-tuning). */
+export function virtualTokenCount(a: AdapterInstance | null): number {
+  if (!a || !isVirtualTokenAdapter(a)) return 0;
+  return a.tuner.peftType === "PROMPT_TUNING" ? a.tensors.get(PROMPT_KEY)!.shape[0]! : a.tuner.virtualTokens!(a.config);
 }
 
 /** The layout needs of one adapter: module → (rank, dora, ia3 side), and its virtual tokens. */
@@ -92,8 +116,8 @@ function needs(a: AdapterInstance): { modules: Map<string, { rank: number; dora:
       const ff = isFeedforward(c, name);
       modules.set(name, { rank: 0, dora: false, ia3In: ff, ia3Out: !ff });
     }
-  } else if (a.tuner.peftType === "PROMPT_TUNING") {
-    virtual = a.tensors.get(PROMPT_KEY)!.shape[0]!;
+  } else if (isVirtualTokenAdapter(a)) {
+    virtual = virtualTokenCount(a);
   }
   return { modules, virtual };
 }
@@ -279,6 +303,7 @@ export class AdapterPool {
   /** Writes adapter `a` into `slot` (it must fit the layout; see `fitsLayout`). */
   assign(slot: number, a: AdapterInstance, version = 0): void {
     checkPoolable(a, this.baseHas);
+    if (isPrefixAdapter(a)) throw new AdapterStateError(a.name, "a prefix-tuning adapter takes no pool slot: its keys and values prefill the row's cache slot (prefillPrefix)");
     if (slot <= 0 || slot >= this.layout.slots) throw new AdapterStateError(a.name, `pool slot ${slot} does not exist`);
     if (!fitsLayout(this.layout, a, this.freeVirtualRows() + (this.virtualRows.get(slot)?.[1] ?? 0))) {
       throw new AdapterStateError(a.name, "does not fit the generation graph's adapter layout");
@@ -319,7 +344,7 @@ export class AdapterPool {
   }
 
   private assignPrompt(slot: number, a: AdapterInstance): void {
-    const t = a.tensors.get(PROMPT_KEY)!;
+    const t = virtualTokenTable(a);
     const n = t.shape[0]!;
     const used = [...this.virtualRows.values()].sort((x, y) => x[0] - y[0]);
     let offset = 0;
