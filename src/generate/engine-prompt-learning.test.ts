@@ -5,9 +5,13 @@
  * passes of the PeftModel with that adapter (no cache), on the tiny GPT-2 fixture.
  */
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { ContextLengthError } from "../errors.js";
+import { ContextLengthError, UnsupportedOptionError } from "../errors.js";
 import { loadModel } from "../models/load.js";
+import { MISTRAL, decoderConfigJson, randomDecoderWeights, writeHfModel } from "../models/tiny-decoder.test-util.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { toFloat32 } from "../tensor.js";
 import { fixturePath } from "../util/paths.js";
@@ -122,6 +126,35 @@ describe("GenerationEngine: P-tuning and prefix-tuning adapters", () => {
       assert.deepEqual(r.tokenIds, await greedyReference(pm, "prefix", [1, 2, 3, 4, 5], 4));
     } finally {
       await engine.close();
+    }
+  });
+
+  test("rotary positions after the prefix (tiny Mistral, full attention); a sliding window refuses prefix tuning, as the full forward does", async () => {
+    // head_dim = hidden / heads: PEFT sizes the prefix (token_dim) from hidden_size / num_attention_heads
+    const SPEC = { ...MISTRAL, headDim: MISTRAL.hidden / MISTRAL.heads };
+    const tmp = mkdtempSync(join(tmpdir(), "peft-prefix-engine-"));
+    try {
+      for (const window of [null, 4]) {
+        const dir = writeHfModel(join(tmp, `mistral-${window}`), decoderConfigJson(SPEC, { sliding_window: window }), randomDecoderWeights(SPEC, 5));
+        const m = new PeftModel(loadModel(dir));
+        m.addAdapter("prefix", { peft_type: "PREFIX_TUNING", task_type: "CAUSAL_LM", num_virtual_tokens: 3 }, { seed: 4 });
+        const engine = new GenerationEngine(m, { maxSlots: 2 });
+        try {
+          const prompt = [3, 17, 5, 29];
+          if (window === null) {
+            const got = await engine.generate({ promptIds: prompt, adapter: "prefix", params: { maxNewTokens: 5, ignoreEos: true } });
+            assert.deepEqual(got.tokenIds, await greedyReference(m, "prefix", prompt, 5));
+          } else {
+            await assert.rejects(engine.generate({ promptIds: prompt, adapter: "prefix" }), (e: unknown) => e instanceof UnsupportedOptionError && /sliding-window/.test(e.message));
+            await assert.rejects(m.forward({ inputIds: { dtype: "int64", shape: [1, 4], data: BigInt64Array.from(prompt, BigInt) } }), UnsupportedOptionError);
+          }
+        } finally {
+          await engine.close();
+          await m.dispose();
+        }
+      }
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
     }
   });
 });
