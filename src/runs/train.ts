@@ -253,7 +253,7 @@ export async function runTraining(opts: TrainRunOptions, progress: RunReporter =
   const splits = tokenizeSplits(data, (t) => source.encode(t));
   const perEpoch = Math.ceil(splits.train.length / (opts.batchSize * opts.gradAccum));
   const fullSteps = Math.ceil(perEpoch * opts.epochs);
-  const adapterConfig = adapterConfigFor(opts, source, opts.maxSteps !== null ? Math.min(fullSteps, opts.maxSteps) : fullSteps);
+  const adapterConfig = adapterConfigFor(opts, source, opts.maxSteps ?? fullSteps);
   const pm = PeftModel.create(source.model, adapterConfig, "default", { seed: opts.seed });
   const [trainable, all] = pm.getNbTrainableParameters();
   progress.note(`trainable params: ${trainable.toLocaleString("en-US")} || all params: ${all.toLocaleString("en-US")} || trainable%: ${((100 * trainable) / all).toFixed(4)}`);

@@ -38,6 +38,7 @@ const CONFIG_FIELDS = {
   checkpointDir: z.string().min(1).optional(),
   checkpointEvery: positiveInt.optional(),
   maxSteps: positiveInt.optional(),
+  stopAfterSteps: positiveInt.optional(),
   dtype: z.enum(["float32", "float16"]).optional(),
   lossScaling: z.looseObject({ kind: z.enum(["dynamic", "static"]) }).optional(),
   residentOptimizer: z.boolean().optional(),

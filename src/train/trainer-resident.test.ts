@@ -83,7 +83,7 @@ describe("trainer with the resident (fused) optimizer", () => {
       const cfg: TrainerConfig = { ...base, residentOptimizer: true };
       const straight = llamaLora();
       await new Trainer(straight, cfg, data).fit();
-      await new Trainer(llamaLora(), { ...cfg, maxSteps: 7, checkpointDir: dir, checkpointEvery: 7 }, data).fit();
+      await new Trainer(llamaLora(), { ...cfg, stopAfterSteps: 7, checkpointDir: dir, checkpointEvery: 7 }, data).fit();
       cpSync(dir, hostDir, { recursive: true });
       const again = llamaLora();
       await new Trainer(again, { ...cfg, checkpointDir: dir }, data).fit();

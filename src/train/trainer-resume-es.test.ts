@@ -35,7 +35,7 @@ describe("trainer: early stopping across a resume", () => {
       // interrupt after the best evaluation but before the stop
       const k = straight.best!.step + 2;
       assert.ok(k < straight.steps, `interrupt at ${k} < ${straight.steps}`);
-      await new Trainer(llamaLora(), { ...cfg, maxSteps: k, checkpointDir: dir, checkpointEvery: k }, train, validation).fit();
+      await new Trainer(llamaLora(), { ...cfg, stopAfterSteps: k, checkpointDir: dir, checkpointEvery: k }, train, validation).fit();
       const resumedPm = llamaLora();
       const resumed = await new Trainer(resumedPm, { ...cfg, checkpointDir: dir }, train, validation).fit();
       assert.equal(resumed.stoppedEarly, true);

@@ -87,7 +87,7 @@ describe("trainer", () => {
       const straight = llamaLora();
       await new Trainer(straight, { ...base }, data).fit();
       const resumed = llamaLora();
-      await new Trainer(resumed, { ...base, maxSteps: 7, checkpointDir: dir, checkpointEvery: 7 }, data).fit();
+      await new Trainer(resumed, { ...base, stopAfterSteps: 7, checkpointDir: dir, checkpointEvery: 7 }, data).fit();
       const again = llamaLora();
       await new Trainer(again, { ...base, checkpointDir: dir }, data).fit();
       let worst = 0;

@@ -66,8 +66,17 @@ export interface TrainerConfig {
   readonly session?: SessionOptions;
   readonly checkpointDir?: string;
   readonly checkpointEvery?: number;
-  /** Stop after this many optimizer steps (for tests and resumable runs). */
+  /**
+   * Total optimizer steps, as transformers' `max_steps`: overrides `epochs` (the data is cycled as
+   * often as needed) and is the learning-rate schedule's length (warm-up and decay happen within it).
+   */
   readonly maxSteps?: number;
+  /**
+   * Stop after this many optimizer steps without changing the schedule (which still spans
+   * `maxSteps` or the epochs): the run's checkpoint then resumes to the end as if it had never
+   * stopped. For tests and for running a job in slices.
+   */
+  readonly stopAfterSteps?: number;
   /**
    * Compute dtype (default float32). `float16`: mixed precision — the frozen model in float16,
    * float32 master weights, and loss scaling (`lossScaling`); see docs/training.md.
@@ -211,9 +220,15 @@ export class Trainer {
     return Math.ceil(this.train.length / (this.config.batchSize * (this.config.gradientAccumulation ?? 1)));
   }
 
+  /** The schedule's length: `maxSteps` when set (as transformers), else the epochs' steps. */
+  get scheduleSteps(): number {
+    return this.config.maxSteps ?? Math.ceil(this.stepsPerEpoch * this.config.epochs);
+  }
+
+  /** The steps this `fit` runs to: the schedule's length, or `stopAfterSteps` when that is sooner. */
   get totalSteps(): number {
-    const full = Math.ceil(this.stepsPerEpoch * this.config.epochs);
-    return this.config.maxSteps ? Math.min(full, this.config.maxSteps) : full;
+    const all = this.scheduleSteps;
+    return this.config.stopAfterSteps ? Math.min(all, this.config.stopAfterSteps) : all;
   }
 
   /** Whether `fit` runs (or ran) the fused resident optimizer (see `TrainerConfig.residentOptimizer`). */
@@ -258,7 +273,7 @@ export class Trainer {
         scaler: this.scaler,
       });
     }
-    const total = Math.ceil(this.stepsPerEpoch * cfg.epochs);
+    const total = this.scheduleSteps;
     const warmup = cfg.warmupSteps ?? (cfg.warmupRatio ? warmupStepsFromRatio(cfg.warmupRatio, total) : 0);
     const kind = cfg.schedule ?? "linear";
     this.schedule = createSchedule(

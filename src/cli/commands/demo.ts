@@ -30,7 +30,7 @@ export function register(program: Command, ctx: CliContext): void {
     .option("--threads <n>", "onnxruntime intra-op threads (default: all cores)", parsePositiveInt)
     .option("--max-examples <n>", "quick run on a stratified subset of N sentences", parsePositiveInt)
     .option("--epochs <x>", "LoRA epochs (default: the demo recipe's 3)", parsePositiveNumber)
-    .option("--max-steps <n>", "stop LoRA training after N steps", parsePositiveInt)
+    .option("--max-steps <n>", "LoRA training steps (overrides its epochs; the learning-rate schedule spans them)", parsePositiveInt)
     .option("--no-mfu", "skip timing the matmul ceiling (achieved FLOP/s fraction)")
     .option("--no-plot", "do not render the LoRA run's curves")
     .option("--no-progress", "plain log lines even on a terminal")

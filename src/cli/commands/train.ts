@@ -112,7 +112,7 @@ export function register(program: Command, ctx: CliContext): void {
     )
     .option("--group-by-length", "batch texts of similar length together (transformers' group_by_length): less padding, faster epochs")
     .option("--max-examples <n>", "use a stratified random subset of N examples (quick runs)", parsePositiveInt)
-    .option("--max-steps <n>", "stop after N optimizer steps", parsePositiveInt)
+    .option("--max-steps <n>", "total optimizer steps, as transformers' max_steps: overrides --epochs; the learning-rate schedule spans them", parsePositiveInt)
     .option("--split <fractions>", "train,validation,test fractions of the seeded stratified split", `${DEFAULT_SPLIT.train},${DEFAULT_SPLIT.validation},${DEFAULT_SPLIT.test}`)
     .option("--resume", "continue the run in --out from its checkpoint (same options)")
     .option("--no-plot", "do not render curves.svg / curves.png")

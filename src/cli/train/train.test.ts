@@ -179,16 +179,19 @@ describe("peft train", () => {
 
   test("an existing run is never overwritten by accident; --overwrite replaces it; --resume continues it", async () => {
     const out = join(root, "resume-run");
-    const first = await runCli(TRAIN_ARGS(out, ["--max-steps", "5", "--no-plot"]));
+    // a constant learning rate, so that a run stopped by --max-steps and resumed without it takes the
+    // steps of a straight run (with a decaying schedule --max-steps is the schedule's length)
+    const constant = ["--schedule", "constant", "--warmup-ratio", "0"];
+    const first = await runCli(TRAIN_ARGS(out, ["--max-steps", "5", "--no-plot", ...constant]));
     assert.equal(first.code, 0, first.stderr);
     assert.equal(readJson<TrainMetrics>(join(out, RUN_FILES.metrics)).steps, 5);
-    const again = await runCli(TRAIN_ARGS(out, ["--no-plot"]));
+    const again = await runCli(TRAIN_ARGS(out, ["--no-plot", ...constant]));
     assert.equal(again.code, 1);
     assert.match(again.stderr, /error \[PEFT_ERR_CONFIG\]: peft train: '--out': .*already holds a run .*--resume.*--overwrite/);
-    const changed = await runCli(TRAIN_ARGS(out, ["--resume", "--lr", "0.5", "--no-plot"]));
+    const changed = await runCli(TRAIN_ARGS(out, ["--resume", "--lr", "0.5", "--no-plot", ...constant]));
     assert.equal(changed.code, 1);
     assert.match(changed.stderr, /'--resume': the options differ .*lr: 0\.02 → 0\.5/);
-    const resumed = await runCli(TRAIN_ARGS(out, ["--resume", "--no-plot"]));
+    const resumed = await runCli(TRAIN_ARGS(out, ["--resume", "--no-plot", ...constant]));
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.match(resumed.stderr, /resuming at step 5/);
     const total = 3 * Math.ceil(72 / 8);
@@ -200,7 +203,7 @@ describe("peft train", () => {
     );
     // a straight run of the same options ends with the same adapter as the interrupted + resumed one
     const straight = join(root, "straight-run");
-    assert.equal((await runCli(TRAIN_ARGS(straight, ["--no-plot"]))).code, 0);
+    assert.equal((await runCli(TRAIN_ARGS(straight, ["--no-plot", ...constant]))).code, 0);
     const a = PeftModel.fromPretrained(loadModel(bert), out).adapter("default").tensors;
     const b = PeftModel.fromPretrained(loadModel(bert), straight).adapter("default").tensors;
     let worst = 0;
@@ -221,6 +224,19 @@ describe("peft train", () => {
     const k = pm.info.linearModules.find((m) => m.name.endsWith("query"))!.name;
     assert.notDeepEqual(pm.baseWeights.get(`${k}.weight`), pm.base.weights.get(`${k}.weight`), "loading runs the initialisation on the base again");
     await pm.dispose();
+  });
+
+  test("--max-steps is transformers' max_steps: it overrides --epochs and the learning-rate schedule spans it", async () => {
+    // 72 training examples at batch 8: 9 steps per epoch; --epochs 1 alone would stop at 9
+    const out = join(root, "max-steps-run");
+    const r = await runCli(TRAIN_ARGS(out, ["--epochs", "1", "--max-steps", "12", "--warmup-ratio", "0.25", "--no-plot"]));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(readJson<TrainMetrics>(join(out, RUN_FILES.metrics)).steps, 12, "runs 12 steps, past the one epoch");
+    const lrs = readJson<{ steps: { step: number; lr: number }[] }>(join(out, RUN_FILES.history)).steps.map((s) => s.lr);
+    assert.equal(lrs.length, 12);
+    // linear warm-up over ceil(0.25 · 12) = 3 steps, then linear decay to 0 at step 12 (transformers' get_linear_schedule_with_warmup)
+    const expected = Array.from({ length: 12 }, (_, i) => 0.02 * (i < 3 ? i / 3 : (12 - i) / 9));
+    for (let i = 0; i < 12; i++) assert.ok(Math.abs(lrs[i]! - expected[i]!) < 1e-12, `step ${i + 1}: lr ${lrs[i]} vs ${expected[i]}`);
   });
 
   test("--method adalora: total_step is the run's steps, the rank allocator prunes, the adapter carries rank_pattern", async () => {

@@ -153,7 +153,7 @@ describe("AdaLoRA", () => {
     const dir = mkdtempSync(join(tmpdir(), "peft-adalora-resume-"));
     try {
       const first = PeftModel.create(model, raw, "default", { seed: 1 });
-      await new Trainer(first, { ...cfg, maxSteps: 4, checkpointDir: dir, checkpointEvery: 4 }, data).fit();
+      await new Trainer(first, { ...cfg, stopAfterSteps: 4, checkpointDir: dir, checkpointEvery: 4 }, data).fit();
       // the checkpoint holds the allocator's EMAs (float64) and mask; restoring them reproduces them
       const ck = loadCheckpoint(dir);
       const ema = [...ck.tensors].filter(([k]) => k.startsWith("allocator/default/"));
