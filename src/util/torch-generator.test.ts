@@ -22,11 +22,12 @@ describe("TorchGenerator (torch's CPU mt19937)", () => {
     assert.deepEqual(round4(new TorchGenerator(42).rand(10)), [0.8823, 0.915, 0.3829, 0.9593, 0.3904, 0.6009, 0.2566, 0.7936, 0.9408, 0.1332]);
   });
 
-  test("seeds use their low 32 bits (torch's manual_seed), uniform draws stay in [from, to)", () => {
+  test("seeds use their low 32 bits, negative ones as two's complement (torch's manual_seed); uniform draws stay in [from, to)", () => {
     assert.deepEqual(new TorchGenerator(2 ** 32 + 3).rand(4), new TorchGenerator(3).rand(4));
+    assert.deepEqual(new TorchGenerator(-1).rand(4), new TorchGenerator(2 ** 32 - 1).rand(4));
     const u = new TorchGenerator(1).uniform(10000, -0.25, 0.5);
     assert.ok(u.every((v) => v >= -0.25 && v < 0.5));
-    assert.throws(() => new TorchGenerator(-1), RangeError);
+    assert.throws(() => new TorchGenerator(0.5), RangeError);
   });
 
   test("kaiming_uniform_ bound: a = √5 is U(±1/√fan_in) up to float64 rounding", () => {

@@ -59,11 +59,14 @@ export class TorchGenerator {
   private readonly mt = new Uint32Array(N);
   private index = N;
 
-  /** `torch.Generator("cpu").manual_seed(seed)`: the low 32 bits of a non-negative integer seed. */
+  /**
+   * `torch.Generator("cpu").manual_seed(seed)`: the low 32 bits of the seed (a negative seed is
+   * taken as its 64-bit two's complement, as torch does).
+   */
   constructor(seed: number) {
-    if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`TorchGenerator: seed must be a non-negative safe integer, got ${seed}`);
+    if (!Number.isSafeInteger(seed)) throw new RangeError(`TorchGenerator: seed must be a safe integer, got ${seed}`);
     const mt = this.mt;
-    mt[0] = seed % 2 ** 32;
+    mt[0] = ((seed % 2 ** 32) + 2 ** 32) % 2 ** 32;
     for (let i = 1; i < N; i++) {
       const prev = mt[i - 1]! ^ (mt[i - 1]! >>> 30);
       mt[i] = (Math.imul(1812433253, prev) + i) >>> 0;
