@@ -22,6 +22,11 @@ export interface BaseModelInfo {
   readonly numHeads: number;
   /** Key/value heads (grouped-query attention; `numHeads` otherwise). */
   readonly numKeyValueHeads: number;
+  /**
+   * Width of one attention head: the config's explicit `head_dim` where the architecture has one
+   * (Llama, Mistral, Qwen2 — it may differ from hiddenSize / numHeads); absent: hiddenSize / numHeads.
+   */
+  readonly headDim?: number;
   /** Reads a base parameter (for DoRA's magnitude, merging). */
   readonly weight: (name: string) => Tensor;
   readonly has: (name: string) => boolean;
