@@ -4,7 +4,8 @@ import { loadSafetensors } from "../io/safetensors.js";
 import { loadModel } from "../models/load.js";
 import { modelInfo } from "../peft/model-info.js";
 import { fixturePath } from "./paths.js";
-import { TorchGenerator, kaimingUniformBound, torchLinearInit } from "./torch-generator.js";
+import { Rng } from "./rng.js";
+import { TorchGenerator, fmaFloat32, kaimingUniformBound, torchLinearInit } from "./torch-generator.js";
 
 const round4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
 
@@ -28,6 +29,40 @@ describe("TorchGenerator (torch's CPU mt19937)", () => {
     const u = new TorchGenerator(1).uniform(10000, -0.25, 0.5);
     assert.ok(u.every((v) => v >= -0.25 && v < 0.5));
     assert.throws(() => new TorchGenerator(0.5), RangeError);
+  });
+
+  test("fmaFloat32 rounds a·b + c once, like a fused multiply-add (exact BigInt reference), including sums that land on a float32 midpoint in float64", () => {
+    // every float32 is an integer multiple of 2^-149
+    const big = (v: number) => BigInt(v * 2 ** 149);
+    const exact = (a: number, b: number, c: number): number => {
+      const S = big(a) * big(b) + big(c) * 2n ** 149n; // (a·b + c)·2^298
+      if (S === 0n) return 0;
+      const neg = S < 0n;
+      const m = neg ? -S : S;
+      const ulpExp = Math.max(m.toString(2).length - 24 - 298, -149);
+      const shift = BigInt(ulpExp + 298);
+      let q = m >> shift;
+      const rest = m - (q << shift);
+      const half = 1n << (shift - 1n);
+      if (rest > half || (rest === half && (q & 1n) === 1n)) q += 1n;
+      const v = Number(q) * 2 ** ulpExp;
+      return neg ? -v : v;
+    };
+    // 1 + 2^-24 is the midpoint between 1 and 1 + 2^-23; a·b = 2^-24 + 2^-60 lifts the exact sum just above it
+    const a = Math.fround(1 + 2 ** -12);
+    const b = Math.fround(2 ** -24 * (1 - 2 ** -12 + 2 ** -24));
+    assert.equal(Math.fround(a * b + 1), 1, "two roundings (float64, then float32) land on the midpoint and round to even");
+    assert.equal(fmaFloat32(a, b, 1), Math.fround(1 + 2 ** -23));
+    assert.equal(fmaFloat32(-a, b, -1), -Math.fround(1 + 2 ** -23));
+    assert.equal(fmaFloat32(a, -b, 1), exact(a, -b, 1));
+    const rng = new Rng(3);
+    const f = (scale: number) => Math.fround((rng.uniform() * 2 - 1) * scale);
+    for (let i = 0; i < 20000; i++) {
+      const x = Math.fround(rng.int(2 ** 24) * 2 ** -24);
+      const [p, q] = i % 2 ? [x, f(2)] : [f(2 ** rng.int(40) * 2 ** -20), f(2 ** rng.int(40) * 2 ** -20)];
+      const c = f(2 ** rng.int(60) * 2 ** -30);
+      assert.equal(fmaFloat32(p, q, c), exact(p, q, c), `${p}·${q} + ${c}`);
+    }
   });
 
   test("kaiming_uniform_ bound: a = √5 is U(±1/√fan_in) up to float64 rounding", () => {

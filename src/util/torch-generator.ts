@@ -6,8 +6,8 @@
  * The generator is a standard 32-bit Mersenne Twister (mt19937): `manual_seed(s)` is the
  * reference `init_genrand(s mod 2^32)` and `random()` is the next tempered 32-bit output.
  * `uniform_(from, to)` on a float32 CPU tensor is a serial loop in memory order: each element
- * takes one output, keeps its low 24 bits, x = bits·2^-24, and returns x·(to − from) + from, all
- * in float32 (from and to rounded to float32 first). Only float32 draws are reproduced here
+ * takes one output, keeps its low 24 bits, x = bits·2^-24, and returns x·(to − from) + from in
+ * float32 with one rounding (from and to rounded to float32 first; see `fmaFloat32`). Only float32 draws are reproduced here
  * (float64 tensors use two outputs and 53 bits).
  */
 
@@ -21,13 +21,14 @@ const TWO_POW_M24 = 2 ** -24;
 const f32 = Math.fround;
 
 /**
- * fma(a, b, c) rounded once to float32, for float32 a, b, c: torch's x·(to − from) + from is
- * contracted into a fused multiply-add in its x86 CPU builds (the PEFT fixtures' LoRA factors
- * match only this way). a·b is exact in float64 (24 + 24 bits); the float64 sum s = a·b + c
+ * fma(a, b, c) rounded once to float32, for float32 a, b, c: torch's CPU build evaluates
+ * x·(to − from) + from with a single rounding (the compiler contracts it into a fused
+ * multiply-add; the PEFT fixtures' LoRA factors, made with torch 2.11 on CPU, match only this way,
+ * not with two float32 roundings). a·b is exact in float64 (24 + 24 bits); the float64 sum s = a·b + c
  * rounds to the same float32 as the exact sum except when s lands exactly on a midpoint
  * between two float32 values, where the sum's rounding error decides the side.
  */
-function fmaFloat32(a: number, b: number, c: number): number {
+export function fmaFloat32(a: number, b: number, c: number): number {
   const p = a * b;
   const s = p + c;
   const r = f32(s);
