@@ -129,9 +129,9 @@ describe("GenerationEngine: P-tuning and prefix-tuning adapters", () => {
     }
   });
 
-  test("rotary positions after the prefix (tiny Mistral, full attention); a sliding window refuses prefix tuning, as the full forward does", async () => {
-    // head_dim = hidden / heads: PEFT sizes the prefix (token_dim) from hidden_size / num_attention_heads
-    const SPEC = { ...MISTRAL, headDim: MISTRAL.hidden / MISTRAL.heads };
+  test("rotary positions after the prefix (tiny Mistral with head_dim ≠ hidden/heads, full attention); a sliding window refuses prefix tuning, as the full forward does", async () => {
+    // MISTRAL's head_dim (8) ≠ hidden / heads (6): PEFT sizes the prefix as head_dim · kv heads
+    const SPEC = MISTRAL;
     const tmp = mkdtempSync(join(tmpdir(), "peft-prefix-engine-"));
     try {
       for (const window of [null, 4]) {

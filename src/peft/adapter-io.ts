@@ -95,7 +95,8 @@ export function adapterFromParts(files: AdapterFiles, name: string, model: BaseM
   const tuner = tunerFor(typeof peftType === "string" ? peftType : String(peftType), files.configFile);
   return inConfig(files.configFile, () => {
     const config = tuner.resolve(tuner.parseConfig(files.configRaw, files.configFile), model);
-    const adapter: AdapterInstance = { name, tuner, config, tensors: stripPrefix(files.weights, tuner.kind) };
+    const read = stripPrefix(files.weights, tuner.kind);
+    const adapter: AdapterInstance = { name, tuner, config, tensors: tuner.fromFile?.(config, model, read) ?? read };
     validateAdapter(adapter, model, files.weightsFile);
     return adapter;
   });

@@ -20,6 +20,7 @@ export function modelInfo(model: LoadedModel, weights: WeightSource = model.weig
     numLayers: cfg.numLayers,
     numHeads: cfg.numHeads,
     numKeyValueHeads: (cfg as { numKeyValueHeads?: number }).numKeyValueHeads ?? cfg.numHeads,
+    headDim: (cfg as { headDim?: number }).headDim ?? cfg.hiddenSize / cfg.numHeads,
     weight: (name: string): Tensor => weights.get(name),
     has: (name: string) => weights.has(name),
     embeddingParam: model.def.embeddingParam,

@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { loadSafetensors } from "../../io/safetensors.js";
 import { loadModel } from "../../models/load.js";
 import { PeftModel } from "../../peft/peft-model.js";
 import type { Tensor } from "../../tensor.js";
@@ -251,6 +252,19 @@ describe("peft train", () => {
     assert.ok(cfg.rank_pattern && Object.keys(cfg.rank_pattern).length > 0, "rank_pattern written");
     const pm = PeftModel.fromPretrained(loadModel(bert), out);
     assert.equal(pm.adapter("default").tuner.peftType, "ADALORA");
+    await pm.dispose();
+  });
+
+  test("--method vera --adapter-config save_projection=false: the adapter is saved without the projections and reloads (regenerated from projection_prng_key)", async () => {
+    const out = join(root, "vera-noproj-run");
+    const r = await runCli(TRAIN_ARGS(out, ["--method", "vera", "--r", "4", "--adapter-config", "save_projection=false", "--max-steps", "2", "--no-plot"]));
+    assert.equal(r.code, 0, r.stderr);
+    const cfg = readJson<Record<string, unknown>>(join(out, RUN_FILES.adapterConfig));
+    assert.deepEqual([cfg.peft_type, cfg.save_projection, cfg.projection_prng_key], ["VERA", false, 0]);
+    const saved = loadSafetensors(join(out, RUN_FILES.adapterWeights)).tensors;
+    assert.ok(!saved.has("base_model.vera_A") && [...saved.keys()].some((k) => k.endsWith("vera_lambda_b")), [...saved.keys()].join(", "));
+    const pm = PeftModel.fromPretrained(loadModel(bert), out);
+    assert.deepEqual(pm.adapter("default").tensors.get("base_model.vera_A")!.shape, [4, 32]);
     await pm.dispose();
   });
 

@@ -22,6 +22,11 @@ export interface BaseModelInfo {
   readonly numHeads: number;
   /** Key/value heads (grouped-query attention; `numHeads` otherwise). */
   readonly numKeyValueHeads: number;
+  /**
+   * Width of one attention head: the config's explicit `head_dim` where the architecture has one
+   * (Llama, Mistral, Qwen2 — it may differ from hiddenSize / numHeads); absent: hiddenSize / numHeads.
+   */
+  readonly headDim?: number;
   /** Reads a base parameter (for DoRA's magnitude, merging). */
   readonly weight: (name: string) => Tensor;
   readonly has: (name: string) => boolean;
@@ -202,10 +207,17 @@ export interface TunerDef<C extends TunerConfigBase = TunerConfigBase> {
   /** Fresh tensors for a new adapter (PEFT's initialisation). */
   init(config: C, model: BaseModelInfo, rng: { uniform(): number; normal(): number }): Map<string, Tensor>;
   /**
+   * The adapter's tensors as read from adapter_model.safetensors (keys without
+   * `base_model.model.`), completed before they are checked against `expectedTensors`: tensors
+   * PEFT does not save but rebuilds on load (VeRA's projections with `save_projection: false`,
+   * regenerated from `projection_prng_key`). Absent: the file's tensors as they are.
+   */
+  fromFile?(config: C, model: BaseModelInfo, tensors: Map<string, Tensor>): Map<string, Tensor>;
+  /**
    * The tensors written to adapter_model.safetensors when they are not the adapter's own (PEFT's
    * `get_prompt_embedding_to_save`: a P-tuning / prefix-tuning adapter trains a prompt encoder
-   * and saves its output); absent: the adapter's tensors as they are. Copied base parameters
-   * (`modules_to_save`) must be kept.
+   * and saves its output; VeRA with `save_projection: false` leaves out its projections); absent:
+   * the adapter's tensors as they are. Copied base parameters (`modules_to_save`) must be kept.
    */
   savedTensors?(adapter: AdapterInstance<C>): Map<string, Tensor>;
   /**

@@ -6,8 +6,10 @@
  *
  * The prefix is one matrix P [n, num_layers · 2 · token_dim]: layer l's keys are columns
  * [2l·D, (2l+1)·D), its values [(2l+1)·D, (2l+2)·D), each viewed as [n, heads, D / heads] (PEFT's
- * `view(batch, n, layers·2, heads, head_dim).permute(2, 0, 3, 1, 4).split(2)`). With grouped-query
- * attention PEFT sets token_dim to head_dim · kv_heads and num_attention_heads to kv_heads.
+ * `view(batch, n, layers·2, heads, head_dim).permute(2, 0, 3, 1, 4).split(2)`). For models whose
+ * config has key/value heads (Llama, Mistral, Qwen2) PEFT sets token_dim to head_dim · kv_heads
+ * and num_attention_heads to kv_heads, head_dim being the config's `head_dim` when it has one
+ * (which may differ from hidden_size / num_attention_heads), else hidden_size / num_attention_heads.
  * Without `prefix_projection`, P is the trained tensor itself (`prompt_embeddings`). With it, a new
  * adapter trains an embedding [n, D] and a Linear–Tanh–Linear `transform` (`encoder_hidden_size`)
  * that produces P, and saves P, as PEFT's `get_prompt_embedding_to_save` does.
@@ -125,9 +127,12 @@ export const prefixTuning: TunerDef<PrefixTuningConfig> = {
   toRaw: prefixTuningConfigToRaw,
   resolve(c, model) {
     checkModel(model);
-    // PEFT's _prepare_prompt_learning_config: token_dim = hidden_size, then for grouped-query
-    // attention token_dim // num_attention_heads · num_key_value_heads and heads = kv heads
-    const headDim = model.hiddenSize / model.numHeads;
+    // PEFT's _prepare_prompt_learning_config: token_dim = hidden_size; then, for a config with
+    // num_key_value_heads, token_dim = head_dim · num_key_value_heads and heads = kv heads, with
+    // the config's head_dim when it has one (Mistral/Qwen/Llama variants where head_dim ≠
+    // hidden_size / num_attention_heads), else token_dim // num_attention_heads. GPT-2 has neither:
+    // token_dim = hidden_size = head_dim · heads
+    const headDim = model.headDim ?? model.hiddenSize / model.numHeads;
     const tokenDim = headDim * model.numKeyValueHeads;
     const check = (field: string, given: number | null, want: number) => {
       if (given !== null && given !== want) throw new ConfigError("adapter_config.json", field, `${given} does not match this ${model.modelType} model (${want})`);

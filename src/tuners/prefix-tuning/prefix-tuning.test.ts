@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import { tinyModel } from "../../compose/atlas/tiny-model.test-util.js";
 import { PeftError } from "../../errors.js";
 import * as G from "../../graph/api.js";
@@ -16,7 +16,8 @@ import { Decoder, moduleShapes } from "../../generate/decoder.js";
 import { prefillPrefix } from "../../generate/prefix.js";
 import { loadSafetensors } from "../../io/safetensors.js";
 import { ModelContext } from "../../models/context.js";
-import type { LoadedModel } from "../../models/load.js";
+import { type LoadedModel, loadModel } from "../../models/load.js";
+import { MISTRAL, QWEN2, type TinyDecoderSpec, decoderConfigJson, randomDecoderWeights, writeHfModel } from "../../models/tiny-decoder.test-util.js";
 import { AdapterPool, planLayout } from "../../peft/adapter-pool.js";
 import { PeftModel } from "../../peft/peft-model.js";
 import { gradCheck } from "../../runtime/gradcheck.js";
@@ -64,9 +65,20 @@ async function cachedPrefix(model: LoadedModel, tokens: number[]): Promise<{ p: 
 }
 
 describe("prefix tuning", () => {
-  for (const arch of ["gpt2", "llama"] as const) {
-    test(`${arch}: forward with a prefix = the base model on [prefix tokens, input] (PEFT's layout, positions after the prefix${arch === "llama" ? ", grouped-query heads" : ""})`, async () => {
-      const model = fixtureModel(arch);
+  // tiny decoders whose config.json has an explicit head_dim ≠ hidden_size / num_attention_heads (24 / 4 = 6), full attention
+  const tmp = mkdtempSync(join(tmpdir(), "peft-prefix-headdim-"));
+  after(() => rmSync(tmp, { recursive: true, force: true }));
+  const explicitHeadDim = (spec: TinyDecoderSpec): LoadedModel =>
+    loadModel(writeHfModel(mkdtempSync(join(tmp, `${spec.modelType}-`)), decoderConfigJson(spec, { sliding_window: null }), randomDecoderWeights(spec, 11)));
+  const models: [label: string, make: () => LoadedModel][] = [
+    ["gpt2", () => fixtureModel("gpt2")],
+    ["llama (grouped-query heads)", () => fixtureModel("llama")],
+    ["mistral with head_dim 8 ≠ 24/4, one kv head", () => explicitHeadDim(MISTRAL)],
+    ["qwen2 with head_dim 10 ≠ 24/4, two kv heads", () => explicitHeadDim({ ...QWEN2, headDim: 10 })],
+  ];
+  for (const [arch, make] of models) {
+    test(`${arch}: forward with a prefix = the base model on [prefix tokens, input] (PEFT's layout, token_dim = head_dim · kv heads, positions after the prefix)`, async () => {
+      const model = make();
       const { p, geo } = await cachedPrefix(model, PREFIX);
       const pm = PeftModel.create(model, { peft_type: "PREFIX_TUNING", task_type: "CAUSAL_LM", num_virtual_tokens: PREFIX.length });
       const cfg = pm.adapter("default").config as unknown as { tokenDim: number; numAttentionHeads: number; numLayers: number };
@@ -92,6 +104,25 @@ describe("prefix tuning", () => {
       await pm.dispose();
     });
   }
+
+  test("explicit head_dim: the saved adapter has PEFT's token_dim = head_dim · kv heads and loads to the same logits; token_dim from hidden_size / heads is refused naming it", async () => {
+    const model = explicitHeadDim(MISTRAL); // head_dim 8, 1 kv head, 2 layers
+    const pm = PeftModel.create(model, { peft_type: "PREFIX_TUNING", task_type: "CAUSAL_LM", num_virtual_tokens: 3 }, "default", { seed: 2 });
+    const dir = mkdtempSync(join(tmp, "adapter-"));
+    pm.savePretrained(dir);
+    const saved = JSON.parse(readFileSync(join(dir, "adapter_config.json"), "utf8")) as Record<string, unknown>;
+    assert.deepEqual([saved.token_dim, saved.num_attention_heads, saved.num_layers, saved.encoder_hidden_size], [8, 1, 2, 8]);
+    assert.deepEqual(loadSafetensors(join(dir, "adapter_model.safetensors")).tensors.get("prompt_embeddings")!.shape, [3, 2 * 2 * 8]);
+    const pm2 = PeftModel.fromPretrained(model, dir);
+    const x = ids([[3, 8, 12, 5]]);
+    assert.deepEqual(toFloat32(await pm2.forward({ inputIds: x })), toFloat32(await pm.forward({ inputIds: x })));
+    assert.throws(
+      () => PeftModel.create(model, { peft_type: "PREFIX_TUNING", num_virtual_tokens: 3, token_dim: 6 }),
+      (e: unknown) => e instanceof PeftError && /token_dim/.test(e.message) && /\(8\)/.test(e.message),
+    );
+    await pm.dispose();
+    await pm2.dispose();
+  });
 
   test("gpt2: generation starts from a KV cache holding the prefix; greedy decoding equals the full forward pass at every step", async () => {
     const model = fixtureModel("gpt2");

@@ -1,18 +1,20 @@
 /**
  * VeRA (PEFT `VERA`): one pair of frozen random projections shared by every adapted layer,
  * `vera_A` [r, max in] and `vera_B` [max out, r] (saved with the adapter as `base_model.vera_A` /
- * `base_model.vera_B`, `save_projection`), and per layer two trained scale vectors:
+ * `base_model.vera_B` unless `save_projection` is false), and per layer two trained scale vectors:
  * output = base(x) + λ_b ⊙ (B[:out]·(λ_d ⊙ (A[:, :in]·dropout(x)))), i.e. ΔW = diag(λ_b)·B·diag(λ_d)·A.
- * PEFT initialises λ_b = 0, λ_d = `d_initial`, and the projections with Kaiming-uniform draws from
- * torch's generator seeded by `projection_prng_key`; peft-ts draws them from its own generator and
- * always saves them, so the file is exact for PEFT — a file without projections
- * (`save_projection: false`) cannot be reproduced here and is refused.
+ * PEFT initialises λ_b = 0, λ_d = `d_initial`, and the projections with Kaiming-uniform draws
+ * (gain √2) from a torch CPU generator seeded with `projection_prng_key`, A first, then B; peft-ts
+ * draws them the same way with its copy of torch's generator (`util/torch-generator`), so both
+ * give the same projections for the same key, and an adapter saved without them
+ * (`save_projection: false`) gets them regenerated on load, as in PEFT.
  */
 import { z } from "zod";
-import { ConfigError, UnsupportedOptionError } from "../../errors.js";
+import { ConfigError } from "../../errors.js";
 import * as G from "../../graph/api.js";
 import { dense, dropout } from "../../graph/composite.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
+import { TorchGenerator, kaimingUniformBound } from "../../util/torch-generator.js";
 import { COMMON_KEYS, baseFields, baseSchema, baseToRaw, parseWith, rejectUnknownKeys } from "../common/config.js";
 import { addDelta, linearTargets } from "../common/delta.js";
 import { type TargetSpec, resolveAllLinear, parseTargetSpec, targetSpecToRaw } from "../common/target.js";
@@ -46,7 +48,7 @@ const schema = z.object({
   r: z.number().int().positive().optional(),
   target_modules: z.unknown().optional(),
   exclude_modules: z.unknown().optional(),
-  projection_prng_key: z.number().int().nonnegative().optional(),
+  projection_prng_key: z.number().int().optional(),
   save_projection: z.boolean().optional(),
   vera_dropout: z.number().min(0).lt(1).optional(),
   d_initial: z.number().optional(),
@@ -60,9 +62,6 @@ const schema = z.object({
 export function parseVeraConfig(raw: Readonly<Record<string, unknown>>, file: string): VeraConfig {
   rejectUnknownKeys(raw, [...COMMON_KEYS, ...Object.keys(schema.shape)], file);
   const c = parseWith(schema, raw, file);
-  if (c.save_projection === false) {
-    throw new UnsupportedOptionError(file, "save_projection", false, "the projections would have to be regenerated with torch's random generator; save the adapter with save_projection=True");
-  }
   const ltt = c.layers_to_transform;
   if (c.layers_pattern && (ltt === null || ltt === undefined)) throw new ConfigError(file, "layers_pattern", "needs layers_to_transform (as in PEFT)");
   return {
@@ -72,7 +71,7 @@ export function parseVeraConfig(raw: Readonly<Record<string, unknown>>, file: st
     targetModules: parseTargetSpec(c.target_modules, file, "target_modules"),
     excludeModules: parseTargetSpec(c.exclude_modules, file, "exclude_modules"),
     projectionPrngKey: c.projection_prng_key ?? 0,
-    saveProjection: true,
+    saveProjection: c.save_projection ?? true,
     veraDropout: c.vera_dropout ?? 0,
     dInitial: c.d_initial ?? 0.1,
     fanInFanOut: c.fan_in_fan_out ?? false,
@@ -111,10 +110,21 @@ function projectionDims(c: VeraConfig, model: BaseModelInfo): { out: number; in:
   return { out: Math.max(...ts.map((m) => m.outFeatures)), in: Math.max(...ts.map((m) => m.inFeatures)) };
 }
 
-/** PEFT's `_kaiming_init`: U(±√3·√2/√fan_in), fan_in = shape[1]. */
-function kaiming(shape: [number, number], rng: { uniform(): number }): Tensor {
-  const bound = Math.sqrt(3) * (Math.sqrt(2) / Math.sqrt(shape[1]));
-  return { dtype: "float32", shape, data: Float32Array.from({ length: shape[0] * shape[1] }, () => (rng.uniform() * 2 - 1) * bound) };
+/** PEFT's `_kaiming_init`: U(±√3·√2/√fan_in), fan_in = shape[1], drawn from `g` in row-major order. */
+function kaiming(shape: [number, number], g: TorchGenerator): Tensor {
+  const bound = kaimingUniformBound(shape[1], 0); // gain √(2/(1+0²)) = √2
+  return { dtype: "float32", shape, data: g.uniform(shape[0] * shape[1], -bound, bound) };
+}
+
+/**
+ * PEFT's `_init_vera_A_vera_B`: `torch.Generator("cpu").manual_seed(projection_prng_key)`, then
+ * vera_A [r, max in] and vera_B [max out, r] from it, in that order.
+ */
+export function veraProjections(c: VeraConfig, model: BaseModelInfo): { A: Tensor; B: Tensor } {
+  const dims = projectionDims(c, model);
+  const g = new TorchGenerator(c.projectionPrngKey);
+  const A = kaiming([c.r, dims.in], g);
+  return { A, B: kaiming([dims.out, c.r], g) };
 }
 
 /** ΔW = diag(λ_b)·B[:out]·diag(λ_d)·A[:, :in] as [out, in] in float64. */
@@ -165,10 +175,10 @@ export const vera: TunerDef<VeraConfig> = {
     return out;
   },
   init(c, model, rng) {
-    const dims = projectionDims(c, model);
+    const p = veraProjections(c, model);
     const out = new Map<string, Tensor>([
-      [VERA_A, kaiming([c.r, dims.in], rng)],
-      [VERA_B, kaiming([dims.out, c.r], rng)],
+      [VERA_A, p.A],
+      [VERA_B, p.B],
     ]);
     for (const m of targets(c, model)) {
       const k = veraKeys(m.name);
@@ -176,6 +186,17 @@ export const vera: TunerDef<VeraConfig> = {
       out.set(k.d, { dtype: "float32", shape: [c.r], data: c.initWeights ? new Float32Array(c.r).fill(c.dInitial) : Float32Array.from({ length: c.r }, () => rng.normal()) });
     }
     return out;
+  },
+  fromFile(c, model, tensors) {
+    // PEFT keeps the projections in non-persistent buffers when save_projection is false: a file
+    // then has none (or ones PEFT ignores), and they come from projection_prng_key
+    if (c.saveProjection) return tensors;
+    const p = veraProjections(c, model);
+    return new Map([...tensors, [VERA_A, p.A], [VERA_B, p.B]]);
+  },
+  savedTensors(adapter) {
+    if (adapter.config.saveProjection) return adapter.tensors;
+    return new Map([...adapter.tensors].filter(([k]) => k !== VERA_A && k !== VERA_B));
   },
   hooks(adapter, param, opts) {
     const c = adapter.config;

@@ -1,8 +1,14 @@
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, test } from "node:test";
+import { AdapterMismatchError } from "../../errors.js";
+import { loadSafetensors, saveSafetensors } from "../../io/safetensors.js";
 import { PeftModel } from "../../peft/peft-model.js";
 import type { Tensor } from "../../tensor.js";
 import { fixtureModel, gradCheckLinear, maxDiff, methodSuite, runLinear } from "../../train/method-suite.test-util.js";
+import { TorchGenerator } from "../../util/torch-generator.js";
 
 const t = (shape: number[], data: number[]): Tensor => ({ dtype: "float32", shape, data: Float32Array.from(data) });
 
@@ -67,6 +73,82 @@ describe("VeRA", () => {
     await pm.dispose();
   });
 
+  test("projections as PEFT draws them: torch.Generator('cpu').manual_seed(projection_prng_key), vera_A then vera_B, U(±√6/√fan_in)", () => {
+    const make = (key: number | undefined, seed: number) =>
+      PeftModel.create(fixtureModel("llama"), { peft_type: "VERA", r: 4, target_modules: ["q_proj", "v_proj"], ...(key === undefined ? {} : { projection_prng_key: key }) }, "default", { seed }).adapter("default").tensors;
+    const a = make(undefined, 0); // PEFT's default key is 0
+    // vera_A [4, 32]: fan_in 32; vera_B [32, 4]: fan_in 4 — the next draws of the same generator
+    const g = new TorchGenerator(0);
+    const bA = Math.sqrt(3) * (Math.sqrt(2) / Math.sqrt(32));
+    const bB = Math.sqrt(3) * (Math.sqrt(2) / Math.sqrt(4));
+    assert.deepEqual(a.get("base_model.vera_A")!.data, g.uniform(4 * 32, -bA, bA));
+    assert.deepEqual(a.get("base_model.vera_B")!.data, g.uniform(32 * 4, -bB, bB));
+    // torch.manual_seed(0); torch.rand(1) = 0.4963 → vera_A[0, 0] = 0.4963·2·bA − bA
+    assert.ok(Math.abs((a.get("base_model.vera_A")!.data as Float32Array)[0]! - (0.49626 * 2 - 1) * bA) < 1e-4);
+    // peft-ts's own seed does not change them; the key does
+    const b = make(0, 5);
+    assert.deepEqual(b.get("base_model.vera_A")!.data, a.get("base_model.vera_A")!.data);
+    assert.deepEqual(b.get("base_model.vera_B")!.data, a.get("base_model.vera_B")!.data);
+    assert.notDeepEqual(make(7, 0).get("base_model.vera_A")!.data, a.get("base_model.vera_A")!.data);
+  });
+
+  test("save_projection: false writes no projections; loading regenerates them from the key: same logits as the adapter saved with them", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "vera-proj-"));
+    try {
+      const cfg = { peft_type: "VERA", r: 8, target_modules: ["q_proj", "v_proj", "down_proj"], init_weights: false, projection_prng_key: 1234 };
+      const ids: Tensor<"int64"> = { dtype: "int64", shape: [2, 5], data: BigInt64Array.from([3, 4, 5, 6, 7, 9, 10, 11, 12, 13], BigInt) };
+      const withP = PeftModel.create(fixtureModel("llama"), cfg, "default", { seed: 3 });
+      const want = await withP.forward({ inputIds: ids });
+      withP.savePretrained(join(dir, "with"));
+      // the same adapter (λ vectors) with save_projection false
+      const noP = PeftModel.create(fixtureModel("llama"), { ...cfg, save_projection: false }, "default", { seed: 3 });
+      noP.updateAdapterTensors("default", withP.adapter("default").tensors);
+      noP.savePretrained(join(dir, "without"));
+      const file = join(dir, "without", "adapter_model.safetensors");
+      const saved = loadSafetensors(file).tensors;
+      assert.ok(!saved.has("base_model.vera_A") && !saved.has("base_model.vera_B"), [...saved.keys()].join(", "));
+      assert.ok(loadSafetensors(join(dir, "with", "adapter_model.safetensors")).tensors.has("base_model.vera_A"));
+      assert.equal(JSON.parse(readFileSync(join(dir, "without", "adapter_config.json"), "utf8")).save_projection, false);
+      const loaded = PeftModel.fromPretrained(fixtureModel("llama"), join(dir, "without"));
+      const a = loaded.adapter("default");
+      assert.deepEqual(a.tensors.get("base_model.vera_A")!.data, withP.adapter("default").tensors.get("base_model.vera_A")!.data);
+      assert.deepEqual(a.tensors.get("base_model.vera_B")!.data, withP.adapter("default").tensors.get("base_model.vera_B")!.data);
+      const got = await loaded.forward({ inputIds: ids });
+      assert.deepEqual(got.data, want.data);
+      const fromWith = PeftModel.fromPretrained(fixtureModel("llama"), join(dir, "with"));
+      assert.deepEqual((await fromWith.forward({ inputIds: ids })).data, want.data);
+      // saved again, still without projections
+      loaded.savePretrained(join(dir, "again"));
+      assert.ok(!loadSafetensors(join(dir, "again", "adapter_model.safetensors")).tensors.has("base_model.vera_A"));
+      await Promise.all([withP.dispose(), noP.dispose(), loaded.dispose(), fromWith.dispose()]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("save_projection: false with projections in the file: PEFT ignores them (non-persistent buffers), so does peft-ts; save_projection: true without them is refused", () => {
+    const dir = mkdtempSync(join(tmpdir(), "vera-proj-"));
+    try {
+      const cfg = { peft_type: "VERA", r: 4, target_modules: ["q_proj"], save_projection: false };
+      const pm = PeftModel.create(fixtureModel("llama"), cfg);
+      const regenerated = pm.adapter("default").tensors.get("base_model.vera_A")!;
+      pm.savePretrained(dir);
+      const file = join(dir, "adapter_model.safetensors");
+      const t = loadSafetensors(file).tensors;
+      const zeros = (shape: readonly number[]): Tensor => ({ dtype: "float32", shape: [...shape], data: new Float32Array(shape[0]! * shape[1]!) });
+      saveSafetensors(file, new Map([...t, ["base_model.vera_A", zeros([4, 32])], ["base_model.vera_B", zeros([32, 4])]]));
+      assert.deepEqual(PeftModel.fromPretrained(fixtureModel("llama"), dir).adapter("default").tensors.get("base_model.vera_A")!.data, regenerated.data);
+      // the same file claiming save_projection: true, without projections
+      saveSafetensors(file, t);
+      const cfgFile = join(dir, "adapter_config.json");
+      writeFileSync(cfgFile, JSON.stringify({ ...JSON.parse(readFileSync(cfgFile, "utf8")), save_projection: true }));
+      assert.throws(() => PeftModel.fromPretrained(fixtureModel("llama"), dir), (e: unknown) => e instanceof AdapterMismatchError && /vera_A/.test(e.message));
+      assert.ok(existsSync(cfgFile));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   methodSuite({
     method: "vera",
     arch: "llama",
@@ -74,7 +156,8 @@ describe("VeRA", () => {
     trainConfig: { peft_type: "VERA", r: 32, target_modules: ["q_proj", "v_proj", "down_proj"] },
     badConfigs: [
       [{ peft_type: "VERA", r: 0, target_modules: ["q_proj"] }, "'r'"],
-      [{ peft_type: "VERA", save_projection: false, target_modules: ["q_proj"] }, "save_projection"],
+      [{ peft_type: "VERA", save_projection: "no", target_modules: ["q_proj"] }, "save_projection"],
+      [{ peft_type: "VERA", projection_prng_key: 1.5, target_modules: ["q_proj"] }, "projection_prng_key"],
       [{ peft_type: "VERA", bias: "lora_only", target_modules: ["q_proj"] }, "bias"],
       [{ peft_type: "VERA", target_modules: ["nothing_here"] }, "target_modules"],
     ],
