@@ -65,6 +65,25 @@ describe("LoRA on convolutions (PEFT's lora.Conv2d)", () => {
     });
   });
 
+  test("a mixed-adapter batch (rows with conv LoRA adapters a, b and the base) equals each adapter alone per row", async () => {
+    const m = tinyCnn(4);
+    const cfg = { peft_type: "LORA", r: 2, lora_alpha: 4, target_modules: ["conv1", "conv2"], init_lora_weights: false };
+    const pm = PeftModel.create(m, cfg, "a", { seed: 1 });
+    pm.addAdapter("b", { ...cfg, r: 3 }, { seed: 2 });
+    const pixels = tinyImages(m.config, 4, 8);
+    const rows = ["a", "b", "__base__", "a"];
+    const mixed = (await pm.forward({ inputIds: pixels, adapterNames: rows })).data as Float32Array;
+    const alone: Record<string, Float32Array> = {};
+    for (const name of ["a", "b"]) {
+      pm.setAdapter(name);
+      alone[name] = (await pm.forward({ inputIds: pixels })).data as Float32Array;
+    }
+    alone.__base__ = (await pm.disableAdapter(() => pm.forward({ inputIds: pixels }))).data as Float32Array;
+    assert.ok(maxDiff(alone.a!, alone.b!) > 1e-3 && maxDiff(alone.a!, alone.__base__) > 1e-3, "the adapters differ");
+    rows.forEach((name, i) => assert.ok(maxDiff(mixed.subarray(i * 4, i * 4 + 4), alone[name]!.subarray(i * 4, i * 4 + 4)) < 1e-5, `row ${i} (${name})`));
+    await pm.dispose();
+  });
+
   test("options peft-ts implements for linear layers only are refused on a conv target, naming the option", () => {
     const m = tinyCnn(1);
     const unsupported = (key: string) => (e: unknown) => (e as { code?: string }).code === "PEFT_ERR_UNSUPPORTED_OPTION" && new RegExp(key).test((e as Error).message);
