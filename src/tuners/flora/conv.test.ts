@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { cnnLoops, tinyCnn, tinyCnnWeights, tinyImages } from "../../models/simple-cnn.test-util.js";
 import { PeftModel } from "../../peft/peft-model.js";
-import { saveAsLora } from "../../peft/export-lora.js";
+import { loraExportFiles, loraExportOf } from "../../peft/export-lora.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { convSuite, gradCheckConv } from "../../train/conv-suite.test-util.js";
 import { floraDeltaNd, floraParamsNd } from "./index.js";
@@ -83,14 +83,30 @@ describe("FLoRA on convolutions (the N-dimensional case, N = 4)", () => {
     });
   });
 
-  test("one rank for every mode; an r list of the wrong length and export to LoRA are refused naming the option", () => {
+  test("a FLoRA conv adapter exports to a PEFT conv LoRA of rank r_out (lora_A [r_out, in, kh, kw], lora_B [out, r_out, 1, 1]) with the same logits", async () => {
+    const m = tinyCnn(2);
+    const pm = PeftModel.create(m, { peft_type: "FLORA", r: [2, 3, 2, 1], scale: 1.5, init_weights: false, target_modules: ["conv1", "conv2"] }, "f", { seed: 5 });
+    const e = loraExportOf(pm, "f");
+    assert.deepEqual(e.tensors.get("conv2.lora_A.weight")!.shape, [3, 2, 3, 3]);
+    assert.deepEqual(e.tensors.get("conv2.lora_B.weight")!.shape, [3, 3, 1, 1]);
+    const pixels = tinyImages(m.config, 4, 3);
+    const flora = (await pm.forward({ inputIds: pixels })).data as Float32Array;
+    pm.loadAdapterFromFiles(loraExportFiles(pm, "f"), "l");
+    pm.setAdapter("l");
+    const lora = (await pm.forward({ inputIds: pixels })).data as Float32Array;
+    const base = (await pm.disableAdapter(() => pm.forward({ inputIds: pixels }))).data as Float32Array;
+    assert.ok(maxDiff(flora, base) > 1e-2, "the adapter changes the logits");
+    assert.ok(maxDiff(flora, lora) < 1e-5, `exported LoRA vs FLoRA: ${maxDiff(flora, lora)}`);
+    await pm.dispose();
+  });
+
+  test("one rank for every mode; an r list of the wrong length is refused naming the option", () => {
     const m = tinyCnn(1);
     const pm = PeftModel.create(m, { peft_type: "FLORA", r: 2, target_modules: ["conv2"] });
     assert.deepEqual(pm.adapter("default").tensors.get("conv2.flora_G")!.shape, [2, 2, 2, 2]);
     const unsupported = (key: string) => (e: unknown) => (e as { code?: string }).code === "PEFT_ERR_UNSUPPORTED_OPTION" && new RegExp(key).test((e as Error).message);
     assert.throws(() => PeftModel.create(m, { peft_type: "FLORA", r: [2, 2], target_modules: ["conv2"] }), unsupported("'r'.*conv2 has 4 modes"));
     assert.throws(() => PeftModel.create(m, { peft_type: "FLORA", r: [2, 2, 2, 2], target_modules: ["fc"] }), unsupported("'r'.*fc has 2 modes"));
-    assert.throws(() => saveAsLora(pm, "default", "/nonexistent-peft-dir"), unsupported("conv2"));
   });
 });
 

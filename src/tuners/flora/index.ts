@@ -287,9 +287,19 @@ export const flora: TunerDef<FloraConfig> = {
     for (const [key, core] of adapter.tensors) {
       if (role(key) === null) copied.set(key, core);
       if (!key.endsWith(".flora_G")) continue;
-      if (core.shape.length !== 2) throw new UnsupportedOptionError(`adapter '${adapter.name}'`, "target_modules", key.slice(0, -".flora_G".length), "only linear (2-D) FLoRA updates export as LoRA; this one adapts a convolution");
-      const [r0, r1] = core.shape as [number, number];
       const m = key.slice(0, -".flora_G".length);
+      if (core.shape.length === 4) {
+        // a convolution: ΔW = scale·P_1 ×₁ (G ×₀ P_0 ×₂ P_2 ×₃ P_3), so lora_A = the core with every
+        // mode but "out" expanded ([r_out, in, kh, kw]), lora_B = scale·P_1 ([out, r_out, 1, 1]), scaling 1
+        const P = [0, 1, 2, 3].map((i) => adapter.tensors.get(floraFactorKey(m, i))!);
+        const r1 = core.shape[1]!;
+        const eye: Tensor = { dtype: "float32", shape: [r1, r1], data: Float32Array.from({ length: r1 * r1 }, (_, i) => (i % (r1 + 1) === 0 ? 1 : 0)) };
+        const A = Float32Array.from(floraDeltaNd(core, [P[0]!, eye, P[2]!, P[3]!], 1));
+        const [inn, out, kh, kw] = P.map((p) => p.shape[0]!) as [number, number, number, number];
+        factors.set(m, { A, B: Float32Array.from(toFloat32(P[1]!), (v) => v * c.scale), r: r1, inFeatures: inn, outFeatures: out, alpha: r1, kernel: [kh, kw] });
+        continue;
+      }
+      const [r0, r1] = core.shape as [number, number];
       const k = floraKeys(m);
       const P0 = adapter.tensors.get(k.P0)!;
       const P1 = adapter.tensors.get(k.P1)!;
