@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
+import { inspectModelDir } from "../cli/inspect/model.js";
 import { saveSafetensors } from "../io/safetensors.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { modelInfo } from "../peft/model-info.js";
@@ -34,6 +35,7 @@ test("simple_cnn loads from an HF-style folder (config.json + model.safetensors)
     saveSafetensors(join(dir, "model.safetensors"), tinyCnnWeights(c, 3));
     const m = loadModel(dir);
     assert.equal(m.config.modelType, "simple_cnn");
+    assert.deepEqual(inspectModelDir(dir).support, { supported: true, problems: [] }, "peft inspect reports it buildable");
     const info = modelInfo(m);
     assert.deepEqual(info.convModules, [
       { name: "conv1", inChannels: 1, outChannels: 2, kernel: [3, 3], stride: [2, 2], padding: [1, 1], dilation: [1, 1] },

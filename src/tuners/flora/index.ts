@@ -7,7 +7,8 @@
  * `flora_0` … `flora_{N−1}`, core `flora_G`.
  * - Linear (N = 2): core [r_in, r_out], `flora_0` [in, r_in], `flora_1` [out, r_out],
  *   ΔW = scale · P_1·Gᵀ·P_0ᵀ ([out, in]), output = base(x) + scale · ((x·P_0)·G)·P_1ᵀ. A 2-D FLoRA
- *   is a LoRA of rank r_out (lora_A = (P_0·G)ᵀ, lora_B = scale·P_1), which `toLora` writes.
+ *   is a LoRA of rank r_out (lora_A = (P_0·G)ᵀ, lora_B = scale·P_1), which `toLora` writes; a 4-D
+ *   one a conv LoRA of rank r_out (lora_A = G ×₀ P_0 ×₂ P_2 ×₃ P_3, lora_B = scale·P_1 as 1×1).
  * - Convolution (N = 4): core [r_in, r_out, r_kh, r_kw], `flora_2` [kh, r_kh], `flora_3` [kw, r_kw],
  *   ΔW[o, c, i, j] = scale · Σ G[a, b, p, q]·P_0[c, a]·P_1[o, b]·P_2[i, p]·P_3[j, q], output =
  *   base(x) + conv(dropout(x), ΔW) with the layer's stride and padding (the authors' `Conv2D`).
