@@ -18,8 +18,9 @@ import * as placement from "./placement.js";
 import * as serve from "./serve.js";
 import * as trainStep from "./train-step.js";
 import * as variants from "./variants.js";
+import * as variantsCnn from "./variants-cnn.js";
 
-export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve, coserve, browser, methods, searchCompare, variants];
+export const BENCHMARKS: readonly { register(program: Command): void }[] = [matmul, trainStep, infer, generate, memory, placement, serve, coserve, browser, methods, searchCompare, variants, variantsCnn];
 
 export async function benchMain(argv: string[]): Promise<void> {
   const io = processIo();

@@ -18,3 +18,5 @@ export type { LabelVocabulary, RawLabel } from "./labels.js";
 export { DATASET_FILE_FORMATS, listDatasets, loadDataset } from "./registry.js";
 export { SPLIT_NAMES, hashSplit, splitDataset } from "./split.js";
 export type { DatasetSplit, SplitInfo, SplitName, SplitOptions } from "./split.js";
+export { parseIdx, idxExamples } from "./idx.js";
+export type { IdxArray } from "./idx.js";

@@ -75,6 +75,34 @@ export function gemm(
   return a.graph.op1("Gemm", c ? [a, b, c] : [a, b], attrs);
 }
 
+/** 2-D convolution (ONNX `Conv`, NCHW, group 1): x [N, C, H, W], w [M, C, kh, kw], optional bias [M]. */
+export function conv2d(
+  x: Value,
+  w: Value,
+  bias: Value | null,
+  opts: { strides?: readonly [number, number]; pads?: readonly [number, number, number, number]; dilations?: readonly [number, number] } = {},
+): Value {
+  const attrs: Record<string, number[]> = {};
+  if (opts.strides) attrs.strides = [...opts.strides];
+  if (opts.pads) attrs.pads = [...opts.pads];
+  if (opts.dilations) attrs.dilations = [...opts.dilations];
+  return x.graph.op1("Conv", bias ? [x, w, bias] : [x, w], attrs);
+}
+
+/** ONNX `ConvTranspose` (2-D, group 1): x [N, M, H, W], w [M, C, kh, kw] → [N, C, Ho, Wo]. */
+export function convTranspose2d(
+  x: Value,
+  w: Value,
+  opts: { strides?: readonly [number, number]; pads?: readonly [number, number, number, number]; dilations?: readonly [number, number]; outputPadding?: readonly [number, number] } = {},
+): Value {
+  const attrs: Record<string, number[]> = {};
+  if (opts.strides) attrs.strides = [...opts.strides];
+  if (opts.pads) attrs.pads = [...opts.pads];
+  if (opts.dilations) attrs.dilations = [...opts.dilations];
+  if (opts.outputPadding) attrs.output_padding = [...opts.outputPadding];
+  return x.graph.op1("ConvTranspose", [x, w], attrs);
+}
+
 export function softmax(x: Value, axis = -1): Value {
   return x.graph.op1("Softmax", [x], { axis });
 }

@@ -77,6 +77,38 @@ export interface LinearSite {
 /** A tuner's rewrite of one linear layer; returns the layer's output. */
 export type LinearHook = (site: LinearSite) => Value;
 
+/** A 2-D convolution layer of the model (PyTorch `nn.Conv2d`, group 1), as the builder emits it. */
+export interface ConvGeometry {
+  readonly inChannels: number;
+  readonly outChannels: number;
+  /** [kh, kw] */
+  readonly kernel: readonly [number, number];
+  readonly stride: readonly [number, number];
+  /** PyTorch's symmetric padding [ph, pw]. */
+  readonly padding: readonly [number, number];
+  readonly dilation: readonly [number, number];
+}
+
+/** Everything a tuner needs to rewrite one convolution layer. */
+export interface ConvSite extends ConvGeometry {
+  readonly g: Graph;
+  /** HF module name, e.g. `conv1`. */
+  readonly name: string;
+  /** Input [batch, in, H, W]. */
+  readonly x: Value;
+  /** The stored kernel [out, in, kh, kw]. */
+  readonly weight: Value;
+  readonly bias: Value | null;
+  /** The unmodified layer applied to any input. */
+  readonly base: (x: Value) => Value;
+  /** The layer's convolution (stride, padding, dilation) with another kernel, no bias. */
+  readonly conv: (x: Value, kernel: Value) => Value;
+  readonly ctx: ModelContext;
+}
+
+/** A tuner's rewrite of one convolution layer; returns the layer's output. */
+export type ConvHook = (site: ConvSite) => Value;
+
 /** Rewrites the token embeddings before the encoder (prompt tuning). */
 export type EmbedHook = (args: { g: Graph; embeds: Value; mask: Value }) => { embeds: Value; mask: Value };
 
@@ -93,6 +125,8 @@ export interface PrefixHook {
 export interface ModelHooks {
   /** The hook for a module, or null to keep the base layer. */
   linear?: (name: string) => LinearHook | null;
+  /** The hook for a convolution module, or null to keep the base layer. */
+  conv?: (name: string) => ConvHook | null;
   embeds?: EmbedHook;
   prefix?: PrefixHook;
 }
@@ -166,6 +200,8 @@ export class ModelContext {
   private readonly params = new Map<string, Value>();
   /** Every linear layer the builder emitted, in order (for `all-linear` and inspection). */
   readonly linearSites: { name: string; inFeatures: number; outFeatures: number; fanInFanOut: boolean }[] = [];
+  /** Every convolution layer the builder emitted, in order. */
+  readonly convSites: ({ name: string } & ConvGeometry)[] = [];
   /** Parameters exposed as graph inputs, with their initial values. */
   readonly inputParams = new Map<string, Tensor>();
 
@@ -275,6 +311,28 @@ export class ModelContext {
     const hook = this.options.hooks?.linear?.(name);
     return this.g.withScope(name, () =>
       hook ? hook({ g: this.g, name, x, weight, bias, fanInFanOut, inFeatures, outFeatures, base, ctx: this }) : base(x),
+    );
+  }
+
+  /**
+   * A 2-D convolution by HF module name (`nn.Conv2d`, group 1): `${name}.weight` [out, in, kh, kw]
+   * and `.bias` when present, rewritten by a tuner hook if any.
+   */
+  conv2d(name: string, x: Value, opts: { stride?: readonly [number, number]; padding?: readonly [number, number]; dilation?: readonly [number, number] } = {}): Value {
+    const weight = this.param(`${name}.weight`);
+    const bias = this.has(`${name}.bias`) ? this.param(`${name}.bias`) : null;
+    const [outChannels, inChannels, kh, kw] = weight.shape as [number, number, number, number];
+    const stride = opts.stride ?? [1, 1];
+    const padding = opts.padding ?? [0, 0];
+    const dilation = opts.dilation ?? [1, 1];
+    const geo: ConvGeometry = { inChannels, outChannels, kernel: [kh, kw], stride, padding, dilation };
+    const conv = (inp: Value, kernel: Value, b: Value | null = null): Value =>
+      G.conv2d(inp, kernel, b, { strides: stride, pads: [padding[0], padding[1], padding[0], padding[1]], dilations: dilation });
+    const base = (inp: Value): Value => conv(inp, weight, bias);
+    this.convSites.push({ name, ...geo });
+    const hook = this.options.hooks?.conv?.(name);
+    return this.g.withScope(name, () =>
+      hook ? hook({ g: this.g, name, x, weight, bias, base, conv: (inp, k) => conv(inp, k), ctx: this, ...geo }) : base(x),
     );
   }
 

@@ -15,6 +15,7 @@ import type { LoadedModel } from "./load.js";
 import type { ModelConfig, ModelDef } from "./model-def.js";
 import { MODELS } from "./registry.js";
 import { USE_LITE_MODEL_TYPE, parseUseLiteConfig } from "./use-lite/config.js";
+import { SIMPLE_CNN_MODEL_TYPE, parseSimpleCnnConfig } from "./simple-cnn.js";
 
 function weightNames(files: FileMap, label: string): string[] {
   if (files.has("model.safetensors")) return ["model.safetensors"];
@@ -30,7 +31,8 @@ export function modelFromFiles(all: FileMap, label = "model"): LoadedModel {
   const files = folderFiles(all, "config.json");
   const cfgFile = `${label}/config.json`;
   const raw = fileJsonObject(files, "config.json", label, "a model folder needs the config.json written by transformers' save_pretrained");
-  const config: ModelConfig = raw.model_type === USE_LITE_MODEL_TYPE ? parseUseLiteConfig(raw, cfgFile) : parseHfConfig(raw, cfgFile);
+  const config: ModelConfig =
+    raw.model_type === USE_LITE_MODEL_TYPE ? parseUseLiteConfig(raw, cfgFile) : raw.model_type === SIMPLE_CNN_MODEL_TYPE ? parseSimpleCnnConfig(raw, cfgFile) : parseHfConfig(raw, cfgFile);
   const def = MODELS[config.modelType] as ModelDef;
   const tensors = new Map<string, Tensor>();
   for (const name of weightNames(files, label)) for (const [k, t] of safetensorsFromFiles(files, name, label)) tensors.set(k, t);

@@ -1,4 +1,4 @@
-export { ModelContext, mapSource, castTensor, type WeightSource, type LinearSite, type LinearHook, type EmbedHook, type ModelHooks, type ContextOptions } from "./context.js";
+export { ModelContext, mapSource, castTensor, type WeightSource, type LinearSite, type LinearHook, type ConvSite, type ConvHook, type ConvGeometry, type EmbedHook, type ModelHooks, type ContextOptions } from "./context.js";
 export { checkComputeDtype, masterDtype, type ComputeDtype } from "./context.js";
 export { loadModel, SafetensorsWeights, type LoadedModel } from "./load.js";
 export { modelFromFiles, tokenizerFromFiles } from "./from-files.js";
@@ -10,6 +10,7 @@ export { gpt2, buildGpt2 } from "./gpt2.js";
 export { llama, buildLlama, buildLlamaFamily, llamaFamilyDef, type LlamaFamilyOptions } from "./llama.js";
 export { qwen2, buildQwen2 } from "./qwen2.js";
 export { mistral, buildMistral } from "./mistral.js";
+export { simpleCnn, buildSimpleCnn, parseSimpleCnnConfig, simpleCnnConfigJson, simpleCnnShapes, SIMPLE_CNN_MODEL_TYPE, type SimpleCnnConfig } from "./simple-cnn.js";
 export { attention, attentionAllowed, splitHeads, mergeHeads, positions, maskValue, KvCache, atPositions } from "./attention.js";
 export {
   loadUseLite,

@@ -10,6 +10,7 @@ import type { WeightSource } from "./context.js";
 import type { ModelConfig, ModelDef } from "./model-def.js";
 import { MODELS } from "./registry.js";
 import { USE_LITE_MODEL_TYPE, parseUseLiteConfig } from "./use-lite/config.js";
+import { SIMPLE_CNN_MODEL_TYPE, parseSimpleCnnConfig } from "./simple-cnn.js";
 
 /**
  * An opened model: its config, the architecture that builds it from that config, and its weights.
@@ -87,7 +88,8 @@ function weightFiles(dir: string): string[] {
 export function loadModel(dir: string): LoadedModel {
   const cfgFile = join(dir, "config.json");
   const raw = existsSync(cfgFile) ? (readJsonFile(cfgFile) as Record<string, unknown>) : null;
-  const config: ModelConfig = raw && raw.model_type === USE_LITE_MODEL_TYPE ? parseUseLiteConfig(raw, cfgFile) : loadHfConfig(dir);
+  const config: ModelConfig =
+    raw && raw.model_type === USE_LITE_MODEL_TYPE ? parseUseLiteConfig(raw, cfgFile) : raw && raw.model_type === SIMPLE_CNN_MODEL_TYPE ? parseSimpleCnnConfig(raw, cfgFile) : loadHfConfig(dir);
   const def: ModelDef = MODELS[config.modelType];
   const tied = new Map(def.tiedWeights(config).map(([a, b]) => [a, b] as [string, string]));
   const weights = new SafetensorsWeights(weightFiles(dir).map((f) => SafetensorsFile.open(f)), tied);

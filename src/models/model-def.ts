@@ -3,9 +3,10 @@ import type { Value } from "../graph/types.js";
 import type { KvCache } from "./attention.js";
 import type { HfModelConfig } from "../io/hf-config.js";
 import type { UseLiteConfig } from "./use-lite/config.js";
+import type { SimpleCnnConfig } from "./simple-cnn.js";
 
 /** Every architecture's normalised config. */
-export type ModelConfig = HfModelConfig | UseLiteConfig;
+export type ModelConfig = HfModelConfig | UseLiteConfig | SimpleCnnConfig;
 import type { ModelContext } from "./context.js";
 
 export type ModelTask = "causal-lm" | "seq-cls" | "feature-extraction";

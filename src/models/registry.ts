@@ -5,6 +5,7 @@ import { llama } from "./llama.js";
 import { mistral } from "./mistral.js";
 import type { ModelConfig, ModelDef } from "./model-def.js";
 import { qwen2 } from "./qwen2.js";
+import { simpleCnn } from "./simple-cnn.js";
 import { useLite } from "./use-lite/model.js";
 
 export const MODELS: { readonly [K in ModelConfig["modelType"]]: ModelDef<Extract<ModelConfig, { modelType: K }>> } = {
@@ -14,4 +15,5 @@ export const MODELS: { readonly [K in ModelConfig["modelType"]]: ModelDef<Extrac
   qwen2,
   mistral,
   "use-lite": useLite,
+  simple_cnn: simpleCnn,
 };

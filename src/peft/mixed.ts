@@ -8,7 +8,7 @@ import { AdapterStateError } from "../errors.js";
 import * as G from "../graph/api.js";
 import type { Graph } from "../graph/graph.js";
 import type { Value } from "../graph/types.js";
-import { type ComputeDtype, type LinearHook, type LinearSite, type ModelHooks, castTensor } from "../models/context.js";
+import { type ComputeDtype, type ConvHook, type ConvSite, type LinearHook, type LinearSite, type ModelHooks, castTensor } from "../models/context.js";
 import type { AdapterInstance, TunerDef } from "../tuners/common/types.js";
 
 export const BASE_ADAPTER = "__base__";
@@ -74,6 +74,22 @@ export function mixedHooks(g: Graph, adapters: readonly AdapterInstance[], rowIn
             out = G.add(out, G.mul(delta, rowMask(rowIndex, i, delta, dtype)));
           });
         }
+        return out;
+      };
+    },
+    // convolution layers: each row keeps its own adapter's change of the layer's output
+    conv: (name): ConvHook | null => {
+      const users = adapters.map((_, i) => hooks[i]!.conv?.(name) ?? null);
+      if (users.every((h) => h === null)) return null;
+      return (site) => {
+        const baseOut = site.base(site.x);
+        const s: ConvSite = { ...site, base: (x) => (x === site.x ? baseOut : site.base(x)) };
+        let out = baseOut;
+        users.forEach((h, i) => {
+          if (!h) return;
+          const delta = G.sub(h(s), baseOut);
+          out = G.add(out, G.mul(delta, rowMask(rowIndex, i, delta, dtype)));
+        });
         return out;
       };
     },

@@ -15,6 +15,7 @@ export function modelInfo(model: LoadedModel, weights: WeightSource = model.weig
   return {
     modelType: cfg.modelType,
     linearModules: ctx.linearSites.map((s) => ({ ...s })),
+    convModules: ctx.convSites.map((s) => ({ ...s })),
     outputModules: model.def.outputModules,
     hiddenSize: cfg.hiddenSize,
     numLayers: cfg.numLayers,

@@ -514,6 +514,11 @@ export class PeftModel {
         if (hs.length === 0) return null;
         return (site) => chain(site, hs);
       },
+      conv: (name) => {
+        const hs = all.map((h) => h.conv?.(name) ?? null).filter((h) => h !== null);
+        if (hs.length === 0) return null;
+        return (site) => chain(site, hs);
+      },
       ...prefixHook(all),
       ...(all.some((h) => h.embeds)
         ? {
@@ -733,8 +738,6 @@ export class PeftModel {
   }
 }
 
-type Hook = NonNullable<ReturnType<NonNullable<ModelHooks["linear"]>>>;
-
 /** The prefix (prefix tuning) of the active adapters: at most one adapter may have one, as in PEFT. */
 function prefixHook(all: readonly ModelHooks[]): Pick<ModelHooks, "prefix"> {
   const prefixes = all.flatMap((h) => (h.prefix ? [h.prefix] : []));
@@ -746,7 +749,7 @@ function prefixHook(all: readonly ModelHooks[]): Pick<ModelHooks, "prefix"> {
  * Several adapters on one layer: each hook sees as `base` the layer with the previous adapters
  * applied, so LoRA updates add up as in PEFT.
  */
-function chain(site: Parameters<Hook>[0], hooks: readonly Hook[]): Value {
+function chain<S extends { readonly x: Value; readonly base: (x: Value) => Value }>(site: S, hooks: readonly ((site: S) => Value)[]): Value {
   let base = site.base;
   let out: Value | null = null;
   for (const h of hooks) {

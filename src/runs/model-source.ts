@@ -6,12 +6,13 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { ConfigError, MissingFileError } from "../errors.js";
+import { ConfigError, MissingFileError, UnsupportedOptionError } from "../errors.js";
 import { readJsonObject } from "../io/json-file.js";
 import { loadTokenizer } from "../io/tokenizer.js";
 import { type WeightSource, overlaySource } from "../models/context.js";
 import { type LoadedModel, loadModel } from "../models/load.js";
 import { USE_LITE_MODEL_TYPE } from "../models/use-lite/config.js";
+import { SIMPLE_CNN_MODEL_TYPE } from "../models/simple-cnn.js";
 import { loadUseLiteModel } from "../models/use-lite/classifier.js";
 import type { LossTask } from "../train/loss.js";
 import type { Tensor } from "../tensor.js";
@@ -113,6 +114,9 @@ export function openModelSource(spec: string, opts: OpenModelOptions): ModelSour
   const loaded = loadModel(spec);
   const cfg = loaded.config;
   if (cfg.modelType === USE_LITE_MODEL_TYPE) return openUseLite(spec, spec, opts, command);
+  if (cfg.modelType === SIMPLE_CNN_MODEL_TYPE) {
+    throw new UnsupportedOptionError(cfgFile, "model_type", cfg.modelType, `${command} reads text datasets; an image model trains from code (Trainer with pixel-byte examples, see bench/variants-cnn.ts)`);
+  }
   const tok = loadTokenizer(spec);
   const maxLength = checkMaxLength(opts.maxLength, cfg.maxPositionEmbeddings, command);
   const padId = tok.padTokenId ?? cfg.padTokenId ?? 0;

@@ -2,6 +2,7 @@
  * `peft inspect` for a Hugging Face model folder: config.json plus model.safetensors or a
  * sharded set (model.safetensors.index.json). Only headers are read.
  */
+import { SIMPLE_CNN_MODEL_TYPE, parseSimpleCnnConfig } from "../../models/simple-cnn.js";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import { ConfigError, MissingFileError, UnsupportedOptionError } from "../../errors.js";
@@ -171,7 +172,18 @@ export function inspectModelDir(dir: string, opts: { tensors?: boolean } = {}): 
   const raw = readJsonObject(configFile, "a model folder needs the config.json written by transformers' save_pretrained");
   const parsedResult = safeParseHfConfig(raw, configFile);
   const parsed = parsedResult.success ? parsedResult.config : null;
-  const problems = parsedResult.success ? [] : parsedResult.errors.map((e) => e.message);
+  let problems = parsedResult.success ? [] : parsedResult.errors.map((e) => e.message);
+  // image models have their own config (simple_cnn): supported when it parses
+  let imageModel = false;
+  if (raw["model_type"] === SIMPLE_CNN_MODEL_TYPE) {
+    try {
+      parseSimpleCnnConfig(raw, configFile);
+      imageModel = true;
+      problems = [];
+    } catch (e) {
+      problems = [(e as Error).message];
+    }
+  }
 
   const { files, index, weightMap } = modelWeightFiles(dir);
   const opened: SafetensorsFile[] = [];
@@ -207,7 +219,7 @@ export function inspectModelDir(dir: string, opts: { tensors?: boolean } = {}): 
     modelType,
     architectures: Array.isArray(arch) ? arch.map(String) : [],
     config: configValues(raw, parsed),
-    support: { supported: parsed !== null, problems },
+    support: { supported: parsed !== null || imageModel, problems },
     files: fileStats(entries, files.map((f) => basename(f))),
     tensors: entries.length,
     parameters: sumParams(entries),

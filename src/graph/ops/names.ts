@@ -2,7 +2,7 @@
 export const OP_NAMES = [
   "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Neg", "Identity", "Sqrt", "Reciprocal", "Exp", "Log",
   "Tanh", "Erf", "Sigmoid", "Relu", "Abs", "Sign", "Cos", "Sin", "Equal", "Less", "Greater", "Not", "And",
-  "Where", "MatMul", "Gemm", "ReduceSum", "ReduceMean", "ReduceMax", "Reshape", "Transpose", "Concat",
+  "Where", "MatMul", "Gemm", "Conv", "ConvTranspose", "ReduceSum", "ReduceMean", "ReduceMax", "Reshape", "Transpose", "Concat",
   "Split", "Slice", "Pad", "Squeeze", "Unsqueeze", "Expand", "Cast", "CumSum", "Shape", "Size", "Range",
   "Softmax", "LogSoftmax", "SoftmaxCrossEntropyLoss", "LayerNormalization", "Gather", "GatherElements", "ScatterElements", "ScatterND",
   "RandomUniformLike",

@@ -3,14 +3,14 @@
  * `get_delta_weight`): the graph form base(x) + x·ΔWᵀ with LyCORIS-style rank and module
  * dropout, merging ΔW into a stored weight, host matrix products and PyTorch's default inits.
  */
-import { ConfigError, ShapeMismatchError } from "../../errors.js";
+import { ConfigError, ShapeMismatchError, UnsupportedOptionError } from "../../errors.js";
 import * as G from "../../graph/api.js";
 import { dense } from "../../graph/composite.js";
 import type { Value } from "../../graph/types.js";
 import type { LinearSite } from "../../models/context.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { isTargeted, type TargetingConfig } from "./target.js";
-import type { BaseModelInfo, LinearModule } from "./types.js";
+import type { BaseModelInfo, ConvModule, LinearModule } from "./types.js";
 
 /** Row-major [m, k]·[k, n] in float64. */
 export function matmul64(a: ArrayLike<number>, b: ArrayLike<number>, m: number, k: number, n: number): Float64Array {
@@ -83,18 +83,42 @@ export function applyDeltaWeight(site: LinearSite, delta: Value, d: DeltaDropout
   return G.add(site.base(site.x), y);
 }
 
-/** The linear modules a (resolved) config adapts; none is an error naming `target_modules` and what exists. */
-export function linearTargets(c: TargetingConfig & { readonly targetModules: unknown }, model: BaseModelInfo, method: string): LinearModule[] {
-  const hits = model.linearModules.filter((m) => isTargeted(c, m.name));
-  if (hits.length === 0) {
+/**
+ * The linear and convolution modules a (resolved) config adapts; none is an error naming
+ * `target_modules` and what exists.
+ */
+export function adaptedModules(c: TargetingConfig & { readonly targetModules: unknown }, model: BaseModelInfo, method: string): { linear: LinearModule[]; conv: ConvModule[] } {
+  const linear = model.linearModules.filter((m) => isTargeted(c, m.name));
+  const conv = model.convModules.filter((m) => isTargeted(c, m.name));
+  if (linear.length === 0 && conv.length === 0) {
     const suffixes = [...new Set(model.linearModules.map((m) => m.name.split(".").pop()!))].join(", ");
+    const convs = model.convModules.length > 0 ? `; its convolution layers: ${model.convModules.map((m) => m.name).join(", ")}` : "";
     throw new ConfigError(
       "adapter_config.json",
       "target_modules",
-      `${method}: no module of this ${model.modelType} model matches ${JSON.stringify(c.targetModules)}; its linear layers end in: ${suffixes}`,
+      `${method}: no module of this ${model.modelType} model matches ${JSON.stringify(c.targetModules)}; its linear layers end in: ${suffixes}${convs}`,
     );
   }
-  return hits;
+  return { linear, conv };
+}
+
+/**
+ * The linear modules a (resolved) config adapts, for methods that adapt linear layers only: a
+ * targeted convolution is an UnsupportedOptionError naming it (LoRA and FLoRA adapt convolutions).
+ */
+export function linearTargets(c: TargetingConfig & { readonly targetModules: unknown }, model: BaseModelInfo, method: string): LinearModule[] {
+  const { linear, conv } = adaptedModules(c, model, method);
+  if (conv.length > 0) {
+    throw new UnsupportedOptionError("adapter_config.json", "target_modules", conv[0]!.name, `${method} adapts linear layers; ${conv[0]!.name} is a convolution (LoRA and FLoRA adapt convolutions)`);
+  }
+  return linear;
+}
+
+/** W + ΔW for a kernel of any rank (ΔW in the kernel's own row-major layout). */
+export function addKernelDelta(weight: Tensor, delta: ArrayLike<number>): Tensor {
+  const w = toFloat32(weight);
+  if (w.length !== delta.length) throw new ShapeMismatchError("delta weight", weight.shape, [delta.length], "adapter does not fit the base kernel");
+  return { dtype: "float32", shape: [...weight.shape], data: Float32Array.from(w, (v, i) => v + delta[i]!) };
 }
 
 /** PyTorch `kaiming_uniform_(a=√5)` for a 2-D tensor of `shape` (nn.Linear's default): U(±1/√shape[1]). */

@@ -70,13 +70,15 @@ export function loraLikeToRaw(c: LoraLikeConfig): Record<string, unknown> {
 
 /** One module's exported factors: ΔW = (alpha / A.shape[0])·B·A. */
 export interface ExportedFactors {
-  readonly A: Float32Array; // [r, in]
-  readonly B: Float32Array; // [out, r]
+  readonly A: Float32Array; // [r, in] (a convolution: [r, in, kh, kw])
+  readonly B: Float32Array; // [out, r] (a convolution: [out, r, 1, 1])
   readonly r: number;
   readonly inFeatures: number;
   readonly outFeatures: number;
   /** lora_alpha of this module (scaling = alpha / r). */
   readonly alpha: number;
+  /** A convolution's kernel size [kh, kw] (PEFT's lora.Conv2d layout); absent for linear layers. */
+  readonly kernel?: readonly [number, number];
 }
 
 /** A PEFT LoRA adapter: its adapter_config.json fields and tensors (keys without `base_model.model.`). */
@@ -108,8 +110,8 @@ export function loraExport(c: LoraLikeConfig, factors: ReadonlyMap<string, Expor
     if (f.r !== r) rankPattern[m] = f.r;
     if (f.alpha !== alpha) alphaPattern[m] = f.alpha;
     const k = loraKeys(m);
-    tensors.set(k.A, { dtype: "float32", shape: [f.r, f.inFeatures], data: f.A });
-    tensors.set(k.B, { dtype: "float32", shape: [f.outFeatures, f.r], data: f.B });
+    tensors.set(k.A, { dtype: "float32", shape: f.kernel ? [f.r, f.inFeatures, f.kernel[0], f.kernel[1]] : [f.r, f.inFeatures], data: f.A });
+    tensors.set(k.B, { dtype: "float32", shape: f.kernel ? [f.outFeatures, f.r, 1, 1] : [f.outFeatures, f.r], data: f.B });
   }
   for (const [k, t] of copied) tensors.set(k, t);
   const raw = loraConfigToRaw({

@@ -1,6 +1,6 @@
 /** The contract between a tuner (one PEFT method) and the generic adapter machinery in `src/peft`. */
 import type { Value } from "../../graph/types.js";
-import type { ComputeDtype, LinearSite, ModelHooks } from "../../models/context.js";
+import type { ComputeDtype, ConvGeometry, LinearSite, ModelHooks } from "../../models/context.js";
 import type { Tensor } from "../../tensor.js";
 
 /** A linear layer of the base model, as the model builder reports it. */
@@ -11,10 +11,17 @@ export interface LinearModule {
   readonly fanInFanOut: boolean;
 }
 
+/** A 2-D convolution layer of the base model (`nn.Conv2d`, kernel [out, in, kh, kw]). */
+export interface ConvModule extends ConvGeometry {
+  readonly name: string;
+}
+
 /** What a tuner may know about the base model. */
 export interface BaseModelInfo {
   readonly modelType: string;
   readonly linearModules: readonly LinearModule[];
+  /** Convolution layers (image models; empty for the text models). */
+  readonly convModules: readonly ConvModule[];
   /** Output layers (`lm_head`, `classifier`): excluded from `all-linear`. */
   readonly outputModules: readonly string[];
   readonly hiddenSize: number;

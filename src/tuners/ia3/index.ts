@@ -2,7 +2,8 @@
 import { ConfigError } from "../../errors.js";
 import * as G from "../../graph/api.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
-import { resolveAllLinear, isTargeted } from "../common/target.js";
+import { linearTargets } from "../common/delta.js";
+import { resolveAllLinear } from "../common/target.js";
 import { savedModules } from "../common/train.js";
 import type { BaseModelInfo, LinearModule, TunerDef } from "../common/types.js";
 import { type Ia3Config, ia3ConfigToRaw, isFeedforward, parseIa3Config } from "./config.js";
@@ -13,11 +14,7 @@ export const IA3_PREFIX = "ia3_";
 export const ia3Key = (module: string): string => `${module}.ia3_l`;
 
 function targets(c: Ia3Config, model: BaseModelInfo): LinearModule[] {
-  const hits = model.linearModules.filter((m) => isTargeted(c, m.name));
-  if (hits.length === 0) {
-    throw new ConfigError("adapter_config.json", "target_modules", `no module of this ${model.modelType} model matches ${JSON.stringify(c.targetModules)}`);
-  }
-  return hits;
+  return linearTargets(c, model, "(IA)³");
 }
 
 /**

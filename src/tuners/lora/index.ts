@@ -4,23 +4,49 @@ import { castTensor } from "../../models/context.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { resolveAllLinear } from "../common/target.js";
 import { targetSpecToRaw } from "../common/target.js";
-import { linearTargets, matmul64, toStoredLayout, weightOutIn } from "../common/delta.js";
+import { adaptedModules, addKernelDelta, matmul64, toStoredLayout, weightOutIn } from "../common/delta.js";
 import { rejectFeedforward, savedModules } from "../common/train.js";
-import type { AdapterInstance, BaseModelInfo, LinearModule, LowRankFactors, TensorRole, TunerDef } from "../common/types.js";
+import type { AdapterInstance, BaseModelInfo, ConvModule, LinearModule, LowRankFactors, TensorRole, TunerDef } from "../common/types.js";
 import { type LoraConfig, loraConfigToRaw, moduleRankAndScale, parseLoraConfig, rewritesBase } from "./config.js";
 import { oloraFactors, pissaFactors } from "./init.js";
 import { LORA_PREFIX, loraKeys, loraModuleOf } from "./keys.js";
-import { applyLora, mixedLoraDelta } from "./layer.js";
+import { applyLora, applyLoraConv, mixedLoraDelta } from "./layer.js";
 import { doraMagnitude, loraDeltaWeight, mergeLoraWeight } from "./merge.js";
 
 export { type LoraConfig, LORA_DEFAULTS, parseLoraConfig, loraConfigToRaw, moduleRankAndScale, rewritesBase } from "./config.js";
 export { loraKeys, loraModuleOf, LORA_PREFIX } from "./keys.js";
-export { applyLora, applyMixedLora, loraDelta, type LoraFactors, type StackedLora } from "./layer.js";
+export { applyLora, applyLoraConv, applyMixedLora, loraDelta, type LoraFactors, type LoraConvFactors, type StackedLora } from "./layer.js";
 export { loraDeltaWeight, mergeLoraWeight, doraMagnitude } from "./merge.js";
 
 /** The linear modules a (resolved) config adapts; an empty match is an error naming what exists. */
 export function loraTargets(c: LoraConfig, model: BaseModelInfo): LinearModule[] {
-  return linearTargets(c, model, "LoRA");
+  return adaptedModules(c, model, "LoRA").linear;
+}
+
+/**
+ * The convolution modules a config adapts (PEFT's `lora.Conv2d`): lora_A [r, in, kh, kw] with the
+ * layer's kernel, stride and padding, lora_B [out, r, 1, 1]. Options peft-ts implements for linear
+ * layers only are refused here, naming the option and the layer.
+ */
+export function loraConvTargets(c: LoraConfig, model: BaseModelInfo): ConvModule[] {
+  const conv = adaptedModules(c, model, "LoRA").conv;
+  const first = conv[0];
+  if (!first) return conv;
+  const refuse = (key: string, value: unknown, why: string) => {
+    throw new UnsupportedOptionError("adapter_config.json", key, value, `${first.name} is a convolution: ${why}`);
+  };
+  if (c.useDora) refuse("use_dora", true, "DoRA on convolutions is not implemented");
+  if (c.init.kind === "pissa" || c.init.kind === "olora") refuse("init_lora_weights", loraConfigToRaw(c).init_lora_weights, "PiSSA / OLoRA initialisation factorises 2-D weights");
+  if (c.fanInFanOut) refuse("fan_in_fan_out", true, "convolution kernels are stored [out, in, kh, kw]");
+  const dilated = conv.find((m) => m.dilation[0] !== 1 || m.dilation[1] !== 1);
+  if (dilated) throw new UnsupportedOptionError("adapter_config.json", "target_modules", dilated.name, "a dilated convolution: PEFT's lora_A does not take the layer's dilation, so its forward and its merged weight differ");
+  return conv;
+}
+
+/** Kernel of a convolution LoRA as a 2-D view: A [r, in·kh·kw], B [out, r]. */
+function flatConvFactors(A: Tensor, B: Tensor): { A: Tensor; B: Tensor } {
+  const [r, ...rest] = A.shape as number[];
+  return { A: { ...A, shape: [r!, rest.reduce((p, d) => p * d, 1)] }, B: { ...B, shape: [B.shape[0]!, B.shape[1]!] } };
 }
 
 function uniform(n: number, bound: number, rng: { uniform(): number }): Float32Array {
@@ -74,6 +100,8 @@ export const lora: TunerDef<LoraConfig> = {
   },
   lowRank: {
     check(a, label, purpose) {
+      const conv = [...a.tensors].find(([k, t]) => k.endsWith(".lora_A.weight") && t.shape.length !== 2);
+      if (conv) throw new UnsupportedOptionError(label, "target_modules", loraModuleOf(conv[0]), `convolution LoRA factors ([r, in, kh, kw]) cannot be used by ${purpose}`);
       if (a.config.useDora) throw new UnsupportedOptionError(label, "use_dora", true, `DoRA magnitude vectors cannot be used by ${purpose}`);
       if (a.config.bias !== "none") throw new UnsupportedOptionError(label, "bias", a.config.bias, `adapters that train biases cannot be used by ${purpose}; use bias 'none'`);
       if (rewritesBase(a.config)) {
@@ -131,6 +159,12 @@ export const lora: TunerDef<LoraConfig> = {
       out.set(k.B, [m.outFeatures, r]);
       if (c.useDora) out.set(k.magnitude, [m.outFeatures]);
     }
+    for (const m of loraConvTargets(c, model)) {
+      const { r } = moduleRankAndScale(c, m.name);
+      const k = loraKeys(m.name);
+      out.set(k.A, [r, m.inChannels, m.kernel[0], m.kernel[1]]);
+      out.set(k.B, [m.outChannels, r, 1, 1]);
+    }
     return out;
   },
   init(c, model, rng) {
@@ -165,6 +199,16 @@ export const lora: TunerDef<LoraConfig> = {
       out.set(k.B, B);
       if (c.useDora) out.set(k.magnitude, doraMagnitude(model.weight(`${m.name}.weight`), loraDeltaWeight(A, B, scaling), m.fanInFanOut));
     }
+    for (const m of loraConvTargets(c, model)) {
+      const { r } = moduleRankAndScale(c, m.name);
+      const k = loraKeys(m.name);
+      // nn.Conv2d's default init (Kaiming-uniform, a=√5): bound 1/√fan_in, fan_in = in·kh·kw (lora_A) or r (lora_B)
+      const fanIn = m.inChannels * m.kernel[0] * m.kernel[1];
+      const a = c.init.kind === "gaussian" ? Float32Array.from({ length: r * fanIn }, () => rng.normal() / r) : uniform(r * fanIn, 1 / Math.sqrt(fanIn), rng);
+      const b = c.init.kind === "random" ? uniform(m.outChannels * r, 1 / Math.sqrt(r), rng) : new Float32Array(m.outChannels * r);
+      out.set(k.A, { dtype: "float32", shape: [r, m.inChannels, m.kernel[0], m.kernel[1]], data: a });
+      out.set(k.B, { dtype: "float32", shape: [m.outChannels, r, 1, 1], data: b });
+    }
     return out;
   },
   hooks(adapter: AdapterInstance<LoraConfig>, param, opts) {
@@ -187,6 +231,12 @@ export const lora: TunerDef<LoraConfig> = {
             opts.training,
             opts.seed,
           );
+      },
+      conv: (name) => {
+        const k = loraKeys(name);
+        if (!adapter.tensors.has(k.A)) return null;
+        const { scaling } = moduleRankAndScale(c, name);
+        return (site) => applyLoraConv(site, { A: param(k.A), B: param(k.B), scaling, dropout: c.loraDropout }, opts.training, opts.seed);
       },
     };
   },
@@ -265,7 +315,14 @@ export const lora: TunerDef<LoraConfig> = {
       const k = loraKeys(name);
       const { scaling } = moduleRankAndScale(c, name);
       const wname = `${name}.weight`;
-      const delta = loraDeltaWeight(adapter.tensors.get(k.A)!, adapter.tensors.get(k.B)!, scaling);
+      const A = adapter.tensors.get(k.A)!;
+      if (A.shape.length === 4) {
+        // a convolution: ΔW[o, c, i, j] = scaling·Σ_r B[o, r]·A[r, c, i, j]
+        const f = flatConvFactors(A, adapter.tensors.get(k.B)!);
+        out.set(wname, addKernelDelta(model.weight(wname), loraDeltaWeight(f.A, f.B, scaling)));
+        continue;
+      }
+      const delta = loraDeltaWeight(A, adapter.tensors.get(k.B)!, scaling);
       const mag = c.useDora ? adapter.tensors.get(k.magnitude) : undefined;
       const mod = model.linearModules.find((m) => m.name === name);
       out.set(wname, mergeLoraWeight(model.weight(wname), delta, mod?.fanInFanOut ?? c.fanInFanOut, mag));

@@ -3,7 +3,7 @@ import { GraphBuildError } from "../../errors.js";
 import * as G from "../../graph/api.js";
 import { dense, dropout } from "../../graph/composite.js";
 import type { Value } from "../../graph/types.js";
-import type { LinearSite } from "../../models/context.js";
+import type { ConvSite, LinearSite } from "../../models/context.js";
 
 export interface LoraFactors {
   readonly A: Value; // [r, in]
@@ -72,4 +72,22 @@ export function mixedLoraDelta(site: LinearSite, s: StackedLora, rowIndex: Value
   let y = G.matmul(G.mul(G.matmul(x, G.transpose(a, [0, 2, 1])), sc), G.transpose(b, [0, 2, 1]));
   if (rank2) y = G.squeeze(y, [1]);
   return y;
+}
+
+/** LoRA factors of a convolution (PEFT's `lora.Conv2d`). */
+export interface LoraConvFactors {
+  /** [r, in, kh, kw]: a convolution with the base layer's kernel size, stride and padding. */
+  readonly A: Value;
+  /** [out, r, 1, 1]: a 1×1 convolution. */
+  readonly B: Value;
+  readonly scaling: number;
+  readonly dropout: number;
+}
+
+/** LoRA on a convolution: base(x) + scaling·lora_B(lora_A(dropout(x))), lora_A with the layer's geometry, lora_B 1×1. */
+export function applyLoraConv(site: ConvSite, f: LoraConvFactors, training: boolean, seed: number): Value {
+  const xd = training && f.dropout > 0 ? dropout(site.x, f.dropout, seed) : site.x;
+  const h = site.conv(xd, f.A);
+  const y = G.conv2d(h, f.B, null);
+  return G.add(site.base(site.x), f.scaling === 1 ? y : G.mul(y, f.scaling));
 }

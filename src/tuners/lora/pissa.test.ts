@@ -20,6 +20,7 @@ function oneLayer(w: Tensor): BaseModelInfo {
   return {
     modelType: "toy",
     linearModules: [{ name: "m", inFeatures: inn, outFeatures: out, fanInFanOut: false }],
+    convModules: [],
     outputModules: [],
     hiddenSize: inn,
     numLayers: 1,
