@@ -141,7 +141,9 @@ export interface VariantRun {
   readonly data: string;
   readonly method: string;
   readonly seed: number;
+  readonly lr: number;
   readonly testAccuracy: number | null;
+  readonly validationAccuracy: number | null;
   readonly trainableParams: number;
   readonly seconds: number;
 }
@@ -187,7 +189,7 @@ export async function benchVariants(o: { data: string[]; methods: string[]; seed
           };
           const run = await runTraining(opts);
           const m = run.metrics;
-          runs.push({ data, method, seed, testAccuracy: m.test?.accuracy ?? null, trainableParams: m.trainableParams, seconds: m.seconds });
+          runs.push({ data, method, seed, lr: opts.lr, testAccuracy: m.test?.accuracy ?? null, validationAccuracy: m.validation?.accuracy ?? null, trainableParams: m.trainableParams, seconds: m.seconds });
           progress(`${data} ${method} seed ${seed}: test accuracy ${m.test?.accuracy?.toFixed(4)} (${m.trainableParams} params, ${m.seconds.toFixed(1)} s)`);
           if (spec.after) {
             const train = (label: string, more: Partial<TrainRunOptions>) => runTraining({ ...opts, ...more, out: join(root, `${data}-${method}-${seed}-${label}`) });
