@@ -129,7 +129,7 @@ async function pretrain(o: CnnBenchOptions, dir: string): Promise<{ model: Loade
   // full-rank LoRA (r = the kernel's rank bound) and the head in full: every weight can move; merged afterwards
   const pm = PeftModel.create(init, { peft_type: "LORA", task_type: "SEQ_CLS", r: 32, lora_alpha: 32, target_modules: ["conv1", "conv2"], rank_pattern: { conv1: 9 }, alpha_pattern: { conv1: 9 } }, "default", { seed: 0 });
   const session = o.threads !== null ? { threads: o.threads } : {};
-  const trainer = new Trainer(pm, { task: "seq-cls", epochs: 100, batchSize: 64, lr: 3e-3, seed: 0, maxSteps: o.pretrainSteps, session }, train);
+  const trainer = new Trainer(pm, { task: "seq-cls", epochs: 100, batchSize: 64, lr: 3e-3, seed: 0, stopAfterSteps: o.pretrainSteps, session }, train);
   await trainer.fit();
   const acc = (await trainer.evaluate(test)).accuracy ?? Number.NaN;
   await trainer.release();
@@ -160,7 +160,7 @@ export async function benchVariantsCnn(o: CnnBenchOptions) {
           const pm = PeftModel.create(base.model, adapterConfig(method, r, head), "default", { seed });
           const adapterParams = [...pm.adapter("default").tensors].filter(([k]) => k.startsWith("conv")).reduce((n, [, t]) => n + t.shape.reduce((a, b) => a * b, 1), 0);
           const [trainableParams] = pm.getNbTrainableParameters();
-          const trainer = new Trainer(pm, { task: "seq-cls", epochs: 100, batchSize: o.batchSize, lr: o.lr, seed, maxSteps: o.steps, session }, train);
+          const trainer = new Trainer(pm, { task: "seq-cls", epochs: 100, batchSize: o.batchSize, lr: o.lr, seed, stopAfterSteps: o.steps, session }, train);
           await trainer.fit();
           const acc = (await trainer.evaluate(test)).accuracy ?? Number.NaN;
           await trainer.release();

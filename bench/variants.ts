@@ -8,7 +8,7 @@
  * Prints one JSON line: every run, per dataset and method the mean test accuracy with its
  * standard error over the seeds, and the methods' extra results.
  *
- *   npm run bench -- variants --data uci-sentiment,uci-imdb --seeds 0,1,2 --max-steps 150
+ *   npm run bench -- variants --data uci-sentiment,uci-imdb --seeds 0,1,2 --max-steps 100 --lr 0.01 --threads 1
  *
  * Adding a method: one entry in `VARIANTS` (its `peft train` options at the shared budget and,
  * optionally, an `after` step that measures its own claim from the trained run).
@@ -16,7 +16,7 @@
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Command } from "commander";
+import { type Command, InvalidArgumentError } from "commander";
 import { saveAsLora } from "../src/peft/export-lora.js";
 import { renderVegaLite, vegaLiteSvg } from "../src/runs/plot.js";
 import { soraRanks } from "../src/tuners/sora/index.js";
@@ -61,7 +61,7 @@ async function dyloraRanks(ctx: VariantContext): Promise<Record<string, unknown>
     saveAsLora(ctx.run.model, "default", dir, { rank: b });
     cpSync(join(ctx.opts.out, RUN_FILES.config), join(dir, RUN_FILES.config)); // the run's split, model and label ids
     const dy = await testAccuracy(dir, ctx);
-    const lora = await ctx.train(`lora-r${b}`, { method: "lora", r: b, alpha: 2 * b, lr: 1e-3 });
+    const lora = await ctx.train(`lora-r${b}`, { method: "lora", r: b, alpha: 2 * b, lr: ctx.opts.lr });
     perRank.push({ rank: b, dylora: dy, lora: lora.metrics.test?.accuracy ?? Number.NaN, loraParams: lora.metrics.trainableParams });
     progress(`${ctx.data} seed ${ctx.seed} rank ${b}: DyLoRA (one run) ${dy.toFixed(4)}, LoRA trained at r ${b} ${(lora.metrics.test?.accuracy ?? Number.NaN).toFixed(4)}`);
     await lora.model.dispose();
@@ -112,28 +112,38 @@ async function allocatedRanks(ctx: VariantContext): Promise<Record<string, unkno
   return { ranks, savedParams };
 }
 
-/** Method → its options at the shared budget and its own measurement. */
+/**
+ * Method → its options at the shared budget and its own measurement. Every method runs at the
+ * bench's `--lr` (default 1e-2: at 1e-3 and 100 steps the adapters do not change the predictions,
+ * docs/lora-variants.md).
+ */
 export const VARIANTS: Readonly<Record<string, VariantSpec>> = {
-  lora: { options: { r: 8, alpha: 16, lr: 1e-3 } },
-  dylora: { options: { r: 8, alpha: 16, lr: 1e-3 }, after: dyloraRanks },
-  // ξ 0.005 per step: a gate shrinks by at most 0.75 in 150 steps, so sparsity shows at this scale
-  sora: { options: { r: 8, alpha: 16, lr: 1e-3, adapterConfig: { sparse_lambda: 0.005 } }, after: soraRanksAfter },
-  // r 256 = every singular value of layer 0's 256×256 query/value (1,024 trainable singular values: 24× fewer than LoRA r 8's 24,576)
-  svfit: { options: { r: 256, lr: 1e-2 } },
+  // the control: LoRA with lora_alpha 0 (ΔW ≡ 0, A and B get no gradient), so only the classifier head learns
+  "head-only": { options: { method: "lora", r: 8, alpha: 16, adapterConfig: { lora_alpha: 0 } } },
+  lora: { options: { r: 8, alpha: 16 } },
+  dylora: { options: { r: 8, alpha: 16 }, after: dyloraRanks },
+  // the paper's frozen mode: only the sampled rank's row of A / column of B is updated per step
+  "dylora-frozen": { options: { method: "dylora", r: 8, alpha: 16, adapterConfig: { frozen: true } } },
+  // ξ 0.005 per step: a gate shrinks by at most 0.5 in 100 steps, so sparsity shows at this scale
+  sora: { options: { r: 8, alpha: 16, adapterConfig: { sparse_lambda: 0.005 } }, after: soraRanksAfter },
+  // the paper's rank rule: per module the singular values holding 99% of the spectrum's energy (USE-lite: 177/199/382/396, 1,154 trainable)
+  svfit: { options: { r: 8, adapterConfig: { spectrum_threshold: 0.99 } } },
   // n 4 blocks; r 13 gives 24,960 low-rank parameters against LoRA r 8's 24,576
-  "block-lora": { options: { r: 13, alpha: 26, lr: 1e-3, adapterConfig: { block_num: 4 } } },
+  "block-lora": { options: { r: 13, alpha: 26, adapterConfig: { block_num: 4 } } },
   // budget target_r 8 × layers: the same saved rank in total as LoRA r 8, allocated by importance
-  increlora: { options: { r: 8, alpha: 16, lr: 1e-3 }, after: allocatedRanks },
-  triadaptlora: { options: { r: 8, alpha: 16, lr: 1e-3 }, after: allocatedRanks },
+  increlora: { options: { r: 8, alpha: 16 }, after: allocatedRanks },
+  triadaptlora: { options: { r: 8, alpha: 16 }, after: allocatedRanks },
   // core 8 × 8 (scale alpha/r = 2): r(in + out) + r² per layer, LoRA r 8's parameters plus 64
-  flora: { options: { r: 8, alpha: 16, lr: 1e-3 } },
+  flora: { options: { r: 8, alpha: 16 } },
 };
 
 export interface VariantRun {
   readonly data: string;
   readonly method: string;
   readonly seed: number;
+  readonly lr: number;
   readonly testAccuracy: number | null;
+  readonly validationAccuracy: number | null;
   readonly trainableParams: number;
   readonly seconds: number;
 }
@@ -145,7 +155,7 @@ export function meanSe(xs: readonly number[]): { mean: number; se: number } {
   return { mean, se: sd / Math.sqrt(xs.length) };
 }
 
-export async function benchVariants(o: { data: string[]; methods: string[]; seeds: number[]; maxSteps: number; maxExamples: number | null; threads: number | null; ranks: number[]; plotDir?: string | null }) {
+export async function benchVariants(o: { data: string[]; methods: string[]; seeds: number[]; maxSteps: number; lr: number; maxExamples: number | null; threads: number | null; ranks: number[]; plotDir?: string | null }) {
   const runs: VariantRun[] = [];
   const extra: { data: string; method: string; seed: number; result: Record<string, unknown> }[] = [];
   const root = mkdtempSync(join(tmpdir(), "peft-bench-variants-"));
@@ -171,6 +181,7 @@ export async function benchVariants(o: { data: string[]; methods: string[]; seed
             threads: o.threads,
             maxExamples: o.maxExamples,
             maxSteps: o.maxSteps,
+            lr: o.lr,
             split: DEFAULT_SPLIT,
             mode: "new",
             plot: false,
@@ -178,7 +189,7 @@ export async function benchVariants(o: { data: string[]; methods: string[]; seed
           };
           const run = await runTraining(opts);
           const m = run.metrics;
-          runs.push({ data, method, seed, testAccuracy: m.test?.accuracy ?? null, trainableParams: m.trainableParams, seconds: m.seconds });
+          runs.push({ data, method, seed, lr: opts.lr, testAccuracy: m.test?.accuracy ?? null, validationAccuracy: m.validation?.accuracy ?? null, trainableParams: m.trainableParams, seconds: m.seconds });
           progress(`${data} ${method} seed ${seed}: test accuracy ${m.test?.accuracy?.toFixed(4)} (${m.trainableParams} params, ${m.seconds.toFixed(1)} s)`);
           if (spec.after) {
             const train = (label: string, more: Partial<TrainRunOptions>) => runTraining({ ...opts, ...more, out: join(root, `${data}-${method}-${seed}-${label}`) });
@@ -201,6 +212,12 @@ export async function benchVariants(o: { data: string[]; methods: string[]; seed
   return { runs, summary, extra };
 }
 
+function positiveLr(v: string): number {
+  const x = Number(v);
+  if (!(Number.isFinite(x) && x > 0)) throw new InvalidArgumentError(`--lr must be a positive number, got '${v}'`);
+  return x;
+}
+
 const list = (v: string): string[] => v.split(",").map((s) => s.trim()).filter((s) => s.length > 0);
 
 export function register(program: Command): void {
@@ -210,16 +227,18 @@ export function register(program: Command): void {
     .option("--data <names>", "datasets, comma-separated", list, ["uci-sentiment", "uci-imdb"])
     .option("--methods <names>", "methods (peft train --method names), comma-separated", list, Object.keys(VARIANTS))
     .option("--seeds <list>", "seeds, comma-separated", (v: string) => list(v).map(Number), [0, 1, 2])
-    .option("--max-steps <n>", "optimizer steps per run", positiveInt("--max-steps"), 150)
+    .option("--max-steps <n>", "optimizer steps per run", positiveInt("--max-steps"), 100)
+    .option("--lr <x>", "learning rate of every method", positiveLr, 1e-2)
     .option("--max-examples <n>", "stratified subset of each dataset (quick runs)", positiveInt("--max-examples"))
-    .option("--ranks <list>", "ranks DyLoRA is evaluated at (and separate LoRAs trained at)", (v: string) => list(v).map(Number), [1, 2, 4, 8])
+    .option("--ranks <list>", "ranks DyLoRA is evaluated at (and separate LoRAs trained at)", (v: string) => list(v).map(Number), [1, 2, 4])
     .option("--threads <n>", "onnxruntime threads", positiveInt("--threads"))
     .option("--plot <file>", "write SoRA's kept rank per layer and seed as an SVG bar chart")
     .option("--plot-dir <dir>", "write the rank-per-layer plots of IncreLoRA / TriAdaptLoRA runs here (SVG)")
-    .action(async (o: { data: string[]; methods: string[]; seeds: number[]; maxSteps: number; maxExamples?: number; threads?: number; ranks: number[]; plot?: string; plotDir?: string }) => {
-      const r = await benchVariants({ data: o.data, methods: o.methods, seeds: o.seeds, maxSteps: o.maxSteps, maxExamples: o.maxExamples ?? null, threads: o.threads ?? null, ranks: o.ranks, plotDir: o.plotDir ?? null });
+    .action(async (o: { data: string[]; methods: string[]; seeds: number[]; maxSteps: number; lr: number; maxExamples?: number; threads?: number; ranks: number[]; plot?: string; plotDir?: string }) => {
+      const t0 = performance.now();
+      const r = await benchVariants({ data: o.data, methods: o.methods, seeds: o.seeds, maxSteps: o.maxSteps, lr: o.lr, maxExamples: o.maxExamples ?? null, threads: o.threads ?? null, ranks: o.ranks, plotDir: o.plotDir ?? null });
       if (o.plot !== undefined) writeFileSync(o.plot, (await renderVegaLite(soraRankSpec(r.extra))).svg);
-      emitResult({ bench: "variants", maxSteps: o.maxSteps, maxExamples: o.maxExamples ?? null, ...r, env: benchEnvironment({ threads: o.threads ?? 0, ep: "cpu" }) });
+      emitResult({ bench: "variants", maxSteps: o.maxSteps, lr: o.lr, maxExamples: o.maxExamples ?? null, wallSeconds: (performance.now() - t0) / 1000, ...r, env: benchEnvironment({ threads: o.threads ?? 0, ep: "cpu" }) });
     });
 }
 

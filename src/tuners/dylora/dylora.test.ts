@@ -93,6 +93,59 @@ describe("DyLoRA", () => {
     assert.deepEqual([...seen].sort(), [2, 3], "both ranks of [r_min, r] are sampled over 24 runs");
   });
 
+  test("frozen (the official set_rank(b, frozen=True)): the same truncated forward, but only row b of A and column b of B get gradients, equal to the hand-computed ones", async () => {
+    const tuner = tunerFor("DYLORA");
+    const cfg = tuner.parseConfig({ ...raw, frozen: true }, "test");
+    assert.equal((cfg as unknown as { frozen: boolean }).frozen, true);
+    const adapter: AdapterInstance = { name: "t", tuner, config: cfg, tensors };
+    const g = new Graph("dylora-frozen");
+    const xv = g.input("x", "float64", [2, 2]);
+    const av = g.input("A", "float64", [3, 2]);
+    const bv = g.input("B", "float64", [2, 3]);
+    const w = g.constant(t64([2, 2], W.flat()));
+    const site = { g, name: "m", x: xv, weight: w, bias: null, fanInFanOut: false, inFeatures: 2, outFeatures: 2, base: (v: typeof xv) => dense(v, w, null, { transB: true }), ctx: new ModelContext(g, mapSource(new Map())) };
+    const y = tuner.hooks(adapter, (k) => (k.endsWith("_A") ? av : bv), { training: true, seed: 3 }).linear!("m")!(site);
+    const c = [1, -2, 0.5, 3]; // loss = Σ c ⊙ y
+    const loss = G.reduceSum(G.mul(y, g.constant(t64([2, 2], c))), [0, 1], false);
+    const [ga, gb] = grad(loss, [av, bv]);
+    g.output(y, "y");
+    g.output(ga!, "gA");
+    g.output(gb!, "gB");
+    const cg = await CompiledGraph.create(g, { threads: 1 });
+    const seen = new Set<number>();
+    try {
+      for (let run = 0; run < 24; run++) {
+        const out = await cg.run({ x: t64([2, 2], x.flat()), A: t64([3, 2], A.flat()), B: t64([2, 3], B.flat()) });
+        const yv = out.y!.data as Float64Array;
+        const b = [2, 3].find((r) => maxDiff(yv, want(r)) < 1e-12);
+        assert.ok(b !== undefined, `run ${run}: the output is the truncated forward at a rank of [r_min, r]`);
+        seen.add(b);
+        // dL/dA[k, i] = (α/b)·Σ_n Σ_o c[n, o]·B[o, k]·x[n, i]; dL/dB[o, k] = (α/b)·Σ_n c[n, o]·(A_k·x_n) — for k = b − 1 only
+        const gA = out.gA!.data as Float64Array;
+        const gB = out.gB!.data as Float64Array;
+        for (let k = 0; k < 3; k++) {
+          for (let i = 0; i < 2; i++) {
+            let want = 0;
+            if (k === b - 1) for (let n = 0; n < 2; n++) for (let o = 0; o < 2; o++) want += (alpha / b) * c[n * 2 + o]! * B[o]![k]! * x[n]![i]!;
+            assert.ok(Math.abs(gA[k * 2 + i]! - want) < 1e-12, `run ${run} (b = ${b}): dA[${k}, ${i}] = ${gA[k * 2 + i]} vs ${want}`);
+          }
+          for (let o = 0; o < 2; o++) {
+            let want = 0;
+            if (k === b - 1) for (let n = 0; n < 2; n++) want += (alpha / b) * c[n * 2 + o]! * (A[k]![0]! * x[n]![0]! + A[k]![1]! * x[n]![1]!);
+            assert.ok(Math.abs(gB[o * 3 + k]! - want) < 1e-12, `run ${run} (b = ${b}): dB[${o}, ${k}] = ${gB[o * 3 + k]} vs ${want}`);
+          }
+        }
+        assert.ok(gA.some((v) => v !== 0) && gB.some((v) => v !== 0), "the sampled rank is trained");
+      }
+    } finally {
+      await cg.release();
+    }
+    assert.deepEqual([...seen].sort(), [2, 3], "both ranks of [r_min, r] are sampled over 24 runs");
+    // saved and parsed back
+    assert.equal(tuner.toRaw(cfg).frozen, true);
+    assert.equal("frozen" in tuner.toRaw(tuner.parseConfig(raw, "test")), false);
+  });
+
   test("finite-difference gradients of its graph", async () => {
     await gradCheckLinear({ raw, module: "m", tensors, weight: t([2, 2], W.flat()), x: t([2, 2], x.flat()) });
   });
@@ -140,6 +193,7 @@ describe("DyLoRA", () => {
       [{ peft_type: "DYLORA", r: 2, r_min: 3, target_modules: ["q_proj"] }, "r_min"],
       [{ peft_type: "DYLORA", r: 0, target_modules: ["q_proj"] }, "'r'"],
       [{ peft_type: "DYLORA", use_dora: true, target_modules: ["q_proj"] }, "use_dora"],
+      [{ peft_type: "DYLORA", frozen: "yes", target_modules: ["q_proj"] }, "frozen"],
       [{ peft_type: "DYLORA", target_modules: ["nothing_here"] }, "target_modules"],
     ],
     perturb: true,

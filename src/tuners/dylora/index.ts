@@ -12,9 +12,15 @@
  * is), so a compiled training graph samples a new rank on every run; its mask
  * m_k = [k < b]·α/b scales the r rank-1 activations.
  *
+ * `frozen` (the official code's `set_rank(rank, frozen=True)`, the paper's "frozen" mode): the
+ * forward is the same truncated adapter, but only the b-th row of A and the b-th column of B get
+ * gradients — A[:b−1] and B[:, :b−1] enter the step detached. In the graph
+ * A_f = stop(A) + e_b·(A − stop(A)) with e_b the one-hot of rank b (the same draw as the mask), so
+ * A_f equals A exactly and its gradient is the upstream one on row b only (B likewise by column).
+ *
  * Tensors `<module>.dylora_A` [r, in] (Kaiming-uniform, as LoRA's A) and `<module>.dylora_B`
  * [out, r] (zero). adapter_config.json: `peft_type: "DYLORA"`, LoRA's `r` (r_max), `lora_alpha`,
- * `lora_dropout`, targeting fields, plus `r_min` (default 1).
+ * `lora_dropout`, targeting fields, plus `r_min` (default 1) and `frozen` (default false).
  */
 import { z } from "zod";
 import { ConfigError } from "../../errors.js";
@@ -32,6 +38,8 @@ export interface DyLoraConfig extends LoraLikeConfig {
   readonly peftType: "DYLORA";
   /** Smallest rank sampled in training (the largest is `r`). */
   readonly rMin: number;
+  /** Train only the sampled rank's row of A and column of B at each step (the paper's "frozen" mode). */
+  readonly frozen: boolean;
 }
 
 export const dyloraKeys = (module: string) => ({ A: `${module}.dylora_A`, B: `${module}.dylora_B` });
@@ -42,14 +50,14 @@ function moduleOf(key: string): string | null {
 }
 
 export function parseDyLoraConfig(raw: Readonly<Record<string, unknown>>, file: string): DyLoraConfig {
-  const { base, own } = parseLoraLike(raw, file, "DYLORA", { r_min: z.number().int().positive().optional() });
+  const { base, own } = parseLoraLike(raw, file, "DYLORA", { r_min: z.number().int().positive().optional(), frozen: z.boolean().optional() });
   const rMin = own.r_min ?? 1;
   if (rMin > base.r) throw new ConfigError(file, "r_min", `${rMin} exceeds r ${base.r} (DyLoRA samples ranks in [r_min, r])`);
-  return { ...base, peftType: "DYLORA", rMin };
+  return { ...base, peftType: "DYLORA", rMin, frozen: own.frozen ?? false };
 }
 
 function toRaw(c: DyLoraConfig): Record<string, unknown> {
-  return { ...loraLikeToRaw(c), r_min: c.rMin };
+  return { ...loraLikeToRaw(c), r_min: c.rMin, ...(c.frozen ? { frozen: true } : {}) };
 }
 
 function targets(c: DyLoraConfig, model: BaseModelInfo): LinearModule[] {
@@ -57,20 +65,34 @@ function targets(c: DyLoraConfig, model: BaseModelInfo): LinearModule[] {
 }
 
 /**
- * The per-rank scale of a training step: m_k = α/b for k < b, 0 beyond, with b drawn uniformly
- * from [rMin, r] by a RandomUniformLike node (`seed`). `like` only carries the graph and a run
- * dependency (so the draw is not constant-folded).
+ * The rank of a training step, drawn uniformly from [rMin, r] by a RandomUniformLike node (`seed`):
+ * the per-rank scale m_k = α/b for k < b, 0 beyond, and the one-hot e_k = [k = b − 1] of the same
+ * draw. `like` only carries the graph and a run dependency (so the draw is not constant-folded).
  */
-export function sampledRankScale(like: Value, r: number, rMin: number, alpha: number, seed: number, dtype: Value["dtype"]): Value {
+export function sampledRank(like: Value, r: number, rMin: number, alpha: number, seed: number, dtype: Value["dtype"]): { scale: Value; last: Value } {
   const g = like.graph;
   const u = G.randomUniformLike(G.reduceSum(G.cast(like, "float32"), [...Array(like.rank).keys()], false), seed, "float32");
   // k < b = rMin + ⌊u·n⌋  ⇔  u·n ≥ k − rMin + 1 (n = r − rMin + 1)
-  const thresholds = g.constant({ dtype: "float32", shape: [r], data: Float32Array.from({ length: r }, (_, k) => k - rMin + 1) });
-  const keep = G.not(G.less(G.mul(u, r - rMin + 1), thresholds));
+  const un = G.mul(u, r - rMin + 1);
+  const below = (offset: number) => G.not(G.less(un, g.constant({ dtype: "float32", shape: [r], data: Float32Array.from({ length: r }, (_, k) => k + offset - rMin + 1) })));
+  const keep = below(0);
+  const lastRank = G.and(keep, G.not(below(1))); // k < b and not k + 1 < b
   const f = (v: number): Tensor => (dtype === "float64" ? { dtype: "float64", shape: [r], data: new Float64Array(r).fill(v) } : { dtype: "float32", shape: [r], data: new Float32Array(r).fill(v) });
   const mask = G.where(keep, g.constant(f(1)), g.constant(f(0)));
   const scale = G.mul(G.div(mask, G.reduceSum(mask, [0], true)), alpha);
-  return dtype === "float16" ? G.cast(scale, "float16") : scale;
+  const last = G.where(lastRank, g.constant(f(1)), g.constant(f(0)));
+  return dtype === "float16" ? { scale: G.cast(scale, "float16"), last: G.cast(last, "float16") } : { scale, last };
+}
+
+/** The per-rank scale m_k of a training step (`sampledRank`). */
+export function sampledRankScale(like: Value, r: number, rMin: number, alpha: number, seed: number, dtype: Value["dtype"]): Value {
+  return sampledRank(like, r, rMin, alpha, seed, dtype).scale;
+}
+
+/** `w` with its gradient kept only where `onehot` (broadcast along `w`) is 1: stop(w) + onehot·(w − stop(w)). */
+function onlyAt(w: Value, onehot: Value): Value {
+  const fixed = w.graph.stopGradient(w);
+  return G.add(fixed, G.mul(onehot, G.sub(w, fixed)));
 }
 
 function role(key: string): TensorRole | null {
@@ -142,12 +164,18 @@ export const dylora: TunerDef<DyLoraConfig> = {
         if (!adapter.tensors.has(k.A)) return null;
         return (site) => {
           const x = opts.training && c.loraDropout > 0 ? dropout(site.x, c.loraDropout, opts.seed) : site.x;
-          const A = param(k.A);
-          const h = dense(x, A, null, { transB: true }); // [.., r]
-          if (!opts.training) return dense(h, param(k.B), site.base(site.x), { transB: true, alpha: c.loraAlpha / c.r });
+          let A = param(k.A);
+          let B = param(k.B);
+          if (!opts.training) return dense(dense(x, A, null, { transB: true }), B, site.base(site.x), { transB: true, alpha: c.loraAlpha / c.r });
           // one rank per step for every layer: the same seed gives every layer's generator the same sequence
-          const scale = sampledRankScale(site.x, c.r, c.rMin, c.loraAlpha, opts.seed + 7919, A.dtype);
-          return dense(G.mul(h, scale), param(k.B), site.base(site.x), { transB: true });
+          const { scale, last } = sampledRank(site.x, c.r, c.rMin, c.loraAlpha, opts.seed + 7919, A.dtype);
+          if (c.frozen) {
+            // only row b of A and column b of B are trained this step
+            A = onlyAt(A, G.unsqueeze(last, [1]));
+            B = onlyAt(B, last);
+          }
+          const h = dense(x, A, null, { transB: true }); // [.., r]
+          return dense(G.mul(h, scale), B, site.base(site.x), { transB: true });
         };
       },
     };

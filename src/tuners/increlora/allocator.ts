@@ -11,12 +11,15 @@
  *   learning") become trainable, and new reserve components are drawn (P, Q ~ N(0, 0.02²));
  * - once the budget is spent (or no module has capacity left) the reserve components are zeroed.
  * Slots beyond a module's components stay zero. The state is read back from the tensors at the
- * first step (components = leading non-zero rows of A, reserve = trailing ones with λ = 1e-5), so a
- * resumed run keeps its ranks; the importance EMAs restart, as AdaLoRA's.
+ * first step (components = leading non-zero rows of A, reserve = trailing ones with λ = 1e-5). The
+ * trainer's checkpoints hold the whole allocator state (`state` / `restore`: ranks, reserves,
+ * importance EMAs, the last forward's A/E/B, the generator, the allocations so far), so a run
+ * resumed at any step allocates as the uninterrupted run.
  */
+import { AdapterStateError } from "../../errors.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import type { AdapterInstance, TrainingAllocator } from "../common/types.js";
-import { Rng } from "../../util/rng.js";
+import { Rng, type RngState } from "../../util/rng.js";
 import { type IncreLoraConfig, PROBE_GAIN, RESERVE_E, increKeys, increScale } from "./index.js";
 
 interface ModuleState {
@@ -41,13 +44,22 @@ export interface IncreEvent {
   readonly ranks: Readonly<Record<string, number>>;
 }
 
+/** The JSON part of a checkpointed `IncreAllocator`. */
+interface IncreState {
+  readonly started: boolean;
+  readonly growing: boolean;
+  readonly rng: RngState;
+  readonly modules: Record<string, { rank: number; reserve: number; ipt: number; unc: number }>;
+  readonly events: IncreEvent[];
+}
+
 export class IncreAllocator implements TrainingAllocator<IncreLoraConfig> {
   private readonly c: IncreLoraConfig;
   private readonly mods: ModuleState[];
   readonly budget: number;
   private growing = true;
   private started = false;
-  private readonly rng: Rng;
+  private rng: Rng;
   /** Every allocation, for logs, tests and the rank-allocation plot. */
   readonly events: IncreEvent[] = [];
 
@@ -83,6 +95,54 @@ export class IncreAllocator implements TrainingAllocator<IncreLoraConfig> {
 
   get totalRank(): number {
     return this.mods.reduce((s, m) => s + m.rank, 0);
+  }
+
+  /** The allocator's state for a training checkpoint: per module the snapshot tensors, the rest as JSON. */
+  state(): { tensors: Map<string, Tensor>; json: unknown } {
+    const tensors = new Map<string, Tensor>();
+    for (const m of this.mods) {
+      tensors.set(`${m.name}.snap_A`, { dtype: "float32", shape: [m.capacity, m.inFeatures], data: Float32Array.from(m.snap.A) });
+      tensors.set(`${m.name}.snap_E`, { dtype: "float32", shape: [m.capacity, 1], data: Float32Array.from(m.snap.E) });
+      tensors.set(`${m.name}.snap_B`, { dtype: "float32", shape: [m.outFeatures, m.capacity], data: Float32Array.from(m.snap.B) });
+    }
+    const json: IncreState = {
+      started: this.started,
+      growing: this.growing,
+      rng: this.rng.state(),
+      modules: Object.fromEntries(this.mods.map((m) => [m.name, { rank: m.rank, reserve: m.reserve, ipt: m.ipt, unc: m.unc }])),
+      events: this.events.map((e) => ({ ...e, grown: [...e.grown], ranks: { ...e.ranks } })),
+    };
+    return { tensors, json };
+  }
+
+  /** Continue from a checkpoint's `state()` (the same adapter's modules and capacities). */
+  restore(state: { readonly tensors: ReadonlyMap<string, Tensor>; readonly json: unknown }): void {
+    const bad = (issue: string): never => {
+      throw new AdapterStateError("increlora", `checkpointed allocator state: ${issue}`);
+    };
+    const json = state.json as Partial<IncreState> | null;
+    if (!json || typeof json !== "object" || !json.modules || !json.rng || !Array.isArray(json.events)) bad("not an IncreLoRA allocator's state");
+    const j = json as IncreState;
+    const names = Object.keys(j.modules);
+    if (names.length !== this.mods.length || this.mods.some((m) => !(m.name in j.modules))) bad(`modules ${JSON.stringify(names)} are not the adapter's`);
+    for (const m of this.mods) {
+      const st = j.modules[m.name]!;
+      if (!Number.isInteger(st.rank) || !Number.isInteger(st.reserve) || st.rank + st.reserve > m.capacity) bad(`module '${m.name}': rank ${st.rank} + reserve ${st.reserve} exceed its capacity ${m.capacity}`);
+      for (const part of ["A", "E", "B"] as const) {
+        const t = state.tensors.get(`${m.name}.snap_${part}`);
+        if (!t || t.dtype !== "float32" || (t.data as Float32Array).length !== m.snap[part].length) bad(`module '${m.name}': snapshot of ${part} missing or of the wrong size`);
+        m.snap[part].set(t!.data as Float32Array);
+      }
+      m.rank = st.rank;
+      m.reserve = st.reserve;
+      m.ipt = st.ipt;
+      m.unc = st.unc;
+    }
+    this.started = j.started;
+    this.growing = j.growing;
+    this.rng = Rng.fromState(j.rng);
+    this.events.length = 0;
+    this.events.push(...j.events);
   }
 
   /** Reads each module's components and reserve from the current values (first step, or a resumed run). */

@@ -4,9 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { IDS, exportParity, trainedTiny } from "../../cli/commands/export-lora.test-util.js";
+import { AdapterStateError } from "../../errors.js";
 import { PeftModel } from "../../peft/peft-model.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { fixtureModel, gradCheckLinear, maxDiff, methodSuite, runLinear } from "../../train/method-suite.test-util.js";
+import { assertResumeParity } from "../../train/resume-parity.test-util.js";
 import type { AdapterInstance } from "../common/types.js";
 import { IncreAllocator } from "./allocator.js";
 import { type IncreLoraConfig, PROBE_GAIN, RESERVE_E, increlora, parseIncreLoraConfig } from "./index.js";
@@ -153,6 +155,19 @@ describe("IncreLoRA", () => {
     const ranks = Object.fromEntries(Object.keys(rp).map((m) => [m, (lc.rank_pattern as Record<string, number>)[m] ?? (lc.r as number)]));
     assert.deepEqual(ranks, rp, "the LoRA has the allocated ranks");
     await pm.dispose();
+  });
+
+  test("a run killed at any step and resumed from its checkpoint (importance EMAs, reserve, generator) equals the straight run: rank_pattern and tensors", async () => {
+    // budget 12 over 4 modules from rank 1, one component per step from step 1 (top_h 1), so the ranks end unequal and
+    // the generator's draws survive; stops before, during and after the allocations (restarting the EMAs and the
+    // generator, as before the state was checkpointed, changes the tensors at the stop at 3)
+    const cfg = { peft_type: "INCRELORA", init_r: 1, target_r: 3, max_r: 5, incre_interval: 1, top_h: 1, incre_rank_num: 1, target_modules: ["q_proj", "v_proj"] };
+    await assertResumeParity(cfg, 12, [1, 3, 6, 10]);
+    // a state that is not this adapter's is refused, typed
+    const fresh = PeftModel.create(fixtureModel("llama"), cfg).adapter("default") as never;
+    assert.throws(() => new IncreAllocator(fresh).restore({ tensors: new Map(), json: {} }), AdapterStateError);
+    const other = new IncreAllocator(PeftModel.create(fixtureModel("llama"), { ...cfg, target_modules: ["q_proj"] }).adapter("default") as never).state();
+    assert.throws(() => new IncreAllocator(fresh).restore(other), AdapterStateError);
   });
 
   test("export refuses an adapter whose ranks are not allocated yet, and DyLoRA's --rank", () => {

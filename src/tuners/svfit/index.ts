@@ -12,6 +12,14 @@
  * init). adapter_config.json: `peft_type: "SVFIT"`, `r`, `fan_in_fan_out`, the targeting fields, `init_weights` (false: s = s₀ + noise, for tests);
  * there is no `lora_alpha` (the singular values are the scale). Exports to LoRA as
  * B = U_r, A = diag(s − s₀)·V_rᵀ, lora_alpha = r (scaling 1).
+ *
+ * The rank rule (the abstract: "the most critical singular values that capture over 99% of the
+ * matrix's information"): with `spectrum_threshold` τ (e.g. 0.99) each module's rank is the
+ * smallest r whose top singular values hold the share τ of the spectrum's energy,
+ * Σ_{i<r} σ_i² ≥ τ·Σ_i σ_i² (the Frobenius norm of the best rank-r approximation). `resolve`
+ * computes it from the base weight and writes `rank_pattern` (module → r, exact module names);
+ * a saved adapter carries its `rank_pattern`, so loading does not redo the SVD. Without the
+ * threshold every module uses `r`.
  */
 import { z } from "zod";
 import { ConfigError } from "../../errors.js";
@@ -24,11 +32,36 @@ import { resolveAllLinear } from "../common/target.js";
 import { rejectFeedforward, savedModules } from "../common/train.js";
 import type { BaseModelInfo, LinearModule, TensorRole, TunerDef } from "../common/types.js";
 import { topSvd } from "../lora/init.js";
+import { Matrix, SingularValueDecomposition } from "ml-matrix";
 
 export interface SvfitConfig extends LoraLikeConfig {
   readonly peftType: "SVFIT";
   /** true (default): s = s₀, the base model exactly; false: s = s₀ + N(0, 1) noise (tests, as PEFT's `init_weights: false`). */
   readonly initWeights: boolean;
+  /** The rank rule's energy share τ in (0, 1], or null (every module at `r`). */
+  readonly spectrumThreshold: number | null;
+  /** Rank per module (exact names), set by the rank rule; modules not listed use `r`. */
+  readonly rankPattern: Readonly<Record<string, number>>;
+}
+
+/** The rank of module `name`. */
+export function svfitRank(c: SvfitConfig, name: string): number {
+  return c.rankPattern[name] ?? c.r;
+}
+
+/**
+ * The rank rule: the smallest r with Σ_{i<r} σ_i² ≥ τ·Σ_i σ_i² (σ sorted descending), at least 1.
+ */
+export function spectrumRank(singularValues: ArrayLike<number>, threshold: number): number {
+  const sq = Array.from(singularValues, (x) => x * x).sort((a, b) => b - a);
+  const total = sq.reduce((a, b) => a + b, 0);
+  if (!(total > 0)) return 1;
+  let acc = 0;
+  for (let r = 0; r < sq.length; r++) {
+    acc += sq[r]!;
+    if (acc >= threshold * total * (1 - 1e-12)) return r + 1;
+  }
+  return sq.length;
 }
 
 export const svfitKeys = (module: string) => ({ s: `${module}.svfit_s`, s0: `${module}.svfit_s0`, U: `${module}.svfit_U`, V: `${module}.svfit_V` });
@@ -40,23 +73,45 @@ function moduleOf(key: string): string | null {
 
 export function parseSvfitConfig(raw: Readonly<Record<string, unknown>>, file: string): SvfitConfig {
   if ("lora_alpha" in raw) throw new ConfigError(file, "lora_alpha", "SVFit has no scaling: the trained singular values are the scale; remove lora_alpha");
-  const { base, own } = parseLoraLike(raw, file, "SVFIT", { init_weights: z.boolean().optional() });
-  return { ...base, peftType: "SVFIT", initWeights: own.init_weights ?? true };
+  const { base, own } = parseLoraLike(raw, file, "SVFIT", {
+    init_weights: z.boolean().optional(),
+    spectrum_threshold: z.number().gt(0).lte(1).nullable().optional(),
+    rank_pattern: z.record(z.string(), z.number().int().positive()).nullable().optional(),
+  });
+  return { ...base, peftType: "SVFIT", initWeights: own.init_weights ?? true, spectrumThreshold: own.spectrum_threshold ?? null, rankPattern: own.rank_pattern ?? {} };
 }
 
 function toRaw(c: SvfitConfig): Record<string, unknown> {
   const raw = loraLikeToRaw(c);
   delete raw.lora_alpha;
   raw.init_weights = c.initWeights;
+  if (c.spectrumThreshold !== null) raw.spectrum_threshold = c.spectrumThreshold;
+  if (Object.keys(c.rankPattern).length > 0) raw.rank_pattern = { ...c.rankPattern };
   return raw;
 }
 
 function targets(c: SvfitConfig, model: BaseModelInfo): LinearModule[] {
   const ms = linearTargets(c, model, "SVFit");
   for (const m of ms) {
-    if (c.r > Math.min(m.inFeatures, m.outFeatures)) throw new ConfigError("adapter_config.json", "r", `${c.r} exceeds min(out, in) = ${Math.min(m.inFeatures, m.outFeatures)} of ${m.name}: SVFit trains r singular values of the weight`);
+    const r = svfitRank(c, m.name);
+    if (r > Math.min(m.inFeatures, m.outFeatures)) throw new ConfigError("adapter_config.json", c.rankPattern[m.name] !== undefined ? "rank_pattern" : "r", `${r} exceeds min(out, in) = ${Math.min(m.inFeatures, m.outFeatures)} of ${m.name}: SVFit trains r singular values of the weight`);
   }
+  const names = new Set(ms.map((m) => m.name));
+  for (const name of Object.keys(c.rankPattern)) if (!names.has(name)) throw new ConfigError("adapter_config.json", "rank_pattern", `'${name}' is not an adapted module of this model`);
   return ms;
+}
+
+/** `resolve`: `all-linear`, then the rank rule's `rank_pattern` from the base weights' spectra (when τ is set and no pattern is saved). */
+function resolveSvfit(c: SvfitConfig, model: BaseModelInfo): SvfitConfig {
+  const r0 = resolveAllLinear(c, model);
+  if (r0.spectrumThreshold === null || Object.keys(r0.rankPattern).length > 0) return r0;
+  const rankPattern: Record<string, number> = {};
+  for (const m of linearTargets(r0, model, "SVFit")) {
+    const w = weightOutIn(model.weight(`${m.name}.weight`), m.fanInFanOut);
+    const sv = new SingularValueDecomposition(Matrix.from1DArray(m.outFeatures, m.inFeatures, Array.from(w)), { autoTranspose: true, computeLeftSingularVectors: false, computeRightSingularVectors: false }).diagonal;
+    rankPattern[m.name] = spectrumRank(sv, r0.spectrumThreshold);
+  }
+  return { ...r0, rankPattern };
 }
 
 function role(key: string): TensorRole | null {
@@ -92,15 +147,16 @@ export const svfit: TunerDef<SvfitConfig> = {
   role,
   parseConfig: parseSvfitConfig,
   toRaw,
-  resolve: resolveAllLinear,
+  resolve: resolveSvfit,
   expectedTensors(c, model) {
     const out = new Map<string, readonly number[]>();
     for (const m of targets(c, model)) {
       const k = svfitKeys(m.name);
-      out.set(k.s, [c.r]);
-      out.set(k.s0, [c.r]);
-      out.set(k.U, [m.outFeatures, c.r]);
-      out.set(k.V, [c.r, m.inFeatures]);
+      const r = svfitRank(c, m.name);
+      out.set(k.s, [r]);
+      out.set(k.s0, [r]);
+      out.set(k.U, [m.outFeatures, r]);
+      out.set(k.V, [r, m.inFeatures]);
     }
     return out;
   },
@@ -108,16 +164,17 @@ export const svfit: TunerDef<SvfitConfig> = {
     const out = new Map<string, Tensor>();
     for (const m of targets(c, model)) {
       const k = svfitKeys(m.name);
+      const r = svfitRank(c, m.name);
       const w = weightOutIn(model.weight(`${m.name}.weight`), m.fanInFanOut);
-      const { u, s, v } = topSvd(w, m.outFeatures, m.inFeatures, c.r, null, rng); // u [out, r], v [in, r]
-      const vt = new Float32Array(c.r * m.inFeatures);
-      for (let i = 0; i < m.inFeatures; i++) for (let j = 0; j < c.r; j++) vt[j * m.inFeatures + i] = v[i * c.r + j]!;
+      const { u, s, v } = topSvd(w, m.outFeatures, m.inFeatures, r, null, rng); // u [out, r], v [in, r]
+      const vt = new Float32Array(r * m.inFeatures);
+      for (let i = 0; i < m.inFeatures; i++) for (let j = 0; j < r; j++) vt[j * m.inFeatures + i] = v[i * r + j]!;
       const s0 = Float32Array.from(s);
       const sv = c.initWeights ? Float32Array.from(s0) : Float32Array.from(s0, (x) => x + rng.normal());
-      out.set(k.s, { dtype: "float32", shape: [c.r], data: sv });
-      out.set(k.s0, { dtype: "float32", shape: [c.r], data: s0 });
-      out.set(k.U, { dtype: "float32", shape: [m.outFeatures, c.r], data: Float32Array.from(u) });
-      out.set(k.V, { dtype: "float32", shape: [c.r, m.inFeatures], data: vt });
+      out.set(k.s, { dtype: "float32", shape: [r], data: sv });
+      out.set(k.s0, { dtype: "float32", shape: [r], data: s0 });
+      out.set(k.U, { dtype: "float32", shape: [m.outFeatures, r], data: Float32Array.from(u) });
+      out.set(k.V, { dtype: "float32", shape: [r, m.inFeatures], data: vt });
     }
     return out;
   },
@@ -157,7 +214,8 @@ export const svfit: TunerDef<SvfitConfig> = {
       const ds = Float32Array.from(toFloat32(s), (x, j) => x - toFloat32(adapter.tensors.get(k.s0)!)[j]!);
       const v = toFloat32(adapter.tensors.get(k.V)!);
       const A = Float32Array.from(v, (x, i) => x * ds[Math.floor(i / m.inFeatures)]!);
-      factors.set(m.name, { A, B: Float32Array.from(toFloat32(adapter.tensors.get(k.U)!)), r: c.r, inFeatures: m.inFeatures, outFeatures: m.outFeatures, alpha: c.r });
+      const r = s.shape[0]!;
+      factors.set(m.name, { A, B: Float32Array.from(toFloat32(adapter.tensors.get(k.U)!)), r, inFeatures: m.inFeatures, outFeatures: m.outFeatures, alpha: r });
     }
     return loraExport(c, factors, copied);
   },

@@ -10,13 +10,16 @@
  *   fewer at the end, so the total never exceeds b (the authors' code can overshoot it by the
  *   last allocation);
  * - a growing module's new strips: A rows and B columns drawn N(0, 0.02²), C strips zero.
- * After every step everything outside the strips is set back to zero. The state is read back from
- * the tensors at the first step (rank = leading non-zero rows of A; a resumed run treats its rank
- * as one strip).
+ * After every step everything outside the strips is set back to zero. The state is read from the
+ * tensors at the first step (rank = leading non-zero rows of A, one strip). The trainer's
+ * checkpoints hold the whole allocator state (`state` / `restore`: the strips, the norms at the
+ * last allocation, the generator, the allocations so far), so a run resumed at any step allocates
+ * as the uninterrupted run.
  */
+import { AdapterStateError } from "../../errors.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import type { AdapterInstance, TrainingAllocator } from "../common/types.js";
-import { Rng } from "../../util/rng.js";
+import { Rng, type RngState } from "../../util/rng.js";
 import { type TriAdaptLoraConfig, triKeys } from "./index.js";
 
 interface ModuleState {
@@ -39,12 +42,20 @@ export interface TriEvent {
   readonly ranks: Readonly<Record<string, number>>;
 }
 
+/** The JSON part of a checkpointed `TriAllocator`. */
+interface TriState {
+  readonly started: boolean;
+  readonly rng: RngState;
+  readonly modules: Record<string, { ends: number[]; prevNorm: number }>;
+  readonly events: TriEvent[];
+}
+
 export class TriAllocator implements TrainingAllocator<TriAdaptLoraConfig> {
   private readonly c: TriAdaptLoraConfig;
   private readonly mods: ModuleState[];
   readonly budget: number;
   private started = false;
-  private readonly rng: Rng;
+  private rng: Rng;
   readonly events: TriEvent[] = [];
 
   constructor(adapter: AdapterInstance<TriAdaptLoraConfig>, seed = 0) {
@@ -70,6 +81,40 @@ export class TriAllocator implements TrainingAllocator<TriAdaptLoraConfig> {
 
   get totalRank(): number {
     return this.mods.reduce((s, m) => s + this.rank(m), 0);
+  }
+
+  /** The allocator's state for a training checkpoint (JSON only). */
+  state(): { tensors: Map<string, Tensor>; json: unknown } {
+    const json: TriState = {
+      started: this.started,
+      rng: this.rng.state(),
+      modules: Object.fromEntries(this.mods.map((m) => [m.name, { ends: [...m.ends], prevNorm: m.prevNorm }])),
+      events: this.events.map((e) => ({ ...e, grown: [...e.grown], scores: { ...e.scores }, ranks: { ...e.ranks } })),
+    };
+    return { tensors: new Map(), json };
+  }
+
+  /** Continue from a checkpoint's `state()` (the same adapter's modules and capacities). */
+  restore(state: { readonly tensors: ReadonlyMap<string, Tensor>; readonly json: unknown }): void {
+    const bad = (issue: string): never => {
+      throw new AdapterStateError("triadaptlora", `checkpointed allocator state: ${issue}`);
+    };
+    const json = state.json as Partial<TriState> | null;
+    if (!json || typeof json !== "object" || !json.modules || !json.rng || !Array.isArray(json.events)) bad("not a TriAdaptLoRA allocator's state");
+    const j = json as TriState;
+    const names = Object.keys(j.modules);
+    if (names.length !== this.mods.length || this.mods.some((m) => !(m.name in j.modules))) bad(`modules ${JSON.stringify(names)} are not the adapter's`);
+    for (const m of this.mods) {
+      const st = j.modules[m.name]!;
+      const ok = Array.isArray(st.ends) && st.ends.every((e, i) => Number.isInteger(e) && e > (i === 0 ? 0 : st.ends[i - 1]!) && e <= m.capacity);
+      if (!ok) bad(`module '${m.name}': strip ends ${JSON.stringify(st.ends)} are not increasing within its capacity ${m.capacity}`);
+      m.ends = [...st.ends];
+      m.prevNorm = st.prevNorm;
+    }
+    this.started = j.started;
+    this.rng = Rng.fromState(j.rng);
+    this.events.length = 0;
+    this.events.push(...j.events);
   }
 
   private readState(values: ReadonlyMap<string, Float32Array>): void {

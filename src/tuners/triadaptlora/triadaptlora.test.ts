@@ -4,9 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { IDS, exportParity, trainedTiny } from "../../cli/commands/export-lora.test-util.js";
+import { AdapterStateError } from "../../errors.js";
 import { PeftModel } from "../../peft/peft-model.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import { fixtureModel, gradCheckLinear, maxDiff, methodSuite, runLinear } from "../../train/method-suite.test-util.js";
+import { assertResumeParity } from "../../train/resume-parity.test-util.js";
 import type { AdapterInstance } from "../common/types.js";
 import { TriAllocator } from "./allocator.js";
 import { type TriAdaptLoraConfig, parseTriAdaptLoraConfig, triadaptlora } from "./index.js";
@@ -157,6 +159,16 @@ describe("TriAdaptLoRA", () => {
     const ranks = Object.fromEntries(Object.keys(rp).map((m) => [m, (lc.rank_pattern as Record<string, number>)[m] ?? (lc.r as number)]));
     assert.deepEqual(ranks, rp, "the LoRA has the allocated ranks");
     await pm.dispose();
+  });
+
+  test("a run killed at any step and resumed from its checkpoint (strips, norms at the last allocation, generator) equals the straight run: rank_pattern and tensors", async () => {
+    const cfg = { peft_type: "TRIADAPTLORA", init_rank: 1, reference_rank: 2, max_r: 4, total_step: 10, incre_interval: 2, incre_rank_num: 1, target_modules: ["q_proj", "v_proj"] };
+    await assertResumeParity(cfg, 10, [2, 3, 5, 9]);
+    // a state that is not this adapter's is refused, typed
+    const fresh = PeftModel.create(fixtureModel("llama"), cfg).adapter("default") as never;
+    assert.throws(() => new TriAllocator(fresh).restore({ tensors: new Map(), json: {} }), AdapterStateError);
+    const other = new TriAllocator(PeftModel.create(fixtureModel("llama"), { ...cfg, target_modules: ["q_proj"] }).adapter("default") as never).state();
+    assert.throws(() => new TriAllocator(fresh).restore(other), AdapterStateError);
   });
 
   methodSuite({
