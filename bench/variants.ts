@@ -114,8 +114,8 @@ async function allocatedRanks(ctx: VariantContext): Promise<Record<string, unkno
 
 /**
  * Method → its options at the shared budget and its own measurement. Every method runs at the
- * bench's `--lr` (default 1e-2: at 1e-3 and 100 steps the adapters do not change the predictions,
- * docs/lora-variants.md).
+ * bench's `--lr` (default 1e-2), the peak of a schedule that spans `--max-steps` (6 % warm-up, then
+ * linear decay; it overrides the runs' `epochs: 100`), docs/lora-variants.md.
  */
 export const VARIANTS: Readonly<Record<string, VariantSpec>> = {
   // the control: LoRA with lora_alpha 0 (ΔW ≡ 0, A and B get no gradient), so only the classifier head learns
