@@ -1,5 +1,6 @@
 /** A tiny `simple_cnn` in memory, random images, and the network written out as loops (tests). */
 import type { Tensor } from "../tensor.js";
+import { naiveConv } from "../graph/conv.test-util.js";
 import { Rng } from "../util/rng.js";
 import { mapSource } from "./context.js";
 import type { LoadedModel } from "./load.js";
@@ -32,27 +33,7 @@ export function tinyImages(c: SimpleCnnConfig, n: number, seed = 2): Tensor<"int
 
 /** Conv2d as loops (NCHW, group 1, symmetric padding), float64. */
 export function convLoops(x: ArrayLike<number>, xs: readonly number[], w: ArrayLike<number>, ws: readonly number[], b: ArrayLike<number> | null, stride: number, pad: number): { data: Float64Array; shape: number[] } {
-  const [n, c, h, wd] = xs as [number, number, number, number];
-  const [m, , kh, kw] = ws as [number, number, number, number];
-  const oh = Math.floor((h + 2 * pad - kh) / stride) + 1;
-  const ow = Math.floor((wd + 2 * pad - kw) / stride) + 1;
-  const out = new Float64Array(n * m * oh * ow);
-  for (let a = 0; a < n; a++)
-    for (let o = 0; o < m; o++)
-      for (let y = 0; y < oh; y++)
-        for (let z = 0; z < ow; z++) {
-          let acc = b ? b[o]! : 0;
-          for (let ci = 0; ci < c; ci++)
-            for (let i = 0; i < kh; i++)
-              for (let j = 0; j < kw; j++) {
-                const r = y * stride + i - pad;
-                const q = z * stride + j - pad;
-                if (r < 0 || r >= h || q < 0 || q >= wd) continue;
-                acc += x[((a * c + ci) * h + r) * wd + q]! * w[((o * c + ci) * kh + i) * kw + j]!;
-              }
-          out[((a * m + o) * oh + y) * ow + z] = acc;
-        }
-  return { data: out, shape: [n, m, oh, ow] };
+  return naiveConv(x, xs, w, ws, b, [stride, stride], [pad, pad, pad, pad], [1, 1]);
 }
 
 /**
