@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { loadModel } from "../models/load.js";
+import { tinyCnn } from "../models/simple-cnn.test-util.js";
 import { PeftModel } from "../peft/peft-model.js";
 import { examplesPerStep, modelMatmulTerms } from "../train/flops.js";
 import { fixturePath } from "../util/paths.js";
@@ -23,6 +24,20 @@ describe("matmul FLOP counting", () => {
     assert.equal(f.trainable, lora + head);
     assert.equal(trainingFlops(terms, B, S), 2 * base + 3 * (lora + head));
     assert.equal(terms.filter((t) => t.trainable).length, 9);
+  });
+
+  test("convolutions count as products over in-channels × kernel window: tiny CNN with LoRA on conv1/conv2", () => {
+    // 6×6×1 image; conv1 1→2 and conv2 2→3, kernel 3, stride 2, padding 1: 3×3 then 2×2; fc 12 → 4
+    const pm = PeftModel.create(tinyCnn(), { peft_type: "LORA", r: 2, lora_alpha: 4, target_modules: ["conv1", "conv2"] });
+    const terms = modelMatmulTerms(pm);
+    const B = 5;
+    const base = 2 * B * (2 * 3 * 3) * (1 * 9) + 2 * B * (3 * 2 * 2) * (2 * 9) + 2 * B * 4 * 12;
+    // lora_A: a conv to r = 2 channels with the layer's kernel; lora_B: a 1×1 conv from r
+    const lora = 2 * B * (2 * 3 * 3) * (1 * 9) + 2 * B * (2 * 3 * 3) * 2 + 2 * B * (2 * 2 * 2) * (2 * 9) + 2 * B * (3 * 2 * 2) * 2;
+    const f = forwardFlops(terms, B, 36);
+    assert.equal(f.base, base);
+    assert.equal(f.trainable, lora);
+    assert.equal(terms.filter((t) => t.trainable).length, 4);
   });
 
   test("symbolic dims: batch, seq, products and sums", () => {

@@ -1,6 +1,6 @@
 /**
- * Matrix-product FLOPs of a training run, read off the model's own graph: every MatMul/Gemm of
- * the forward graph with its shapes, where the symbolic dims `batch` and `seq` become the actual
+ * Matrix-product FLOPs of a training run, read off the model's own graph: every MatMul/Gemm (and
+ * Conv, a product over in-channels × kernel window per output element) of the forward graph with its shapes, where the symbolic dims `batch` and `seq` become the actual
  * batch size and padded length of each step. Terms are split into
  *   - base: products with a frozen weight (the model's linear layers) and between activations
  *     (attention scores and context);
@@ -50,6 +50,14 @@ export function matmulTerms(g: Graph, trainableNames: ReadonlySet<string>): Matm
     if (n.inputs.length > 0 && n.inputs.every(isParamLike)) {
       for (const o of n.outputs) paramLike.add(o.id);
       if (n.inputs.some((i) => fromTrainable.has(i.id))) for (const o of n.outputs) fromTrainable.add(o.id);
+    }
+    if (n.op === "Conv") {
+      // a convolution is a product contracting in-channels × kernel window per output element
+      const [, w] = n.inputs as [Value, Value];
+      const window = w.shape.slice(1);
+      const k = window.every((d) => typeof d === "number") ? (window as number[]).reduce((a, b) => a * b, 1) : window.join("*");
+      terms.push({ name: n.name, out: n.outputs[0]!.shape, k, trainable: isParamLike(w) && fromTrainable.has(w.id) });
+      continue;
     }
     if (n.op !== "MatMul" && n.op !== "Gemm") continue;
     const [a, b] = n.inputs as [Value, Value];
