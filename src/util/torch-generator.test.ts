@@ -5,7 +5,7 @@ import { loadModel } from "../models/load.js";
 import { modelInfo } from "../peft/model-info.js";
 import { fixturePath } from "./paths.js";
 import { Rng } from "./rng.js";
-import { TorchGenerator, fmaFloat32, kaimingUniformBound, torchLinearInit } from "./torch-generator.js";
+import { TorchGenerator, fmaFloat32, kaimingUniformBound } from "./torch-generator.js";
 
 const round4 = (a: ArrayLike<number>) => Array.from(a, (v) => Math.round(v * 1e4) / 1e4);
 
@@ -103,7 +103,9 @@ describe("TorchGenerator (torch's CPU mt19937)", () => {
         for (const ab of ["A", "B"] as const) {
           const want = tensors.get(key(ab))!;
           const [out, inn] = want.shape as [number, number];
-          const got = torchLinearInit(g, out, inn).weight;
+          // a fresh nn.Linear(in, out) (init_lora_weights=False keeps it): kaiming_uniform_(a=√5), i.e. U(±1/√in)
+          const bound = kaimingUniformBound(inn, Math.sqrt(5));
+          const got = g.uniform(out * inn, -bound, bound);
           assert.equal(want.dtype, "float32");
           assert.deepEqual(got, want.data, `${key(ab)} differs`);
           values += got.length;

@@ -1,7 +1,8 @@
 /**
  * PyTorch's CPU random generator (`torch.Generator("cpu")`, also the global one behind
  * `torch.manual_seed`), reproduced so that peft-ts can draw the same numbers PEFT draws: VeRA's
- * shared projections from `projection_prng_key`, and nn.Linear's default initialisation.
+ * shared projections from `projection_prng_key` and FourierFT's `randperm` (`kaimingUniformBound`
+ * gives nn.init's Kaiming-uniform bound; the tests reproduce nn.Linear's default init with it).
  *
  * The generator is a standard 32-bit Mersenne Twister (mt19937): `manual_seed(s)` is the
  * reference `init_genrand(s mod 2^32)` and `random()` is the next tempered 32-bit output.
@@ -122,16 +123,4 @@ export function kaimingUniformBound(fanIn: number, a: number): number {
   const gain = Math.sqrt(2.0 / (1 + a ** 2));
   const std = gain / Math.sqrt(fanIn);
   return Math.sqrt(3.0) * std;
-}
-
-/**
- * The weight of a fresh `torch.nn.Linear(in, out)` (`reset_parameters`: Kaiming-uniform with
- * a = √5, i.e. U(±1/√in)) drawn from `g`; `bias`: also the bias, U(±1/√in), drawn after the weight.
- */
-export function torchLinearInit(g: TorchGenerator, outFeatures: number, inFeatures: number, bias = false): { weight: Float32Array; bias: Float32Array | null } {
-  const bound = kaimingUniformBound(inFeatures, Math.sqrt(5));
-  const weight = g.uniform(outFeatures * inFeatures, -bound, bound);
-  if (!bias) return { weight, bias: null };
-  const bb = inFeatures > 0 ? 1 / Math.sqrt(inFeatures) : 0;
-  return { weight, bias: g.uniform(outFeatures, -bb, bb) };
 }

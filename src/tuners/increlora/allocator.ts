@@ -16,9 +16,9 @@
  * importance EMAs, the last forward's A/E/B, the generator, the allocations so far), so a run
  * resumed at any step allocates as the uninterrupted run.
  */
-import { AdapterStateError } from "../../errors.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import type { AdapterInstance, TrainingAllocator } from "../common/types.js";
+import { checkedAllocatorJson } from "../common/allocator-state.js";
 import { Rng, type RngState } from "../../util/rng.js";
 import { type IncreLoraConfig, PROBE_GAIN, RESERVE_E, increKeys, increScale } from "./index.js";
 
@@ -117,14 +117,7 @@ export class IncreAllocator implements TrainingAllocator<IncreLoraConfig> {
 
   /** Continue from a checkpoint's `state()` (the same adapter's modules and capacities). */
   restore(state: { readonly tensors: ReadonlyMap<string, Tensor>; readonly json: unknown }): void {
-    const bad = (issue: string): never => {
-      throw new AdapterStateError("increlora", `checkpointed allocator state: ${issue}`);
-    };
-    const json = state.json as Partial<IncreState> | null;
-    if (!json || typeof json !== "object" || !json.modules || !json.rng || !Array.isArray(json.events)) bad("not an IncreLoRA allocator's state");
-    const j = json as IncreState;
-    const names = Object.keys(j.modules);
-    if (names.length !== this.mods.length || this.mods.some((m) => !(m.name in j.modules))) bad(`modules ${JSON.stringify(names)} are not the adapter's`);
+    const { state: j, bad } = checkedAllocatorJson<IncreState>("increlora", "an IncreLoRA", state.json, this.mods.map((m) => m.name));
     for (const m of this.mods) {
       const st = j.modules[m.name]!;
       if (!Number.isInteger(st.rank) || !Number.isInteger(st.reserve) || st.rank + st.reserve > m.capacity) bad(`module '${m.name}': rank ${st.rank} + reserve ${st.reserve} exceed its capacity ${m.capacity}`);

@@ -16,9 +16,9 @@
  * last allocation, the generator, the allocations so far), so a run resumed at any step allocates
  * as the uninterrupted run.
  */
-import { AdapterStateError } from "../../errors.js";
 import { type Tensor, toFloat32 } from "../../tensor.js";
 import type { AdapterInstance, TrainingAllocator } from "../common/types.js";
+import { checkedAllocatorJson } from "../common/allocator-state.js";
 import { Rng, type RngState } from "../../util/rng.js";
 import { type TriAdaptLoraConfig, triKeys } from "./index.js";
 
@@ -96,14 +96,7 @@ export class TriAllocator implements TrainingAllocator<TriAdaptLoraConfig> {
 
   /** Continue from a checkpoint's `state()` (the same adapter's modules and capacities). */
   restore(state: { readonly tensors: ReadonlyMap<string, Tensor>; readonly json: unknown }): void {
-    const bad = (issue: string): never => {
-      throw new AdapterStateError("triadaptlora", `checkpointed allocator state: ${issue}`);
-    };
-    const json = state.json as Partial<TriState> | null;
-    if (!json || typeof json !== "object" || !json.modules || !json.rng || !Array.isArray(json.events)) bad("not a TriAdaptLoRA allocator's state");
-    const j = json as TriState;
-    const names = Object.keys(j.modules);
-    if (names.length !== this.mods.length || this.mods.some((m) => !(m.name in j.modules))) bad(`modules ${JSON.stringify(names)} are not the adapter's`);
+    const { state: j, bad } = checkedAllocatorJson<TriState>("triadaptlora", "a TriAdaptLoRA", state.json, this.mods.map((m) => m.name));
     for (const m of this.mods) {
       const st = j.modules[m.name]!;
       const ok = Array.isArray(st.ends) && st.ends.every((e, i) => Number.isInteger(e) && e > (i === 0 ? 0 : st.ends[i - 1]!) && e <= m.capacity);
