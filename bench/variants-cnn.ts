@@ -17,13 +17,14 @@
  *
  *   npm run bench -- variants-cnn --seeds 0,1,2 --threads 2
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import type { Command } from "commander";
 import { idxExamples, parseIdx } from "../src/data/idx.js";
+import { DatasetError } from "../src/errors.js";
 import { saveSafetensors } from "../src/io/safetensors.js";
 import { mapSource } from "../src/models/context.js";
 import { loadModel, type LoadedModel } from "../src/models/load.js";
@@ -60,6 +61,7 @@ function balanced(byClass: readonly (readonly Uint8Array[])[], from: number, per
 function fashion(dir: string, split: "train" | "t10k"): Uint8Array[][] {
   const read = (name: string) => {
     const file = join(dir, `${split}-${name}-ubyte.gz`);
+    if (!existsSync(file)) throw new DatasetError(file, null, "Fashion-MNIST file not found: install Debian's dataset-fashion-mnist (apt-get install -y --no-install-recommends dataset-fashion-mnist) or pass --fashion-dir");
     return { file, idx: parseIdx(new Uint8Array(gunzipSync(readFileSync(file))), file) };
   };
   const images = read("images-idx3");
@@ -144,10 +146,11 @@ async function pretrain(o: CnnBenchOptions, dir: string): Promise<{ model: Loade
 export async function benchVariantsCnn(o: CnnBenchOptions) {
   const root = mkdtempSync(join(tmpdir(), "peft-bench-cnn-"));
   try {
-    const base = await pretrain(o, root);
-    progress(`base simple_cnn: MNIST test accuracy ${base.mnistAccuracy.toFixed(4)} after ${o.pretrainSteps} steps (${base.seconds.toFixed(1)} s)`);
+    // the Fashion-MNIST files first: a missing package fails before the base model is trained
     const trainSet = fashion(o.fashionDir, "train");
     const testSet = fashion(o.fashionDir, "t10k");
+    const base = await pretrain(o, root);
+    progress(`base simple_cnn: MNIST test accuracy ${base.mnistAccuracy.toFixed(4)} after ${o.pretrainSteps} steps (${base.seconds.toFixed(1)} s)`);
     const train = balanced(trainSet, 0, o.trainPerClass);
     const test = balanced(testSet, 0, o.testPerClass);
     const session = o.threads !== null ? { threads: o.threads } : {};
